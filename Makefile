@@ -1,0 +1,57 @@
+# recflow — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+# Folder holding the CPU build of torch (the lock pins torch==2.13.0+cpu); pip's own
+# find-links setting when there is one. Elsewhere set UV_EXTRA_INDEX_URL to a CPU torch index.
+WHEELS ?= $(shell pip config get global.find-links 2>/dev/null || echo /opt/wheels)
+export GX_ANALYTICS_ENABLED := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup lock run test test-fast lint format bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install -q --python $(BIN)/python --find-links $(WHEELS) -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $@
+
+setup: $(VENV)/.installed ## Create the virtual environment from the lock file (idempotent)
+
+lock: | $(BIN)/uv ## Re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --find-links $(WHEELS) -o requirements.lock
+
+run: setup ## Run the chain on the embedded default: dvc repro, then the Airflow DAG
+	$(BIN)/python -m pipelines.run_all
+
+test: setup ## Run the whole test suite (unit, data, dags, model, integration)
+	$(BIN)/python -m pytest
+
+test-fast: setup ## Run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup ## ruff lint and format check, mypy on pipelines/ and plugins/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup ## Apply ruff formatting and autofixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup ## Rerun every benchmark; results land in benchmarks/results/
+	$(BIN)/python -m benchmarks.run_all
+
+clean: ## Remove run outputs (keeps raw batches and the virtual environment)
+	rm -rf reports metrics data/prepared data/validated .airflow

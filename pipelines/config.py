@@ -1,0 +1,207 @@
+"""Strict, typed configuration loaded from ``params.yaml``.
+
+Every tunable lives in ``params.yaml``. Each stage reads its own section into a frozen
+pydantic model that rejects unknown keys and wrong types, so a typo in ``params.yaml`` is
+an error naming the key instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` is missing, unreadable, or does not match the typed config."""
+
+
+class StrictModel(BaseModel):
+    """Base for config sections: frozen, unknown keys rejected, no silent coercion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class RunConfig(StrictModel):
+    """The run: its logical date (set by Airflow per run, or by hand) and the global seed."""
+
+    logical_date: dt.date
+    seed: int = 42
+
+    @field_validator("logical_date", mode="before")
+    @classmethod
+    def _parse_date(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        return value
+
+
+class DriftConfig(StrictModel):
+    """Knobs that shift the synthetic traffic away from the reference, for monitoring tests."""
+
+    category_shift: float = Field(0.0, ge=0.0, le=1.0)
+    price_inflation: float = Field(0.0, ge=-0.9, le=10.0)
+    new_item_share: float = Field(0.0, ge=0.0, le=1.0)
+    popularity_shift: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class GenerateConfig(StrictModel):
+    """Synthetic clickstream generator: a preset plus drift knobs."""
+
+    preset: Literal["tiny", "default", "large"] = "default"
+    days: int = Field(35, ge=1, le=3650)
+    drift: DriftConfig = DriftConfig()
+
+
+class IngestConfig(StrictModel):
+    """Where events come from and which window becomes the run's batch."""
+
+    source: Literal["synthetic", "recbole", "movielens", "retailrocket", "table"] = "synthetic"
+    path: str = "data/source/synthetic"
+    window_days: int = Field(28, ge=1, le=3650)
+    column_map: dict[str, str] = Field(default_factory=dict)
+    default_price: float = Field(1.0, gt=0.0)
+    default_category: str = "unknown"
+    # For sources without timestamps in the logical window (historic public data sets):
+    # shift all timestamps so that the newest event falls on the logical date.
+    align_to_logical_date: bool = False
+
+
+class ValidateConfig(StrictModel):
+    """Thresholds of the Great Expectations suite over an event batch."""
+
+    min_rows: int = Field(100, ge=1)
+    max_rows: int = Field(50_000_000, ge=1)
+    price_min: float = Field(0.01, gt=0.0)
+    price_max: float = Field(100_000.0, gt=0.0)
+    max_id_length: int = Field(128, ge=1)
+    min_timestamp: dt.date = dt.date(1990, 1, 1)
+    max_share_unseen_items: float = Field(0.5, ge=0.0, le=1.0)
+    max_share_unseen_users: float = Field(0.95, ge=0.0, le=1.0)
+    min_events_per_user: int = Field(3, ge=1)
+    max_share_users_few_events: float = Field(0.8, ge=0.0, le=1.0)
+    min_share_items_in_catalog: float = Field(1.0, ge=0.0, le=1.0)
+    example_values: int = Field(5, ge=1, le=50)
+
+    @field_validator("min_timestamp", mode="before")
+    @classmethod
+    def _parse_date(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        return value
+
+
+class TimeSplitConfig(StrictModel):
+    """Time-based split: the last ``test_days`` are test, the ``valid_days`` before are validation."""
+
+    valid_days: int = Field(1, ge=1)
+    test_days: int = Field(1, ge=1)
+
+
+class PrepareConfig(StrictModel):
+    """Sequence building and splitting."""
+
+    split: Literal["leave_one_out", "time"] = "leave_one_out"
+    time_split: TimeSplitConfig = TimeSplitConfig()
+    event_types: tuple[Literal["view", "add_to_cart", "purchase"], ...] = (
+        "view",
+        "add_to_cart",
+        "purchase",
+    )
+    dedupe_consecutive: bool = True
+    min_sequence_length: int = Field(3, ge=3)
+    max_sequence_length: int = Field(200, ge=3)
+    price_bins: int = Field(20, ge=2, le=1000)
+
+
+class AirflowConfig(StrictModel):
+    """Scheduling of the ``recsys_retrain`` DAG."""
+
+    schedule: str = "0 2 * * *"
+    start_date: dt.date = dt.date(2026, 1, 1)
+    retries: int = Field(2, ge=0)
+    retry_delay_minutes: float = Field(5.0, ge=0.0)
+    max_retry_delay_minutes: float = Field(60.0, ge=0.0)
+    execution_timeout_minutes: float = Field(120.0, gt=0.0)
+    tags: tuple[str, ...] = ("recflow", "recsys")
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _parse_date(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return dt.date.fromisoformat(value)
+        return value
+
+
+class ExecutionConfig(StrictModel):
+    """Where stage commands run: this machine, or pods on Kubernetes."""
+
+    backend: Literal["local", "kubernetes"] = "local"
+    namespace: str = "recflow"
+    image: str = "recflow:0.1.0"
+    service_account: str = "recflow"
+    data_volume_claim: str = "recflow-data"
+
+
+class Params(StrictModel):
+    """The whole of ``params.yaml``: unknown sections are an error."""
+
+    run: RunConfig
+    generate: GenerateConfig = GenerateConfig()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    prepare: PrepareConfig = PrepareConfig()
+    airflow: AirflowConfig = AirflowConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_params_file(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Read ``params.yaml`` as a mapping, with a clear error when it is missing or malformed."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"params file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params file {path} must be a mapping of sections")
+    return raw
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    lines = [f"invalid configuration in {where}:"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Load and check the whole of ``params.yaml``."""
+    raw = read_params_file(path)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(path))) from exc
+
+
+def load_section(name: str, model: type[M], path: Path | str = DEFAULT_PARAMS) -> M:
+    """Load one section of ``params.yaml`` into ``model``; the whole file is checked first."""
+    params = load_params(path)
+    attr = "validate_" if name == "validate" else name
+    section = getattr(params, attr, None)
+    if not isinstance(section, model):
+        raise ConfigError(f"section {name!r} is not a {model.__name__}")
+    return section

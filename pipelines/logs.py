@@ -1,0 +1,15 @@
+"""Logging set-up shared by every stage's command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Log to stderr with timestamps; ``RECFLOW_LOG_LEVEL`` overrides the level."""
+    logging.basicConfig(
+        level=(level or os.environ.get("RECFLOW_LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
