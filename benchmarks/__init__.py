@@ -1,0 +1,1 @@
+"""Benchmarks: each module writes one JSON file into ``benchmarks/results/``."""

@@ -1,0 +1,43 @@
+"""What a benchmark ran on, recorded beside its numbers."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def _first_value(path: str, key: str) -> str | None:
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, usable cores, memory, Python and platform of this machine.
+
+    Returns:
+        ``cpu`` (model name from ``/proc/cpuinfo``), ``cores`` (cores this process may
+        use), ``cpu_count`` (cores the system reports), ``memory_gb``, ``python`` and
+        ``platform``.
+    """
+    memory_kb = _first_value("/proc/meminfo", "MemTotal")
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return {
+        "cpu": _first_value("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "cores": usable,
+        "cpu_count": os.cpu_count(),
+        "memory_gb": round(int(memory_kb.split()[0]) / 1024**2, 1) if memory_kb else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,23 @@
+"""``make bench``: rerun every benchmark; each writes one JSON file in benchmarks/results/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+BENCHMARKS = (
+    "benchmarks.bench_generator",
+    "benchmarks.bench_validation",
+    "benchmarks.bench_pipeline",
+)
+
+
+def main() -> int:
+    for module in BENCHMARKS:
+        print(f"== {module}", flush=True)
+        subprocess.run([sys.executable, "-m", module], check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

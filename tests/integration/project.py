@@ -1,0 +1,67 @@
+"""A throw-away copy of the project, configured for the ``tiny`` preset, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY_OVERRIDES: dict[str, dict[str, Any]] = {
+    "generate": {"preset": "tiny", "days": 35},
+    "validate": {"min_rows": 100},
+}
+
+
+def copy_project(dest: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Copy tracked and untracked-not-ignored files to ``dest``, ``git init`` it, apply overrides."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for raw in filter(None, listed):
+        rel = Path(raw.decode())
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    params_path = dest / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    for section, values in (TINY_OVERRIDES if overrides is None else overrides).items():
+        params.setdefault(section, {}).update(values)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
+def project_env() -> dict[str, str]:
+    """Environment in which ``python`` and ``dvc`` are this interpreter's."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["GX_ANALYTICS_ENABLED"] = "false"
+    return env
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dvc`` in ``root`` and return the completed process (output captured)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"dvc {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
