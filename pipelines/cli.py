@@ -17,7 +17,7 @@ STAGES: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(name) for name in STAGES)
-    lines = ["usage: recflow <stage> [options]   (recflow <stage> --help for a stage's options)", ""]
+    lines = ["usage: recflow <stage> [options]   (recflow <stage> --help: its options)", ""]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in STAGES.items()]
     return "\n".join(lines)
 

@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_airflow(root, root / ".airflow", logical_date)
         run_dvc(root, push=not args.no_push)
     except subprocess.CalledProcessError as exc:
-        print(f"error: step failed with exit code {exc.returncode}: {' '.join(exc.cmd)}", file=sys.stderr)
+        failed = " ".join(exc.cmd)
+        print(f"error: step failed with exit code {exc.returncode}: {failed}", file=sys.stderr)
         return exc.returncode or 1
     elapsed = time.perf_counter() - started
     print(

@@ -20,7 +20,7 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
 
 
 def copy_project(dest: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
-    """Copy tracked and untracked-not-ignored files to ``dest``, ``git init`` it, apply overrides."""
+    """Copy tracked and untracked-not-ignored files to ``dest``, git-init it, apply overrides."""
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
         cwd=ROOT,

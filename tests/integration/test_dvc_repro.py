@@ -1,4 +1,4 @@
-"""``dvc repro`` from a fresh copy runs the chain; a second one is a no-op; the remote round-trips."""
+"""``dvc repro`` from a fresh copy runs the chain, reruns as a no-op, and round-trips the remote."""
 
 from __future__ import annotations
 

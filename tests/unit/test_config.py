@@ -36,7 +36,9 @@ def test_load_section_returns_the_typed_section(project_root: Path) -> None:
 
 
 def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"run": {"logical_date": "2026-01-01"}, "generate": {"presett": "tiny"}})
+    path = _write(
+        tmp_path, {"run": {"logical_date": "2026-01-01"}, "generate": {"presett": "tiny"}}
+    )
     with pytest.raises(ConfigError, match=r"generate\.presett: unknown key"):
         load_section("generate", GenerateConfig, path)
 
@@ -48,7 +50,9 @@ def test_unknown_section_is_an_error(tmp_path: Path) -> None:
 
 
 def test_wrong_type_is_an_error_naming_the_key(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"run": {"logical_date": "2026-01-01"}, "validate": {"min_rows": "many"}})
+    path = _write(
+        tmp_path, {"run": {"logical_date": "2026-01-01"}, "validate": {"min_rows": "many"}}
+    )
     with pytest.raises(ConfigError, match=r"validate\.min_rows"):
         load_params(path)
 
