@@ -97,7 +97,7 @@ class ValidateConfig(StrictModel):
 
 
 class TimeSplitConfig(StrictModel):
-    """Time-based split: the last ``test_days`` are test, the ``valid_days`` before are validation."""
+    """Time split: the last ``test_days`` are test, the ``valid_days`` before are validation."""
 
     valid_days: int = Field(1, ge=1)
     test_days: int = Field(1, ge=1)
@@ -126,6 +126,8 @@ class AirflowConfig(StrictModel):
     start_date: dt.date = dt.date(2026, 1, 1)
     retries: int = Field(2, ge=0)
     retry_delay_minutes: float = Field(5.0, ge=0.0)
+    # multiplier between successive retry delays (0 = constant delay), capped by the max below
+    retry_exponential_backoff: float = Field(2.0, ge=0.0)
     max_retry_delay_minutes: float = Field(60.0, ge=0.0)
     execution_timeout_minutes: float = Field(120.0, gt=0.0)
     tags: tuple[str, ...] = ("recflow", "recsys")
@@ -138,6 +140,13 @@ class AirflowConfig(StrictModel):
         return value
 
 
+class PodResources(StrictModel):
+    """CPU and memory of a stage pod, as Kubernetes quantities (``"500m"``, ``"2Gi"``)."""
+
+    cpu: str = "1"
+    memory: str = "2Gi"
+
+
 class ExecutionConfig(StrictModel):
     """Where stage commands run: this machine, or pods on Kubernetes."""
 
@@ -146,6 +155,11 @@ class ExecutionConfig(StrictModel):
     image: str = "recflow:0.1.0"
     service_account: str = "recflow"
     data_volume_claim: str = "recflow-data"
+    # the project root inside the image; the data volume is mounted at its data/ folder
+    project_dir: str = "/opt/recflow"
+    requests: PodResources = PodResources(cpu="1", memory="2Gi")
+    limits: PodResources = PodResources(cpu="2", memory="4Gi")
+    gpu_stages: tuple[str, ...] = ()
 
 
 class Params(StrictModel):

@@ -86,7 +86,9 @@ def ordered_events(events: pd.DataFrame, cfg: PrepareConfig) -> pd.DataFrame:
         raise InputError(f"events lack the columns {sorted(missing)}")
     frame = events[events["event_type"].isin(cfg.event_types)].copy()
     frame["event_code"] = frame["event_type"].map(EVENT_CODES).astype(np.int8)
-    frame["ts"] = frame["timestamp"].astype("int64") // 1_000_000  # µs → s
+    # whole epoch seconds, whatever unit the timestamps were read with
+    epoch = pd.Timestamp(0, tz="UTC")
+    frame["ts"] = ((frame["timestamp"] - epoch) // pd.Timedelta(seconds=1)).astype(np.int64)
     return frame.sort_values(
         ["user_id", "ts", "event_code", "event_id"], kind="mergesort", ignore_index=True
     )
@@ -113,6 +115,12 @@ def item_map(frame: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     """Items with interactions, indexed from 1 by descending count, then ``item_id``."""
     counts = frame.groupby("item_id", sort=False).size().rename("count").reset_index()
     counts = counts.sort_values(["count", "item_id"], ascending=[False, True], kind="mergesort")
+    duplicated = catalog["item_id"][catalog["item_id"].duplicated()]
+    if len(duplicated):
+        raise InputError(
+            f"validated catalog lists {duplicated.nunique()} item_id more than once, "
+            f"e.g. {duplicated.iloc[0]!r}"
+        )
     items = counts.merge(catalog, on="item_id", how="left", validate="one_to_one")
     items["category"] = items["category"].fillna("unknown")
     items["brand"] = items["brand"].fillna("unknown")

@@ -53,7 +53,19 @@ def session_lengths(frame: pd.DataFrame) -> pd.Series:
 def reference_statistics(
     frame: pd.DataFrame, catalog: pd.DataFrame, cfg: PrepareConfig, run: RunConfig
 ) -> dict[str, Any]:
-    """The statistics of ``frame`` (ordered events of the configured types) as a JSON mapping."""
+    """Reference statistics of the traffic in ``frame``, as a JSON-ready mapping.
+
+    Args:
+        frame: Events of the configured types (``pipelines.prepare.ordered_events``), before
+            dedupe, user filtering or truncation: the traffic as it was served.
+        catalog: The item catalog (its size is reported beside the items with traffic).
+        cfg: ``price_bins`` sets the number of log-spaced price histogram bins.
+        run: The logical date recorded with the statistics.
+
+    Returns:
+        Counts, the window of event times, item popularity (top 100, Gini, top 1%/10% shares),
+        category and event-type mix, session length and price distributions.
+    """
     counts = frame.groupby("item_id", sort=False).size().rename("n")
     ranked = counts.reset_index().sort_values(["n", "item_id"], ascending=[False, True])
     total = int(counts.sum())
@@ -78,8 +90,10 @@ def reference_statistics(
     timestamps = frame["ts"].to_numpy() if "ts" in frame else np.array([], dtype=np.int64)
     return {
         "logical_date": run.logical_date.isoformat(),
-        "first_event": _iso(timestamps.min()) if len(timestamps) else None,
-        "last_event": _iso(timestamps.max()) if len(timestamps) else None,
+        "window": {
+            "first_event": _iso(timestamps.min()) if len(timestamps) else None,
+            "last_event": _iso(timestamps.max()) if len(timestamps) else None,
+        },
         "counts": {
             "events": len(frame),
             "users": int(frame["user_id"].nunique()),
@@ -120,7 +134,18 @@ def _iso(seconds: int) -> str:
 
 
 def reference_sample(frame: pd.DataFrame, seed: int, size: int = SAMPLE_SIZE) -> pa.Table:
-    """A deterministic sample of reference events with the columns monitoring compares."""
+    """A deterministic sample of reference events with the columns monitoring compares.
+
+    Args:
+        frame: Events of the configured types, as for ``reference_statistics``.
+        seed: Seed of the sample (the run's seed), so a rerun picks the same rows.
+        size: Most rows to keep; smaller traffic is kept whole.
+
+    Returns:
+        ``event_type``, ``category``, ``price``, ``item_popularity_rank`` (dense rank of the
+        item's interaction count, 1 = most popular) and ``session_length`` (events in the
+        event's session), in the order of ``frame``.
+    """
     counts = frame.groupby("item_id", sort=False)["event_id"].transform("size")
     ranks = counts.rank(method="dense", ascending=False).astype(np.int32)
     sample = pd.DataFrame(

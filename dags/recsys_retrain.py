@@ -1,0 +1,70 @@
+"""### recsys_retrain
+
+The recflow chain for one logical date: the same stage commands as `dvc.yaml`, run in order.
+
+| task | what it does |
+|---|---|
+| `set_logical_date` | writes the run's date into `params.yaml` (`run.logical_date`) |
+| `generate` | synthetic clickstream (only used when `ingest.source` is `synthetic`) |
+| `ingest` | the run's immutable raw batch |
+| `validate` | Great Expectations suite; a failing batch is quarantined and stops the run |
+| `prepare` | user sequences, splits and reference statistics |
+
+Each stage task asks DVC first: an up-to-date stage is skipped, a changed one runs and is
+recorded in `dvc.lock`, so `dvc repro` afterwards finds nothing to do.
+
+The date is the run's logical date, or, for a manual run without one, the time it was
+triggered; the trigger form's `logical_date` overrides both. Schedule, retries and timeouts
+live in the `airflow:` section of `params.yaml`, and the `execution:` section chooses between
+local tasks and Kubernetes pods.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from airflow.sdk import DAG, Param
+from recflow_airflow.execution import stage_task
+from recflow_airflow.project import project_params, project_root
+
+ROOT = project_root(Path(__file__).resolve().parent)
+PARAMS = project_params(ROOT)
+AIRFLOW = PARAMS.airflow
+
+default_args = {
+    "owner": "recflow",
+    "retries": AIRFLOW.retries,
+    "retry_delay": dt.timedelta(minutes=AIRFLOW.retry_delay_minutes),
+    "retry_exponential_backoff": AIRFLOW.retry_exponential_backoff,
+    "max_retry_delay": dt.timedelta(minutes=AIRFLOW.max_retry_delay_minutes),
+    "execution_timeout": dt.timedelta(minutes=AIRFLOW.execution_timeout_minutes),
+}
+
+with DAG(
+    dag_id="recsys_retrain",
+    description="Ingest, validate and prepare one day of clickstream for the recommender.",
+    doc_md=__doc__,
+    schedule=AIRFLOW.schedule,
+    start_date=dt.datetime.combine(AIRFLOW.start_date, dt.time(), tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=list(AIRFLOW.tags),
+    params={
+        "logical_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Logical date",
+            description="Run the chain for this date (YYYY-MM-DD) instead of the run's own.",
+        ),
+    },
+):
+    set_logical_date = stage_task("set_logical_date", PARAMS, ROOT)
+    generate = stage_task("generate", PARAMS, ROOT)
+    ingest = stage_task("ingest", PARAMS, ROOT)
+    validate = stage_task("validate", PARAMS, ROOT)
+    prepare = stage_task("prepare", PARAMS, ROOT)
+
+    set_logical_date >> generate >> ingest >> validate >> prepare

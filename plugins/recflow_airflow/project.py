@@ -1,0 +1,40 @@
+"""Where the project lives, and its params, as seen from a DAG file at parse time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipelines.config import Params, load_params
+
+PROJECT_ROOT_ENV = "RECFLOW_PROJECT_ROOT"
+PARAMS_FILE = "params.yaml"
+
+
+def project_root(dags_folder: Path) -> Path:
+    """The project root: ``$RECFLOW_PROJECT_ROOT`` when set, else the folder above ``dags/``.
+
+    Args:
+        dags_folder: The folder holding the DAG file.
+
+    Returns:
+        The absolute project root.
+    """
+    configured = os.environ.get(PROJECT_ROOT_ENV)
+    root = Path(configured) if configured else Path(dags_folder).parent
+    return root.resolve()
+
+
+def project_params(root: Path) -> Params:
+    """The project's ``params.yaml``, checked against the typed config.
+
+    Args:
+        root: The project root.
+
+    Returns:
+        The whole typed config.
+
+    Raises:
+        ConfigError: ``params.yaml`` is missing or invalid.
+    """
+    return load_params(root / PARAMS_FILE)

@@ -1,0 +1,142 @@
+"""The stage registry: what each task runs, written as ``dvc.yaml`` writes it.
+
+``stage_command`` is the one place a stage's command line is built. The DAG runs exactly
+these commands, and ``tests/dags/test_parity.py`` checks them, and the edges between stages,
+against ``dvc.yaml`` as DVC itself resolves it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.config import ConfigError, Params
+
+# Set by the task from the DAG run's date; the shell expands it, so no user input is ever
+# pasted into the command text.
+LOGICAL_DATE_ENV = "RECFLOW_LOGICAL_DATE"
+
+_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One task of the chain.
+
+    Attributes:
+        name: Task id, and the stage name in ``dvc.yaml`` for tracked stages.
+        module: Module under ``pipelines`` that the command runs with ``python -m``.
+        args: Command-line arguments; ``${section.key}`` is filled in from ``params.yaml``
+            the way DVC templating does it.
+        upstream: Names of the tasks that must finish first.
+        tracked: True for a DVC stage (skipped when up to date, recorded in ``dvc.lock``).
+    """
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    upstream: tuple[str, ...] = ()
+    tracked: bool = True
+
+
+SET_LOGICAL_DATE = StageSpec(
+    name="set_logical_date",
+    module="run_params",
+    args=("--params", "params.yaml", "--set-logical-date", f'"${LOGICAL_DATE_ENV}"'),
+    tracked=False,
+)
+
+STAGES: tuple[StageSpec, ...] = (
+    SET_LOGICAL_DATE,
+    StageSpec(
+        name="generate",
+        module="generate",
+        args=("--params", "params.yaml", "--out", "data/source/synthetic"),
+        upstream=("set_logical_date",),
+    ),
+    StageSpec(
+        name="ingest",
+        module="ingest",
+        args=("--params", "params.yaml", "--source", "${ingest.path}", "--out", "data/raw/events"),
+        upstream=("generate",),
+    ),
+    StageSpec(
+        name="validate",
+        module="validate",
+        args=(
+            "data/raw/events",
+            "--params",
+            "params.yaml",
+            "--out",
+            "data/validated",
+            "--reports",
+            "reports/validation",
+            "--quarantine",
+            "data/quarantine",
+            "--metrics",
+            "metrics/validation.json",
+        ),
+        upstream=("ingest",),
+    ),
+    StageSpec(
+        name="prepare",
+        module="prepare",
+        args=(
+            "--params",
+            "params.yaml",
+            "--validated",
+            "data/validated",
+            "--out",
+            "data/prepared",
+            "--metrics",
+            "metrics/prepare.json",
+        ),
+        upstream=("validate",),
+    ),
+)
+
+
+def stage(name: str) -> StageSpec:
+    """Look a stage up by name.
+
+    Raises:
+        KeyError: No stage has that name; the message lists the known ones.
+    """
+    for spec in STAGES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(s.name for s in STAGES)}")
+
+
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            raise ConfigError(f"params.yaml has no value for ${{{dotted}}}")
+        node = node[key]
+    if isinstance(node, Mapping | list):
+        raise ConfigError(f"${{{dotted}}} is not a single value in params.yaml")
+    return node
+
+
+def stage_command(spec: StageSpec, params: Params) -> str:
+    """The stage's command line, ``python -m pipelines.<module> <args…>``, templating resolved.
+
+    Args:
+        spec: The stage.
+        params: The project's params; ``${section.key}`` in ``spec.args`` is replaced by
+            that value, as DVC does when it reads ``dvc.yaml``.
+
+    Returns:
+        The command, exactly as ``dvc.yaml`` writes it after templating.
+
+    Raises:
+        ConfigError: An argument refers to a value ``params.yaml`` does not have.
+    """
+    values = params.model_dump(mode="json", by_alias=True)
+    args = [
+        _PLACEHOLDER.sub(lambda m: str(_lookup(values, m.group(1).strip())), a) for a in spec.args
+    ]
+    return " ".join(["python", "-m", f"pipelines.{spec.module}", *args])

@@ -1,0 +1,124 @@
+"""Stage pods for the kubernetes backend, rendered and schema-checked without a cluster."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from recflow_airflow.execution import LOGICAL_DATE_TEMPLATE, stage_script, stage_task
+from recflow_airflow.kubernetes import GPU_RESOURCE, render_stage_pod
+from recflow_airflow.stages import LOGICAL_DATE_ENV, STAGES, stage, stage_command
+
+from pipelines.config import ConfigError, Params
+
+K8S_VERSION = kubernetes_validate.latest_version()
+
+
+def _on_kubernetes(params: Params, **execution: Any) -> Params:
+    updated = params.execution.model_copy(update={"backend": "kubernetes", **execution})
+    return params.model_copy(update={"execution": updated})
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in STAGES])
+def test_every_stage_pod_is_a_valid_pod(name: str, params: Params) -> None:
+    pod = render_stage_pod(stage(name), _on_kubernetes(params))
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def _misspell_restart_policy(pod: dict[str, Any]) -> None:
+    pod["spec"]["restartPolcy"] = pod["spec"].pop("restartPolicy")
+
+
+def _command_as_text(pod: dict[str, Any]) -> None:
+    container = pod["spec"]["containers"][0]
+    container["command"] = " ".join(container["command"])
+
+
+@pytest.mark.parametrize("breakage", [_misspell_restart_policy, _command_as_text])
+def test_schema_check_rejects_a_broken_pod(breakage: Any, params: Params) -> None:
+    pod = copy.deepcopy(render_stage_pod(stage("ingest"), _on_kubernetes(params)))
+    breakage(pod)
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def test_pod_runs_the_stage_with_the_project_settings(params: Params) -> None:
+    on_k8s = _on_kubernetes(params, namespace="ml", image="registry/recflow:1.2.3")
+    spec = stage("validate")
+    pod = render_stage_pod(spec, on_k8s)
+    execution = on_k8s.execution
+    (container,) = pod["spec"]["containers"]
+
+    assert pod["metadata"]["namespace"] == "ml"
+    assert pod["metadata"]["name"] == "recflow-validate"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["serviceAccountName"] == execution.service_account
+    assert container["image"] == "registry/recflow:1.2.3"
+    assert container["workingDir"] == execution.project_dir
+
+    shell, flag, script = container["command"]
+    assert (shell, flag) == ("bash", "-c")
+    lines = script.splitlines()
+    # the pod's own params.yaml gets the run's date first, then the same script as a local task
+    assert lines[1] == stage_command(stage("set_logical_date"), on_k8s)
+    assert stage_command(spec, on_k8s) in lines
+    assert lines[-1] == "python -m dvc commit --force --quiet validate"
+    assert script.endswith(stage_script(spec, on_k8s).removeprefix("set -euo pipefail\n"))
+
+    assert {"name": LOGICAL_DATE_ENV, "value": LOGICAL_DATE_TEMPLATE} in container["env"]
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == f"{execution.project_dir}/data"
+    (volume,) = pod["spec"]["volumes"]
+    assert volume["name"] == mount["name"]
+    assert volume["persistentVolumeClaim"]["claimName"] == execution.data_volume_claim
+    assert container["resources"] == {
+        "requests": {"cpu": execution.requests.cpu, "memory": execution.requests.memory},
+        "limits": {"cpu": execution.limits.cpu, "memory": execution.limits.memory},
+    }
+
+
+def test_gpu_only_for_the_stages_that_ask(params: Params) -> None:
+    on_k8s = _on_kubernetes(params, gpu_stages=("prepare",))
+    gpu_pod = render_stage_pod(stage("prepare"), on_k8s)
+    kubernetes_validate.validate(gpu_pod, K8S_VERSION, strict=True)
+    resources = gpu_pod["spec"]["containers"][0]["resources"]
+    assert resources["limits"][GPU_RESOURCE] == "1"
+    assert resources["requests"][GPU_RESOURCE] == resources["limits"][GPU_RESOURCE]
+
+    cpu_pod = render_stage_pod(stage("ingest"), on_k8s)
+    cpu_resources = cpu_pod["spec"]["containers"][0]["resources"]
+    assert GPU_RESOURCE not in cpu_resources["limits"]
+    assert GPU_RESOURCE not in cpu_resources["requests"]
+
+
+def test_gpu_for_an_unknown_stage_is_an_error(params: Params) -> None:
+    with pytest.raises(ConfigError, match=r"execution\.gpu_stages names unknown stages: trian"):
+        render_stage_pod(stage("prepare"), _on_kubernetes(params, gpu_stages=("trian",)))
+
+
+def test_factory_builds_pod_operators_on_kubernetes(params: Params, project_root: Path) -> None:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk import DAG
+
+    on_k8s = _on_kubernetes(params, gpu_stages=("prepare",))
+    with DAG(dag_id="recsys_retrain_k8s_probe", schedule=None):
+        task = stage_task("prepare", on_k8s, project_root)
+
+    assert isinstance(task, KubernetesPodOperator)
+    assert task.task_id == "prepare"
+    assert task.pod_template_dict == render_stage_pod(stage("prepare"), on_k8s)
+
+    # what the operator would submit, built without a cluster
+    pod = task.build_pod_request_obj(dry_run=True)
+    (container,) = pod.spec.containers
+    assert container.command == task.pod_template_dict["spec"]["containers"][0]["command"]
+    assert container.image == on_k8s.execution.image
+    assert pod.metadata.namespace == on_k8s.execution.namespace
+    assert pod.metadata.name.startswith("recflow-prepare")
+    assert container.resources.limits[GPU_RESOURCE] == "1"
+    assert (
+        pod.spec.volumes[0].persistent_volume_claim.claim_name == on_k8s.execution.data_volume_claim
+    )

@@ -1,0 +1,118 @@
+"""The ``recsys_retrain`` DAG end to end on a copy of the project, with Airflow on SQLite.
+
+The run leaves the project as ``dvc repro`` would: every stage recorded in ``dvc.lock`` and
+``dvc status`` clean; a second run for the same date finds every stage up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import load_params
+
+pytestmark = pytest.mark.slow
+
+DAG_ID = "recsys_retrain"
+AirflowCli = Callable[..., subprocess.CompletedProcess[str]]
+TASKS = {"set_logical_date", "generate", "ingest", "validate", "prepare"}
+STAGES = ("generate", "ingest", "validate", "prepare")
+# not the date in params.yaml: the run must set it
+RUN_DATE = "2026-11-20"
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _json_rows(stdout: str) -> list[dict[str, str]]:
+    # Airflow may print warnings on stdout before the JSON document
+    (document,) = [line for line in stdout.splitlines() if line.startswith("[")][-1:]
+    rows: list[dict[str, str]] = json.loads(document)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def first_run(airflow_project: Path, airflow_cli: AirflowCli) -> subprocess.CompletedProcess[str]:
+    assert load_params(airflow_project / "params.yaml").run.logical_date.isoformat() != RUN_DATE
+    return airflow_cli("dags", "test", DAG_ID, RUN_DATE)
+
+
+def test_every_task_succeeds(
+    first_run: subprocess.CompletedProcess[str], airflow_project: Path, airflow_cli: AirflowCli
+) -> None:
+    assert first_run.returncode == 0, first_run.stdout[-6000:] + first_run.stderr[-3000:]
+    runs = airflow_cli("dags", "list-runs", DAG_ID, "-o", "json")
+    assert runs.returncode == 0, runs.stderr[-3000:]
+    (run,) = [r for r in _json_rows(runs.stdout) if r["logical_date"].startswith(RUN_DATE)]
+    assert run["state"] == "success"
+    states = airflow_cli(
+        "tasks",
+        "states-for-dag-run",
+        DAG_ID,
+        run["run_id"],
+        "-o",
+        "json",
+    )
+    assert states.returncode == 0, states.stderr[-3000:]
+    by_task = {row["task_id"]: row["state"] for row in _json_rows(states.stdout)}
+    assert by_task == dict.fromkeys(TASKS, "success")
+
+
+def test_the_run_date_reaches_the_stages(
+    first_run: subprocess.CompletedProcess[str], airflow_project: Path
+) -> None:
+    assert first_run.returncode == 0
+    assert load_params(airflow_project / "params.yaml").run.logical_date.isoformat() == RUN_DATE
+    assert (airflow_project / "data" / "raw" / "events" / RUN_DATE).is_dir()
+
+
+def test_outputs_exist(first_run: subprocess.CompletedProcess[str], airflow_project: Path) -> None:
+    assert first_run.returncode == 0
+    for folder in (
+        "data/source/synthetic",
+        "data/validated",
+        "data/prepared",
+        "reports/validation",
+    ):
+        assert any((airflow_project / folder).iterdir()), folder
+    for metrics in ("metrics/validation.json", "metrics/prepare.json"):
+        assert json.loads((airflow_project / metrics).read_text(encoding="utf-8")), metrics
+
+
+def test_dvc_record_matches_dvc_repro(
+    first_run: subprocess.CompletedProcess[str], airflow_project: Path
+) -> None:
+    assert first_run.returncode == 0
+    status = _dvc(airflow_project, "status")
+    assert status.returncode == 0, status.stderr
+    assert "up to date" in status.stdout, status.stdout
+    lock = yaml.safe_load((airflow_project / "dvc.lock").read_text(encoding="utf-8"))
+    assert set(lock["stages"]) == set(STAGES)
+    dry = _dvc(airflow_project, "repro", "--dry")
+    assert dry.returncode == 0, dry.stderr
+    assert "Running stage" not in dry.stdout, dry.stdout
+
+
+def test_second_run_finds_every_stage_up_to_date(
+    first_run: subprocess.CompletedProcess[str], airflow_project: Path, airflow_cli: AirflowCli
+) -> None:
+    assert first_run.returncode == 0
+    lock_before = (airflow_project / "dvc.lock").read_bytes()
+    again = airflow_cli("dags", "test", DAG_ID, RUN_DATE)
+    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
+    for stage in STAGES:
+        assert f"{stage} is up to date" in again.stdout + again.stderr, stage
+    assert (airflow_project / "dvc.lock").read_bytes() == lock_before
