@@ -154,9 +154,10 @@ class ExecutionConfig(StrictModel):
     namespace: str = "recflow"
     image: str = "recflow:0.1.0"
     service_account: str = "recflow"
-    data_volume_claim: str = "recflow-data"
-    # the project root inside the image; the data volume is mounted at its data/ folder
-    project_dir: str = "/opt/recflow"
+    # a volume holding a checkout of the project (git clone + dvc pull) and its DVC cache
+    workspace_volume_claim: str = "recflow-workspace"
+    # where the workspace volume is mounted in stage pods; the stage commands run there
+    workspace_dir: str = "/workspace"
     requests: PodResources = PodResources(cpu="1", memory="2Gi")
     limits: PodResources = PodResources(cpu="2", memory="4Gi")
     gpu_stages: tuple[str, ...] = ()

@@ -38,6 +38,25 @@ def gini(counts: np.ndarray) -> float:
     return float((n + 1 - 2 * (cumulative / cumulative[-1]).sum()) / n)
 
 
+def log_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """``bins + 1`` log-spaced histogram edges from the smallest to the largest positive value.
+
+    Edges are rounded to 9 significant digits where that keeps them increasing, so that the
+    edges written to ``reference.json`` are exactly the ones counted with (a price of 20 lands
+    in the bin that starts at 20, not below a float edge of 20.000000000000004). The last bin
+    is closed, so the largest value is counted.
+    """
+    positive = values[values > 0]
+    low = float(positive.min()) if len(positive) else 1.0
+    high = float(positive.max()) if len(positive) else 1.0
+    if high <= low:  # one distinct price: a narrow range around it
+        high = low * 1.0001
+    edges = np.geomspace(low, high, bins + 1)
+    rounded = np.array([float(f"{edge:.9g}") for edge in edges])
+    rounded[0], rounded[-1] = min(rounded[0], low), max(rounded[-1], high)
+    return rounded if bool(np.all(np.diff(rounded) > 0)) else edges
+
+
 def _shares(series: pd.Series) -> dict[str, float]:
     counts = series.value_counts()
     total = counts.sum()
@@ -80,11 +99,7 @@ def reference_statistics(
     session_hist, _ = np.histogram(per_session, bins=hist_edges)
 
     prices = frame["price"].to_numpy(dtype=np.float64)
-    low, high = float(prices.min(initial=np.inf)), float(prices.max(initial=0.0))
-    if not np.isfinite(low) or low <= 0 or high <= low:
-        low, high = max(low if np.isfinite(low) else 1.0, 1e-6), max(high, 1.0) * 1.0001 + 1e-6
-    price_edges = np.geomspace(low, high, cfg.price_bins + 1)
-    price_edges[-1] = np.nextafter(price_edges[-1], np.inf)
+    price_edges = log_edges(prices, cfg.price_bins)
     price_hist, _ = np.histogram(prices, bins=price_edges)
 
     timestamps = frame["ts"].to_numpy() if "ts" in frame else np.array([], dtype=np.int64)
@@ -122,7 +137,7 @@ def reference_statistics(
             "std": round(float(prices.std()) if len(prices) else 0.0, 6),
             "quantiles": _quantiles(prices),
             "histogram": {
-                "edges": [round(float(edge), 6) for edge in price_edges],
+                "edges": [float(edge) for edge in price_edges],
                 "counts": price_hist.tolist(),
             },
         },

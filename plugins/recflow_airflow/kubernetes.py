@@ -1,8 +1,10 @@
 """Stage pods for the ``kubernetes`` backend, built as plain data a test can check offline.
 
-Each pod runs the image's copy of the project with the data volume mounted at its ``data/``
-folder. Pods share nothing else, so each one first writes the run's date into its own
-``params.yaml`` and then runs the same script as a local task.
+The image supplies the environment; the stage pods share a workspace volume that holds a
+checkout of the project (``git clone`` + ``dvc pull``) with its ``dvc.lock`` and DVC cache, so
+a stage pod sees exactly what a local task sees: the same commands, the same up-to-date
+check, and the same DVC record afterwards. Each pod first writes the run's date into
+``params.yaml`` (a no-op when it is already there), then runs the same script as a local task.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 
 # The container name KubernetesPodOperator watches for the task's outcome.
 CONTAINER = "base"
-DATA_VOLUME = "data"
+WORKSPACE_VOLUME = "workspace"
 GPU_RESOURCE = "nvidia.com/gpu"
 # The image's non-root user (docker/Dockerfile); fsGroup lets it write the data volume.
 RUN_AS_USER = 10001
@@ -84,7 +86,7 @@ def render_stage_pod(stage: StageSpec, params: Params) -> dict[str, Any]:
                     "name": CONTAINER,
                     "image": execution.image,
                     "imagePullPolicy": "IfNotPresent",
-                    "workingDir": execution.project_dir,
+                    "workingDir": execution.workspace_dir,
                     "command": ["bash", "-c", script],
                     "env": [
                         {"name": "GX_ANALYTICS_ENABLED", "value": "false"},
@@ -93,16 +95,16 @@ def render_stage_pod(stage: StageSpec, params: Params) -> dict[str, Any]:
                     "resources": _resources(stage, params),
                     "volumeMounts": [
                         {
-                            "name": DATA_VOLUME,
-                            "mountPath": f"{execution.project_dir.rstrip('/')}/data",
+                            "name": WORKSPACE_VOLUME,
+                            "mountPath": execution.workspace_dir,
                         }
                     ],
                 }
             ],
             "volumes": [
                 {
-                    "name": DATA_VOLUME,
-                    "persistentVolumeClaim": {"claimName": execution.data_volume_claim},
+                    "name": WORKSPACE_VOLUME,
+                    "persistentVolumeClaim": {"claimName": execution.workspace_volume_claim},
                 }
             ],
         },

@@ -57,7 +57,7 @@ def test_pod_runs_the_stage_with_the_project_settings(params: Params) -> None:
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["serviceAccountName"] == execution.service_account
     assert container["image"] == "registry/recflow:1.2.3"
-    assert container["workingDir"] == execution.project_dir
+    assert container["workingDir"] == execution.workspace_dir
 
     shell, flag, script = container["command"]
     assert (shell, flag) == ("bash", "-c")
@@ -70,10 +70,10 @@ def test_pod_runs_the_stage_with_the_project_settings(params: Params) -> None:
 
     assert {"name": LOGICAL_DATE_ENV, "value": LOGICAL_DATE_TEMPLATE} in container["env"]
     (mount,) = container["volumeMounts"]
-    assert mount["mountPath"] == f"{execution.project_dir}/data"
+    assert mount["mountPath"] == execution.workspace_dir
     (volume,) = pod["spec"]["volumes"]
     assert volume["name"] == mount["name"]
-    assert volume["persistentVolumeClaim"]["claimName"] == execution.data_volume_claim
+    assert volume["persistentVolumeClaim"]["claimName"] == execution.workspace_volume_claim
     assert container["resources"] == {
         "requests": {"cpu": execution.requests.cpu, "memory": execution.requests.memory},
         "limits": {"cpu": execution.limits.cpu, "memory": execution.limits.memory},
@@ -120,5 +120,5 @@ def test_factory_builds_pod_operators_on_kubernetes(params: Params, project_root
     assert pod.metadata.name.startswith("recflow-prepare")
     assert container.resources.limits[GPU_RESOURCE] == "1"
     assert (
-        pod.spec.volumes[0].persistent_volume_claim.claim_name == on_k8s.execution.data_volume_claim
+        pod.spec.volumes[0].persistent_volume_claim.claim_name == on_k8s.execution.workspace_volume_claim
     )

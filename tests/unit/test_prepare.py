@@ -13,8 +13,8 @@ import pytest
 
 from pipelines import prepare as prepare_stage
 from pipelines.config import PrepareConfig, RunConfig, TimeSplitConfig
+from pipelines.errors import InputError
 from pipelines.io import sha256_file
-from pipelines.reference import gini
 from pipelines.schema import CATALOG_SCHEMA, EVENT_SCHEMA
 
 RUN = RunConfig(logical_date=dt.date(2026, 3, 10), seed=7)
@@ -195,11 +195,6 @@ def test_reference_statistics(batch: Path, tmp_path: Path) -> None:
     assert len(_read(out, "reference_sample")) == events
 
 
-def test_gini_bounds() -> None:
-    assert gini(np.array([5, 5, 5, 5])) == pytest.approx(0.0)
-    assert gini(np.array([0, 0, 0, 100])) == pytest.approx(0.75)
-
-
 def test_rerun_gives_the_same_bytes(batch: Path, tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     prepare_stage.prepare(PrepareConfig(), RUN, batch, first)
@@ -211,9 +206,47 @@ def test_rerun_gives_the_same_bytes(batch: Path, tmp_path: Path) -> None:
 
 
 def test_no_user_left_is_a_clear_error(batch: Path, tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="min_sequence_length=50"):
+    with pytest.raises(InputError, match="min_sequence_length=50"):
         prepare_stage.prepare(PrepareConfig(min_sequence_length=50), RUN, batch, tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_only_the_configured_event_types_are_used(batch: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    cfg = PrepareConfig(event_types=("view",), dedupe_consecutive=False)
+    result = prepare_stage.prepare(cfg, RUN, batch, out)
+    assert result.events == 12  # 14 events less u2's add_to_cart and purchase
+    assert all(set(row["event_types"]) == {0} for row in _read(out, "sequences"))
+    stats = json.loads((out / "reference.json").read_text())
+    assert stats["event_type_mix"] == {"view": 1.0}
+
+
+def test_timestamps_are_epoch_seconds(batch: Path, tmp_path: Path) -> None:
+    out = tmp_path / "prepared"
+    prepare_stage.prepare(PrepareConfig(), RUN, batch, out)
+    users = {row["user_id"]: row["user_idx"] for row in _read(out, "user_map")}
+    u1 = next(r for r in _read(out, "sequences") if r["user_idx"] == users["u1"])
+    assert u1["timestamps"] == [int(_at(k, days=3).timestamp()) for k in range(1, 6)]
+
+
+def test_missing_catalog_is_named(batch: Path, tmp_path: Path) -> None:
+    (batch / "catalog.parquet").unlink()
+    with pytest.raises(InputError, match=r"validated catalog not found: .*catalog\.parquet"):
+        prepare_stage.prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
+
+
+def test_unreadable_events_are_named(batch: Path, tmp_path: Path) -> None:
+    (batch / "events.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InputError, match=r"events\.parquet is not readable Parquet"):
+        prepare_stage.prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_duplicate_catalog_items_are_rejected(batch: Path, tmp_path: Path) -> None:
+    catalog = pq.read_table(batch / "catalog.parquet")
+    pq.write_table(pa.concat_tables([catalog, catalog.slice(0, 1)]), batch / "catalog.parquet")
+    with pytest.raises(InputError, match=r"item_id more than once, e\.g\. 'i1'"):
+        prepare_stage.prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
 
 
 def test_cli_missing_input(
@@ -231,7 +264,8 @@ def test_cli_missing_input(
     )
     err = capsys.readouterr().err
     assert code == 2
-    assert "validated events not found" in err and "Traceback" not in err
+    assert "error: validated events not found" in err and "Traceback" not in err
+    assert str(tmp_path / "none" / "events.parquet") in err
     assert not (tmp_path / "out").exists()
 
 

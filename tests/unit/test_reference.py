@@ -13,6 +13,7 @@ from pipelines.prepare import ordered_events
 from pipelines.reference import (
     gini,
     item_popularity,
+    log_edges,
     reference_sample,
     reference_statistics,
 )
@@ -165,3 +166,17 @@ def test_gini_bounds() -> None:
     assert gini(np.array([5, 5, 5, 5])) == pytest.approx(0.0)
     assert gini(np.array([0, 0, 0, 100])) == pytest.approx(0.75)
     assert gini(np.array([], dtype=np.int64)) == 0.0
+
+
+def test_log_edges_cover_every_value() -> None:
+    prices = np.random.default_rng(0).lognormal(3.0, 1.5, size=2_000)
+    edges = log_edges(prices, 1000)
+    assert len(edges) == 1001 and bool(np.all(np.diff(edges) > 0))
+    assert edges[0] <= prices.min() and edges[-1] >= prices.max()
+    assert np.histogram(prices, bins=edges)[0].sum() == len(prices)
+
+
+def test_log_edges_of_a_single_price() -> None:
+    edges = log_edges(np.array([25.0, 25.0]), 4)
+    assert len(edges) == 5 and bool(np.all(np.diff(edges) > 0))
+    assert np.histogram(np.array([25.0, 25.0]), bins=edges)[0].tolist() == [2, 0, 0, 0]
