@@ -120,5 +120,6 @@ def test_factory_builds_pod_operators_on_kubernetes(params: Params, project_root
     assert pod.metadata.name.startswith("recflow-prepare")
     assert container.resources.limits[GPU_RESOURCE] == "1"
     assert (
-        pod.spec.volumes[0].persistent_volume_claim.claim_name == on_k8s.execution.workspace_volume_claim
+        pod.spec.volumes[0].persistent_volume_claim.claim_name
+        == on_k8s.execution.workspace_volume_claim
     )
