@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -19,33 +18,16 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import machine_info
+from pipelines.project import copy_project, interpreter_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 STAGES = ("generate", "ingest", "validate", "prepare")
 
 
-def copy_project(dest: Path) -> Path:
-    """Copy the tracked and untracked-not-ignored files of the project, then ``git init``."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for raw in filter(None, files):
-        rel = Path(raw.decode())
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    return dest
-
-
 def timed(cmd: list[str], cwd: Path) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=cwd, env=interpreter_env(), check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -68,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         events = json.loads((staged / "metrics" / "validation.json").read_text()).get("rows")
     make_run = {
         "machine": machine,
-        "command": "make run (Airflow DAG run, then dvc repro) on a fresh copy, default preset",
+        "command": "python -m pipelines.run_all --no-push (what make run runs after setup: the Airflow DAG run, then dvc repro) on a fresh copy, default preset",
         "seconds": round(total, 2),
         "stage_seconds_dvc": per_stage,
         "events": events,

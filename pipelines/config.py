@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 class StrictModel(BaseModel):
     """Base for config sections: frozen, unknown keys rejected, no silent coercion."""
 
+    # lax mode: ISO date strings from params.yaml become dates; anything unparseable is an error
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
@@ -32,13 +33,6 @@ class RunConfig(StrictModel):
 
     logical_date: dt.date
     seed: int = 42
-
-    @field_validator("logical_date", mode="before")
-    @classmethod
-    def _parse_date(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return dt.date.fromisoformat(value)
-        return value
 
 
 class DriftConfig(StrictModel):
@@ -88,13 +82,6 @@ class ValidateConfig(StrictModel):
     min_share_items_in_catalog: float = Field(1.0, ge=0.0, le=1.0)
     example_values: int = Field(5, ge=1, le=50)
 
-    @field_validator("min_timestamp", mode="before")
-    @classmethod
-    def _parse_date(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return dt.date.fromisoformat(value)
-        return value
-
 
 class TimeSplitConfig(StrictModel):
     """Time split: the last ``test_days`` are test, the ``valid_days`` before are validation."""
@@ -131,13 +118,6 @@ class AirflowConfig(StrictModel):
     max_retry_delay_minutes: float = Field(60.0, ge=0.0)
     execution_timeout_minutes: float = Field(120.0, gt=0.0)
     tags: tuple[str, ...] = ("recflow", "recsys")
-
-    @field_validator("start_date", mode="before")
-    @classmethod
-    def _parse_date(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return dt.date.fromisoformat(value)
-        return value
 
 
 class PodResources(StrictModel):

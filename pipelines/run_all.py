@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -23,17 +22,16 @@ from pathlib import Path
 
 from pipelines.config import load_params
 from pipelines.logs import setup_logging
+from pipelines.project import PROJECT_ROOT, interpreter_env
 
 log = logging.getLogger("recflow.run")
 
 DAG_ID = "recsys_retrain"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def airflow_env(root: Path, airflow_home: Path) -> dict[str, str]:
     """Environment for a standalone Airflow on SQLite that sees this project's DAGs."""
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
+    env = interpreter_env()
     env.update(
         {
             "AIRFLOW_HOME": str(airflow_home),
@@ -43,8 +41,6 @@ def airflow_env(root: Path, airflow_home: Path) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "RECFLOW_PROJECT_ROOT": str(root),
-            "GX_ANALYTICS_ENABLED": "false",
-            "PATH": bin_dir + os.pathsep + env.get("PATH", ""),
         }
     )
     return env

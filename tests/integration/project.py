@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +9,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from pipelines import project
 
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "generate": {"preset": "tiny", "days": 35},
@@ -20,20 +18,8 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
 
 
 def copy_project(dest: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
-    """Copy tracked and untracked-not-ignored files to ``dest``, git-init it, apply overrides."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for raw in filter(None, listed):
-        rel = Path(raw.decode())
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    """A git-initialised copy of the project at ``dest``, with ``params.yaml`` overrides applied."""
+    project.copy_project(dest)
     params_path = dest / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     for section, values in (TINY_OVERRIDES if overrides is None else overrides).items():
@@ -44,10 +30,7 @@ def copy_project(dest: Path, overrides: dict[str, dict[str, Any]] | None = None)
 
 def project_env() -> dict[str, str]:
     """Environment in which ``python`` and ``dvc`` are this interpreter's."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    env["GX_ANALYTICS_ENABLED"] = "false"
-    return env
+    return project.interpreter_env()
 
 
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
