@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         events = json.loads((staged / "metrics" / "validation.json").read_text()).get("rows")
     make_run = {
         "machine": machine,
-        "command": "python -m pipelines.run_all --no-push (what make run runs after setup: the Airflow DAG run, then dvc repro) on a fresh copy, default preset",
+        "command": (
+            "python -m pipelines.run_all --no-push (what make run runs after setup: the "
+            "Airflow DAG run, then dvc repro) on a fresh copy, default preset"
+        ),
         "seconds": round(total, 2),
         "stage_seconds_dvc": per_stage,
         "events": events,
