@@ -127,6 +127,19 @@ class PodResources(StrictModel):
     memory: str = "2Gi"
 
 
+class TrainingTopology(StrictModel):
+    """Multi-node training on Kubernetes: an Indexed Job of ``nodes`` pods running torchrun."""
+
+    nodes: int = Field(2, ge=1, le=1024)
+    nproc_per_node: int = Field(1, ge=1, le=64)
+    gpus_per_node: int = Field(1, ge=0, le=64)
+    rdzv_port: int = Field(29400, ge=1024, le=65535)
+    max_restarts: int = Field(3, ge=0)
+    shm_size: str = "8Gi"
+    cpu: str = "8"
+    memory: str = "32Gi"
+
+
 class ExecutionConfig(StrictModel):
     """Where stage commands run: this machine, or pods on Kubernetes."""
 
@@ -141,6 +154,7 @@ class ExecutionConfig(StrictModel):
     requests: PodResources = PodResources(cpu="1", memory="2Gi")
     limits: PodResources = PodResources(cpu="2", memory="4Gi")
     gpu_stages: tuple[str, ...] = ()
+    training: TrainingTopology = TrainingTopology()
 
 
 class Params(StrictModel):
