@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import BaseOperator
@@ -89,11 +90,12 @@ def stage_task(name: str, params: Params, root: Path) -> BaseOperator:
         default args.
     """
     spec = stage(name)
+    overrides: dict[str, Any] = {"retries": 0} if spec.deterministic_failure else {}
     if params.execution.backend == "kubernetes":
         # The Kubernetes client is heavy to import: only DAGs that use it pay for it.
         from recflow_airflow.kubernetes import stage_pod_operator
 
-        return stage_pod_operator(spec, params)
+        return stage_pod_operator(spec, params, **overrides)
     return BashOperator(
         task_id=spec.name,
         bash_command=stage_script(spec, params),
@@ -102,4 +104,5 @@ def stage_task(name: str, params: Params, root: Path) -> BaseOperator:
         append_env=True,
         # exit code 99 must fail the task like any other, not skip it
         skip_on_exit_code=None,
+        **overrides,
     )

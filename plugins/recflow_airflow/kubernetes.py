@@ -111,12 +111,15 @@ def render_stage_pod(stage: StageSpec, params: Params) -> dict[str, Any]:
     }
 
 
-def stage_pod_operator(stage: StageSpec, params: Params) -> KubernetesPodOperator:
+def stage_pod_operator(
+    stage: StageSpec, params: Params, **operator_args: Any
+) -> KubernetesPodOperator:
     """A ``KubernetesPodOperator`` that runs ``render_stage_pod(stage, params)``.
 
     Args:
         stage: The stage; its name is the task id.
         params: The project's params.
+        **operator_args: Further operator arguments, e.g. ``retries``.
 
     Returns:
         The operator. Its pod template is rendered by Airflow per try, which fills in the
@@ -130,4 +133,5 @@ def stage_pod_operator(stage: StageSpec, params: Params) -> KubernetesPodOperato
         namespace=params.execution.namespace,
         get_logs=True,
         on_finish_action="delete_pod",
+        **operator_args,
     )

@@ -32,6 +32,8 @@ class StageSpec:
             the way DVC templating does it.
         upstream: Names of the tasks that must finish first.
         tracked: True for a DVC stage (skipped when up to date, recorded in ``dvc.lock``).
+        deterministic_failure: True where a failure is a verdict on the input that a retry
+            would only repeat (a rejected batch): the task gets no retries.
     """
 
     name: str
@@ -39,6 +41,7 @@ class StageSpec:
     args: tuple[str, ...]
     upstream: tuple[str, ...] = ()
     tracked: bool = True
+    deterministic_failure: bool = False
 
 
 SET_LOGICAL_DATE = StageSpec(
@@ -79,6 +82,7 @@ STAGES: tuple[StageSpec, ...] = (
             "metrics/validation.json",
         ),
         upstream=("ingest",),
+        deterministic_failure=True,
     ),
     StageSpec(
         name="prepare",

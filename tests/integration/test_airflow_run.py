@@ -116,3 +116,44 @@ def test_second_run_finds_every_stage_up_to_date(
     for stage in STAGES:
         assert f"{stage} is up to date" in again.stdout + again.stderr, stage
     assert (airflow_project / "dvc.lock").read_bytes() == lock_before
+
+
+def _task_states(airflow_cli: AirflowCli, run_date: str) -> tuple[str, dict[str, str]]:
+    runs = airflow_cli("dags", "list-runs", DAG_ID, "-o", "json")
+    assert runs.returncode == 0, runs.stderr[-3000:]
+    (run,) = [r for r in _json_rows(runs.stdout) if r["logical_date"].startswith(run_date)]
+    states = airflow_cli("tasks", "states-for-dag-run", DAG_ID, run["run_id"], "-o", "json")
+    assert states.returncode == 0, states.stderr[-3000:]
+    return run["state"], {row["task_id"]: row["state"] for row in _json_rows(states.stdout)}
+
+
+def test_rejected_batch_stops_the_run_and_is_quarantined(
+    first_run: subprocess.CompletedProcess[str], airflow_project: Path, airflow_cli: AirflowCli
+) -> None:
+    """Runs last: a batch that fails validation fails the run at once; prepare never runs."""
+    assert first_run.returncode == 0
+    bad_date = "2026-11-21"
+    params_path = airflow_project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["validate"]["price_max"] = 1.0  # every synthetic price is above this
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    prepared_before = {
+        p.name: p.read_bytes() for p in (airflow_project / "data" / "prepared").iterdir()
+    }
+
+    airflow_cli("dags", "test", DAG_ID, bad_date)
+
+    state, tasks = _task_states(airflow_cli, bad_date)
+    assert state == "failed"
+    assert tasks["validate"] == "failed"
+    assert tasks["prepare"] == "upstream_failed"
+    quarantined = airflow_project / "data" / "quarantine" / bad_date
+    assert (quarantined / "events.parquet").is_file()
+    summary = (quarantined / "summary.txt").read_text()
+    assert "expect_column_values_to_be_between" in summary and "price" in summary
+    # nothing downstream can run on the rejected batch, and earlier outputs are intact
+    assert not (airflow_project / "data" / "validated").exists()
+    prepared_after = {
+        p.name: p.read_bytes() for p in (airflow_project / "data" / "prepared").iterdir()
+    }
+    assert prepared_after == prepared_before
