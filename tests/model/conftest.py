@@ -1,0 +1,30 @@
+"""Fixtures of the model tier: a tiny prepared data set from the synthetic shop."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.config import GenerateConfig, PrepareConfig, RunConfig
+from pipelines.generate import generate
+from pipelines.prepare import prepare
+
+RUN = RunConfig(logical_date=dt.date(2026, 11, 22), seed=42)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    # the tests share two cores with everything else
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The prepare stage's output for the tiny synthetic preset (validation skipped)."""
+    root = tmp_path_factory.mktemp("tiny")
+    generate(GenerateConfig(preset="tiny"), RUN, root / "source")
+    prepare(PrepareConfig(), RUN, root / "source", root / "prepared")
+    return root / "prepared"

@@ -1,0 +1,120 @@
+"""The trainer on tiny synthetic data: it learns, it is deterministic, it resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.io import sha256_file
+from pipelines.model import SASRec, left_pad
+from pipelines.train import TrainConfig, TrainResult, train
+from tests.model.conftest import RUN
+
+SMALL = {"hidden": 32, "batch_size": 64, "threads": 1, "progress": False, "max_len": 20}
+
+
+def _cfg(**overrides: object) -> TrainConfig:
+    return TrainConfig.model_validate({**SMALL, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainResult, Path]:
+    out = tmp_path_factory.mktemp("trained")
+    torch.set_num_threads(1)
+    return train(_cfg(epochs=10, lr=3e-3), RUN, tiny_prepared, out), out
+
+
+def test_model_beats_most_popular(trained: tuple[TrainResult, Path]) -> None:
+    result, _ = trained
+    popular = result.baselines["most_popular"]["ndcg@10"]
+    assert result.test["ndcg@10"] > 1.3 * popular, (result.test, result.baselines)
+    assert result.test["hr@10"] > result.baselines["most_popular"]["hr@10"]
+
+
+def test_outputs_of_a_run(trained: tuple[TrainResult, Path]) -> None:
+    result, out = trained
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in history] == list(range(1, result.epochs_run + 1))
+    assert all(set(row["valid"]) >= {"ndcg@10", "hr@20", "mrr@10"} for row in history)
+    csv_lines = (out / "plots" / "train.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,loss,valid_hr@10,valid_ndcg@10")
+    assert len(csv_lines) == result.epochs_run + 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"] == result.test
+    assert set(metrics["baselines"]) == {"most_popular", "item_transition"}
+    best_valid = max(row["valid"]["ndcg@10"] for row in history)
+    assert metrics["best_valid"]["ndcg@10"] == best_valid
+    assert (out / "checkpoints" / "last.pt").is_file()
+    assert (out / "checkpoints" / "best.pt").is_file()
+
+
+def test_saved_model_reproduces_the_test_scores(
+    trained: tuple[TrainResult, Path], tiny_prepared: Path
+) -> None:
+    from pipelines.metrics import evaluate
+    from pipelines.model import ModelSpec
+    from pipelines.train import load_prepared
+
+    result, out = trained
+    saved = torch.load(out / "model.pt", weights_only=False)
+    data = load_prepared(tiny_prepared)
+    model = SASRec(ModelSpec(**saved["spec"]), data.item_category)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    test = evaluate(model.score, data.test_history, data.test_target)
+    assert test == pytest.approx(result.test, abs=1e-6)
+    top = model.score(torch.from_numpy(left_pad(data.test_history[:50], 20))).topk(20).indices
+    assert not (top == 0).any()
+
+
+def test_rerun_gives_the_same_bytes_and_resume_matches_an_uninterrupted_run(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    straight = train(_cfg(epochs=3), RUN, tiny_prepared, tmp_path / "straight")
+    again = train(_cfg(epochs=3), RUN, tiny_prepared, tmp_path / "again")
+    assert again == straight
+    for name in ("model.pt", "metrics.json", "history.jsonl", "plots/train.csv"):
+        assert sha256_file(tmp_path / "again" / name) == sha256_file(tmp_path / "straight" / name)
+
+    first = train(_cfg(epochs=2), RUN, tiny_prepared, tmp_path / "resumed")
+    assert (first.resumed_from, first.epochs_run) == (0, 2)
+    resumed = train(_cfg(epochs=3), RUN, tiny_prepared, tmp_path / "resumed")
+    assert (resumed.resumed_from, resumed.epochs_run) == (2, 3)
+    assert resumed.test == straight.test
+    for name in ("model.pt", "history.jsonl"):
+        assert sha256_file(tmp_path / "resumed" / name) == sha256_file(tmp_path / "straight" / name)
+
+    # a finished run is not trained again
+    done = train(_cfg(epochs=3), RUN, tiny_prepared, tmp_path / "resumed")
+    assert (done.resumed_from, done.epochs_run) == (3, 3)
+    assert done.test == straight.test
+
+
+def test_sampled_softmax_training_runs(tiny_prepared: Path, tmp_path: Path) -> None:
+    result = train(
+        _cfg(epochs=2, loss="sampled_softmax", num_negatives=32), RUN, tiny_prepared, tmp_path
+    )
+    assert result.epochs_run == 2
+    assert 0.0 < result.test["ndcg@10"] <= 1.0
+
+
+def test_early_stopping_stops_after_patience(tiny_prepared: Path, tmp_path: Path) -> None:
+    # a learning rate of almost 0 never improves on the first evaluation
+    result = train(_cfg(epochs=50, patience=2, lr=1e-12), RUN, tiny_prepared, tmp_path)
+    assert result.stopped_early
+    assert result.epochs_run == result.best_epoch + 2
+
+
+def test_evaluation_every_other_epoch_and_always_after_the_last(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    train(_cfg(epochs=3, eval_every=2), RUN, tiny_prepared, tmp_path)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert ["valid" in row for row in history] == [False, True, True]
+    rows = (tmp_path / "plots" / "train.csv").read_text().splitlines()
+    assert rows[1].endswith(",,,,,,")

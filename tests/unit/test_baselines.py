@@ -1,0 +1,74 @@
+"""Most-popular and item-to-item transition baselines against values computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.baselines import ItemTransition, MostPopular, item_counts
+from pipelines.metrics import evaluate
+from pipelines.model import left_pad
+
+# 5 items; transitions: 1->2 twice, 1->3 once, 2->3 once, 3->1 once, 4->5 once
+TRAIN = [
+    np.array([1, 2, 3]),
+    np.array([1, 2]),
+    np.array([3, 1, 3]),
+    np.array([4, 5]),
+    np.array([2]),
+]
+N_ITEMS = 5
+
+
+def _history(*histories: list[int]) -> torch.Tensor:
+    return torch.from_numpy(left_pad(histories, 3))
+
+
+def test_item_counts() -> None:
+    assert item_counts(TRAIN, N_ITEMS).tolist() == [0, 3, 3, 3, 1, 1]
+    with pytest.raises(ValueError, match="item index 7 is above n_items=5"):
+        item_counts([np.array([7])], N_ITEMS)
+
+
+def test_most_popular_scores_every_user_alike() -> None:
+    scores = MostPopular(TRAIN, N_ITEMS)(_history([1], [4, 5]))
+    assert scores.shape == (2, N_ITEMS + 1)
+    assert scores[:, 0].isneginf().all()
+    assert scores[0, 1:].tolist() == [3, 3, 3, 1, 1]
+    assert torch.equal(scores[0], scores[1])
+
+
+def test_transition_counts() -> None:
+    model = ItemTransition(TRAIN, N_ITEMS)
+    assert model.transitions(1) == {2: 2, 3: 1}
+    assert model.transitions(2) == {3: 1}
+    assert model.transitions(5) == {}
+
+
+def test_transition_scores_back_off_to_popularity() -> None:
+    model = ItemTransition(TRAIN, N_ITEMS)
+    scores = model(_history([3, 1], [4, 2], [4, 5], []))
+    backoff = np.array([3, 3, 3, 1, 1]) / 4.0
+    assert scores[:, 0].isneginf().all()
+    # last item 1: 2 followed twice, 3 once
+    assert scores[0, 1:].numpy() == pytest.approx(backoff + np.array([0, 2, 1, 0, 0]))
+    # last item 2: 3 followed once
+    assert scores[1, 1:].numpy() == pytest.approx(backoff + np.array([0, 0, 1, 0, 0]))
+    # last item 5 was never followed, and an empty history: popularity only
+    assert scores[2, 1:].numpy() == pytest.approx(backoff)
+    assert scores[3, 1:].numpy() == pytest.approx(backoff)
+
+
+def test_baseline_metrics_by_hand() -> None:
+    histories = [np.array([1]), np.array([2]), np.array([5])]
+    targets = [3, 3, 4]
+    # most popular ranks 1, 2, 3 (ties by index), 4, 5: target 3 -> rank 2, target 4 -> rank 3
+    popular = evaluate(MostPopular(TRAIN, N_ITEMS), histories, targets, ks=(1, 3))
+    assert popular["hr@1"] == 0.0
+    assert popular["hr@3"] == pytest.approx(2 / 3)
+    # transitions: after 1 -> 2, 3 (rank 1); after 2 -> 3 (rank 0); after 5 -> popularity (rank 3)
+    transition = evaluate(ItemTransition(TRAIN, N_ITEMS), histories, targets, ks=(1, 3))
+    assert transition["hr@1"] == pytest.approx(1 / 3)
+    assert transition["hr@3"] == pytest.approx(2 / 3)
+    assert transition["mrr@3"] == pytest.approx((0.5 + 1.0) / 3)

@@ -1,0 +1,103 @@
+"""Full-ranking metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.metrics import evaluate, mask_scores, metric_names, metric_sums, target_ranks
+
+INF = float("inf")
+
+
+def test_target_ranks_by_hand() -> None:
+    scores = mask_scores(
+        torch.tensor(
+            [
+                [9.0, 0.1, 0.5, 0.3, 0.9],  # target 3: items 2 and 4 above -> rank 2
+                [9.0, 0.2, 0.2, 0.2, 0.1],  # target 3 tied with 1 and 2 -> rank 2 (ties by index)
+                [9.0, 0.2, 0.2, 0.2, 0.1],  # target 1 first among the ties -> rank 0
+                [9.0, 0.4, -INF, 0.3, 0.1],  # target 2 scored -inf -> a miss
+            ]
+        )
+    )
+    ranks = target_ranks(scores, torch.tensor([3, 3, 1, 2]))
+    assert ranks.tolist() == [2.0, 2.0, 0.0, INF]
+
+
+def test_padding_column_is_masked_even_if_it_scores_highest() -> None:
+    scores = torch.tensor([[100.0, 0.1, 0.2]])
+    assert target_ranks(mask_scores(scores), torch.tensor([2])).tolist() == [0.0]
+    assert mask_scores(scores)[0, 0] == -INF
+    assert scores[0, 0] == 100.0  # the input is not modified
+
+
+def test_metric_sums_by_hand() -> None:
+    ranks = torch.tensor([0.0, 2.0, 12.0, 25.0, INF], dtype=torch.float64)
+    sums = metric_sums(ranks, ks=(10, 20))
+    assert sums["hr@10"] == 2
+    assert sums["hr@20"] == 3
+    assert sums["ndcg@10"] == pytest.approx(1.0 + 1.0 / math.log2(4))
+    assert sums["ndcg@20"] == pytest.approx(1.0 + 0.5 + 1.0 / math.log2(14))
+    assert sums["mrr@10"] == pytest.approx(1.0 + 1.0 / 3)
+    assert sums["mrr@20"] == pytest.approx(1.0 + 1.0 / 3 + 1.0 / 13)
+
+
+def test_metric_names_order() -> None:
+    assert metric_names((10, 20)) == [
+        "hr@10",
+        "ndcg@10",
+        "mrr@10",
+        "hr@20",
+        "ndcg@20",
+        "mrr@20",
+    ]
+
+
+def _fixed_scores(history: torch.Tensor) -> torch.Tensor:
+    """Item i scores i: item 5 ranks first, then 4, 3, 2, 1."""
+    return torch.arange(6, dtype=torch.float32).expand(history.shape[0], -1).clone()
+
+
+def test_evaluate_by_hand_in_batches() -> None:
+    histories = [np.array([1, 5]), np.array([4]), np.array([2, 3, 4])]
+    targets = [5, 3, 1]  # ranks 0, 2, 4
+    expected = {
+        "hr@10": 1.0,
+        "ndcg@10": (1.0 + 0.5 + 1 / math.log2(6)) / 3,
+        "mrr@10": (1.0 + 1 / 3 + 1 / 5) / 3,
+    }
+    for batch_size in (1, 2, 512):
+        got = evaluate(_fixed_scores, histories, targets, batch_size=batch_size, ks=(10,))
+        assert got == pytest.approx(expected)
+    small = evaluate(_fixed_scores, histories, targets, ks=(1, 3))
+    assert small["hr@1"] == pytest.approx(1 / 3)
+    assert small["hr@3"] == pytest.approx(2 / 3)
+    assert small["ndcg@3"] == pytest.approx((1.0 + 0.5) / 3)
+
+
+def test_mask_history_removes_seen_items() -> None:
+    histories = [np.array([1, 5]), np.array([4]), np.array([2, 3, 4])]
+    targets = [5, 3, 1]
+    # user 1: target 5 is in the history -> a miss; user 2: 4 removed -> 3 ranks 1;
+    # user 3: 4, 3, 2 removed -> 1 ranks after 5 only -> rank 1
+    got = evaluate(_fixed_scores, histories, targets, mask_history=True, ks=(10,))
+    assert got["hr@10"] == pytest.approx(2 / 3)
+    assert got["ndcg@10"] == pytest.approx((2 / math.log2(3)) / 3)
+    assert got["mrr@10"] == pytest.approx((0.5 + 0.5) / 3)
+
+
+def test_evaluate_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="2 histories but 1 targets"):
+        evaluate(_fixed_scores, [[1], [2]], [3])
+
+
+def test_evaluate_without_users_gives_zeros() -> None:
+    assert evaluate(_fixed_scores, [], [], ks=(10,)) == {
+        "hr@10": 0.0,
+        "ndcg@10": 0.0,
+        "mrr@10": 0.0,
+    }
