@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -52,7 +53,7 @@ from pipelines.baselines import ItemTransition, MostPopular, item_counts
 from pipelines.cli_common import run_cli, stage_parser
 from pipelines.config import ConfigError, RunConfig, StrictModel, read_params_file
 from pipelines.errors import InputError
-from pipelines.io import atomic_path, write_json, write_text
+from pipelines.io import atomic_path, sha256_file, write_json, write_text
 from pipelines.metrics import evaluate, metric_names
 from pipelines.model import (
     ModelSpec,
@@ -132,6 +133,19 @@ class Prepared:
     valid_target: np.ndarray
     test_history: list[np.ndarray]
     test_target: np.ndarray
+
+
+PREPARED_FILES = ("item_map.parquet", "train.parquet", "valid.parquet", "test.parquet")
+
+
+def prepared_fingerprint(prepared: Path) -> str:
+    """sha256 over the prepared files the trainer reads: which data a checkpoint belongs to."""
+    digest = hashlib.sha256()
+    for name in PREPARED_FILES:
+        path = prepared / name
+        digest.update(name.encode())
+        digest.update(sha256_file(path).encode() if path.is_file() else b"missing")
+    return digest.hexdigest()
 
 
 @dataclass
@@ -400,13 +414,22 @@ def _resume(
     model: SASRec,
     optimizer: torch.optim.Optimizer,
     ctx: _Dist,
+    data_fingerprint: str,
 ) -> dict[str, Any]:
-    """The loop state of ``last_path``, with model and optimizer restored; fresh if absent."""
+    """The loop state of ``last_path``, with model and optimizer restored; fresh if absent.
+
+    A checkpoint of other prepared data (a new batch since) is not resumed: training starts
+    fresh and overwrites it.
+    """
     state = _fresh_state()
     if not last_path.is_file():
         return state
     # on the CPU: RNG states must stay CPU tensors; load_state_dict moves weights to the device
     snapshot = torch.load(last_path, map_location="cpu", weights_only=False)
+    if snapshot.get("data") != data_fingerprint:
+        if ctx.main:
+            log.info("%s was trained on other prepared data: starting fresh", last_path)
+        return state
     differ = cfg.model_fields_differ(TrainConfig.model_validate(snapshot["config"]))
     if differ:
         raise InputError(
@@ -483,7 +506,8 @@ def _train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path, ctx: _Di
         torch.from_numpy(item_counts(data.train, data.n_items)), cfg.negative_sampler
     )
     last_path = out / "checkpoints" / "last.pt"
-    state = _resume(cfg, last_path, model, optimizer, ctx)
+    fingerprint = prepared_fingerprint(prepared)
+    state = _resume(cfg, last_path, model, optimizer, ctx, fingerprint)
     resumed_from = int(state["epoch"])
 
     ddp_model: torch.nn.Module = model
@@ -539,6 +563,7 @@ def _train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path, ctx: _Di
                 "optimizer": optimizer.state_dict(),
                 "rng": _rng_states(),
                 "config": cfg.model_dump(mode="json"),
+                "data": fingerprint,
             }
             _save(last_path, checkpoint)
             _write_history(out, state["history"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipelines.config import PrepareConfig
 from pipelines.io import sha256_file
 from pipelines.model import SASRec, left_pad
 from pipelines.train import TrainConfig, TrainResult, train
@@ -118,3 +119,22 @@ def test_evaluation_every_other_epoch_and_always_after_the_last(
     assert ["valid" in row for row in history] == [False, True, True]
     rows = (tmp_path / "plots" / "train.csv").read_text().splitlines()
     assert rows[1].endswith(",,,,,,")
+
+
+def test_checkpoint_of_other_data_is_not_resumed(tiny_prepared: Path, tmp_path: Path) -> None:
+    """A finished run's checkpoint must not stand in for training on a new batch."""
+    import shutil
+
+    from pipelines.prepare import prepare
+
+    out = tmp_path / "candidate"
+    first = train(_cfg(epochs=2), RUN, tiny_prepared, out)
+    assert first.epochs_run == 2
+    # the same model settings on other prepared data (a different split of the same events)
+    other = tmp_path / "other"
+    source = tmp_path / "source"
+    shutil.copytree(tiny_prepared.parent / "source", source)
+    prepare(PrepareConfig(max_sequence_length=30), RUN, source, other)
+    second = train(_cfg(epochs=2), RUN, other, out)
+    assert second.resumed_from == 0
+    assert second.epochs_run == 2
