@@ -9,6 +9,7 @@ The recflow chain for one logical date: the same stage commands as `dvc.yaml`, r
 | `ingest` | the run's immutable raw batch |
 | `validate` | Great Expectations suite; a failing batch is quarantined and stops the run |
 | `prepare` | user sequences, splits and reference statistics |
+| `train` | SASRec under torchrun (DDP), with checkpoints, resume and early stopping |
 
 Each stage task asks DVC first: an up-to-date stage is skipped, a changed one runs and is
 recorded in `dvc.lock`, so `dvc repro` afterwards finds nothing to do.
@@ -66,5 +67,6 @@ with DAG(
     ingest = stage_task("ingest", PARAMS, ROOT)
     validate = stage_task("validate", PARAMS, ROOT)
     prepare = stage_task("prepare", PARAMS, ROOT)
+    train = stage_task("train", PARAMS, ROOT)
 
-    set_logical_date >> generate >> ingest >> validate >> prepare
+    set_logical_date >> generate >> ingest >> validate >> prepare >> train

@@ -12,6 +12,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "ingest": ("pipelines.ingest", "write the run's immutable raw batch from a source"),
     "validate": ("pipelines.validate", "validate a batch with Great Expectations"),
     "prepare": ("pipelines.prepare", "build user sequences, splits and reference statistics"),
+    "train": ("pipelines.train", "train the SASRec recommender (under torchrun for DDP)"),
 }
 
 

@@ -106,6 +106,43 @@ class PrepareConfig(StrictModel):
     price_bins: int = Field(20, ge=2, le=1000)
 
 
+class TrainConfig(StrictModel):
+    """SASRec and its training loop (the ``train`` section of ``params.yaml``)."""
+
+    hidden: int = Field(64, ge=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    max_len: int = Field(50, ge=2)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    category_feature: bool = True
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(256, ge=1)
+    epochs: int = Field(200, ge=1)
+    # evaluations without improvement of validation NDCG@10 before stopping
+    patience: int = Field(10, ge=1)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    # None: the run's seed
+    seed: int | None = None
+    loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    num_negatives: int = Field(256, ge=1)
+    negative_sampler: Literal["uniform", "popularity"] = "popularity"
+    # exclude the user's history items from the ranking (for catalogues without repeats)
+    mask_history: bool = False
+    eval_every: int = Field(1, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    # torch intra-op threads per process; None: torch's default
+    threads: int | None = Field(None, ge=1)
+    progress: bool = True
+    # torchrun workers on one machine (dvc.yaml and the DAG launch this many)
+    nproc_per_node: int = Field(2, ge=1, le=64)
+
+    def model_fields_differ(self, other: TrainConfig) -> list[str]:
+        """Fields that change the model or the data it sees (a checkpoint cannot continue)."""
+        shape = ("hidden", "layers", "heads", "max_len", "category_feature", "seed")
+        return [name for name in shape if getattr(self, name) != getattr(other, name)]
+
+
 class AirflowConfig(StrictModel):
     """Scheduling of the ``recsys_retrain`` DAG."""
 
@@ -165,6 +202,7 @@ class Params(StrictModel):
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
     airflow: AirflowConfig = AirflowConfig()
     execution: ExecutionConfig = ExecutionConfig()
 

@@ -36,14 +36,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from pipelines.baselines import ItemTransition, MostPopular, item_counts
 from pipelines.cli_common import run_cli, stage_parser
-from pipelines.config import ConfigError, RunConfig, StrictModel, read_params_file
+from pipelines.config import ConfigError, RunConfig, TrainConfig, load_params
 from pipelines.errors import InputError
 from pipelines.io import atomic_path, sha256_file, write_json, write_text
 from pipelines.metrics import evaluate, metric_names
@@ -71,41 +71,6 @@ SELECTION_METRIC = "ndcg@10"
 # test hook: "EPOCH:BATCH:RANK" makes that worker kill itself once (see _maybe_fault)
 FAULT_ENV = "RECFLOW_TRAIN_FAULT"
 FAULT_MARKER_ENV = "RECFLOW_TRAIN_FAULT_MARKER"
-
-
-class TrainConfig(StrictModel):
-    """SASRec and its training loop (the ``train`` section of ``params.yaml``)."""
-
-    hidden: int = Field(64, ge=1)
-    layers: int = Field(2, ge=1)
-    heads: int = Field(2, ge=1)
-    max_len: int = Field(50, ge=2)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    category_feature: bool = True
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(256, ge=1)
-    epochs: int = Field(200, ge=1)
-    # evaluations without improvement of validation NDCG@10 before stopping
-    patience: int = Field(10, ge=1)
-    grad_clip: float | None = Field(1.0, gt=0.0)
-    # None: the run's seed
-    seed: int | None = None
-    loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
-    num_negatives: int = Field(256, ge=1)
-    negative_sampler: Literal["uniform", "popularity"] = "popularity"
-    # exclude the user's history items from the ranking (for catalogues without repeats)
-    mask_history: bool = False
-    eval_every: int = Field(1, ge=1)
-    eval_batch_size: int = Field(1024, ge=1)
-    # torch intra-op threads per process; None: torch's default
-    threads: int | None = Field(None, ge=1)
-    progress: bool = True
-
-    def model_fields_differ(self, other: TrainConfig) -> list[str]:
-        """Fields that change the model or the data it sees (a checkpoint cannot continue)."""
-        shape = ("hidden", "layers", "heads", "max_len", "category_feature", "seed")
-        return [name for name in shape if getattr(self, name) != getattr(other, name)]
 
 
 @dataclass(frozen=True)
@@ -654,8 +619,8 @@ def load_config(params: Path, overrides: str | None = None) -> tuple[TrainConfig
     Raises:
         ConfigError: The file, a section or the overrides are invalid.
     """
-    raw = read_params_file(params)
-    section = dict(raw.get("train") or {})
+    checked = load_params(params)  # the whole file: an unknown key anywhere is an error
+    section = checked.train.model_dump()
     if overrides:
         try:
             extra = json.loads(overrides)
@@ -664,10 +629,7 @@ def load_config(params: Path, overrides: str | None = None) -> tuple[TrainConfig
         if not isinstance(extra, dict):
             raise ConfigError("--config-json must be a JSON object")
         section.update(extra)
-    try:
-        run = RunConfig.model_validate(raw.get("run"))
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, f"{params} section run")) from exc
+    run = checked.run
     try:
         return TrainConfig.model_validate(section), run
     except ValidationError as exc:

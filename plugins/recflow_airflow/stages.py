@@ -42,6 +42,8 @@ class StageSpec:
     upstream: tuple[str, ...] = ()
     tracked: bool = True
     deterministic_failure: bool = False
+    # what runs the module: plain ``python``, or e.g. torchrun for the DDP trainer
+    launcher: tuple[str, ...] = ("python",)
 
 
 SET_LOGICAL_DATE = StageSpec(
@@ -99,6 +101,20 @@ STAGES: tuple[StageSpec, ...] = (
         ),
         upstream=("validate",),
     ),
+    StageSpec(
+        name="train",
+        module="train",
+        args=(
+            "--params",
+            "params.yaml",
+            "--prepared",
+            "data/prepared",
+            "--out",
+            "models/candidate",
+        ),
+        upstream=("prepare",),
+        launcher=("torchrun", "--standalone", "--nproc_per_node=${train.nproc_per_node}"),
+    ),
 )
 
 
@@ -126,7 +142,7 @@ def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
 
 
 def stage_command(spec: StageSpec, params: Params) -> str:
-    """The stage's command line, ``python -m pipelines.<module> <args…>``, templating resolved.
+    """The stage's command line, ``<launcher> -m pipelines.<module> <args…>``, templated.
 
     Args:
         spec: The stage.
@@ -140,7 +156,8 @@ def stage_command(spec: StageSpec, params: Params) -> str:
         ConfigError: An argument refers to a value ``params.yaml`` does not have.
     """
     values = params.model_dump(mode="json", by_alias=True)
-    args = [
-        _PLACEHOLDER.sub(lambda m: str(_lookup(values, m.group(1).strip())), a) for a in spec.args
+    words = [*spec.launcher, "-m", f"pipelines.{spec.module}", *spec.args]
+    resolved = [
+        _PLACEHOLDER.sub(lambda m: str(_lookup(values, m.group(1).strip())), word) for word in words
     ]
-    return " ".join(["python", "-m", f"pipelines.{spec.module}", *args])
+    return " ".join(resolved)

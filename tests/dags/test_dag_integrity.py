@@ -17,7 +17,7 @@ from recflow_airflow.project import PROJECT_ROOT_ENV, project_root
 from recflow_airflow.stages import LOGICAL_DATE_ENV, STAGES
 
 DAG_ID = "recsys_retrain"
-EXPECTED_TASKS = ["set_logical_date", "generate", "ingest", "validate", "prepare"]
+EXPECTED_TASKS = ["set_logical_date", "generate", "ingest", "validate", "prepare", "train"]
 HEAVY = ("torch", "pandas", "numpy", "pyarrow", "great_expectations", "evidently")
 
 

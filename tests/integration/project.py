@@ -14,6 +14,8 @@ from pipelines import project
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "generate": {"preset": "tiny", "days": 35},
     "validate": {"min_rows": 100},
+    # a small model for a few epochs: the chain, not the model's quality, is under test here
+    "train": {"epochs": 2, "hidden": 32, "batch_size": 64, "max_len": 20, "progress": False},
 }
 
 

@@ -70,8 +70,14 @@ def test_bad_overrides_are_rejected(params: Path, overrides: str, message: str) 
 def test_bad_run_section_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("run:\n  seed: 1\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="section run:\n  logical_date: Field required"):
+    with pytest.raises(ConfigError, match=r"run\.logical_date: Field required"):
         load_config(path)
+
+
+def test_unknown_key_elsewhere_in_params_is_rejected(params: Path) -> None:
+    params.write_text(PARAMS + "train:\n  hiden: 32\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"train\.hiden: unknown key"):
+        load_config(params)
 
 
 def test_cli_reports_errors_without_traceback(
