@@ -10,6 +10,7 @@ UV_VERSION := 0.13.9
 # find-links setting when there is one. Elsewhere set UV_EXTRA_INDEX_URL to a CPU torch index.
 WHEELS ?= $(shell pip config get global.find-links 2>/dev/null || echo /opt/wheels)
 export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 # imports of the large stack (Airflow, GX, DVC) are several times faster from bytecode
 unexport PYTHONDONTWRITEBYTECODE

@@ -9,6 +9,7 @@ BENCHMARKS = (
     "benchmarks.bench_generator",
     "benchmarks.bench_validation",
     "benchmarks.bench_pipeline",
+    "benchmarks.bench_train_memory",  # trains on data/prepared: after `make run`
 )
 
 

@@ -46,4 +46,5 @@ def interpreter_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["GX_ANALYTICS_ENABLED"] = "false"
+    env.setdefault("DVC_NO_ANALYTICS", "1")
     return env

@@ -10,6 +10,8 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# scratch DVC repositories made by tests must not try to send usage analytics
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
 @pytest.fixture(scope="session")
