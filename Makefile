@@ -35,7 +35,7 @@ lock: | $(BIN)/uv ## Re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --find-links $(WHEELS) -o requirements.lock
 
-run: setup ## Run the chain on the embedded default: dvc repro, then the Airflow DAG
+run: setup ## Run the chain on the embedded default: the Airflow DAG, then dvc repro (a no-op)
 	$(BIN)/python -m pipelines.run_all
 
 test: setup ## Run the whole test suite (unit, data, dags, model, integration)
@@ -57,4 +57,4 @@ bench: setup ## Rerun every benchmark; results land in benchmarks/results/
 	$(BIN)/python -m benchmarks.run_all
 
 clean: ## Remove run outputs (keeps raw batches and the virtual environment)
-	rm -rf reports metrics data/prepared data/validated .airflow
+	rm -rf reports/validation data/prepared data/validated models/candidate/model.pt models/candidate/checkpoints .airflow
