@@ -21,6 +21,7 @@ import datetime as dt
 import html
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -525,7 +526,37 @@ def run_suites(
     if docs_dir is not None:
         context.build_data_docs(site_names=[DOCS_SITE])
         _add_offline_index(docs_dir, results)
+        freeze_data_docs(docs_dir, run_time.strftime("%Y%m%dT%H%M%S.%fZ"))
     return results
+
+
+_GX_STAMP = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def freeze_data_docs(docs_dir: Path, stamp: str) -> None:
+    """Make the Data Docs pages the same bytes for the same results.
+
+    GX writes the clock (load time, cache-busting query strings) and random element ids into
+    its pages; a rerun would change the report, and with it the stage's DVC record. Clock
+    stamps become the run's own time and random ids become ids numbered per page in order of
+    appearance, so links inside a page still match.
+    """
+    for page in sorted(docs_dir.rglob("*.html")):
+        text = _GX_STAMP.sub(stamp, page.read_text(encoding="utf-8"))
+        page.write_text(_number_uuids(text), encoding="utf-8")
+
+
+def _number_uuids(text: str) -> str:
+    numbering: dict[str, str] = {}
+
+    def number(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if found not in numbering:
+            numbering[found] = f"00000000-0000-4000-8000-{len(numbering):012x}"
+        return numbering[found]
+
+    return _UUID.sub(number, text)
 
 
 def _add_offline_index(docs_dir: Path, results: list[ExpectationSuiteValidationResult]) -> None:

@@ -116,6 +116,12 @@ def test_rerun_writes_the_same_bytes(tmp_path: Path, store: Path, params_file: P
         "validated/batch.json",
     ):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    # the Data Docs pages too: GX writes the clock and random ids into them
+    pages_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.html"))
+    pages_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.html"))
+    assert pages_a == pages_b and pages_a
+    for page in pages_a:
+        assert (tmp_path / "a" / page).read_bytes() == (tmp_path / "b" / page).read_bytes(), page
 
 
 def test_rejected_batch_is_quarantined_and_out_not_written(
