@@ -226,10 +226,11 @@ def read_params_file(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
     return raw
 
 
-def _format_errors(exc: ValidationError, where: str) -> str:
+def format_errors(exc: ValidationError, where: str) -> str:
+    """A config error for a person: one line per problem, naming its key (``train.hiden``)."""
     lines = [f"invalid configuration in {where}:"]
     for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"])
+        loc = ".".join(str(part) for part in err["loc"]) or "(section)"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
@@ -241,7 +242,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, str(path))) from exc
+        raise ConfigError(format_errors(exc, str(path))) from exc
 
 
 def load_section(name: str, model: type[M], path: Path | str = DEFAULT_PARAMS) -> M:

@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from pipelines.baselines import ItemTransition, MostPopular, item_counts
 from pipelines.cli_common import run_cli, stage_parser
-from pipelines.config import ConfigError, RunConfig, TrainConfig, load_params
+from pipelines.config import ConfigError, RunConfig, TrainConfig, format_errors, load_params
 from pipelines.errors import InputError
 from pipelines.io import atomic_path, sha256_file, write_json, write_text
 from pipelines.metrics import evaluate, metric_names
@@ -633,16 +633,7 @@ def load_config(params: Path, overrides: str | None = None) -> tuple[TrainConfig
     try:
         return TrainConfig.model_validate(section), run
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, f"{params} section train")) from exc
-
-
-def _describe(exc: ValidationError, where: str) -> str:
-    lines = [f"invalid configuration in {where}:"]
-    for err in exc.errors():
-        loc = ".".join(str(part) for part in err["loc"]) or "(section)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
+        raise ConfigError(format_errors(exc, f"{params} section train")) from exc
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from pipelines.config import load_params
+from tests.integration.project import dvc
 
 pytestmark = pytest.mark.slow
 
@@ -25,16 +25,6 @@ TASKS = {"set_logical_date", "generate", "ingest", "validate", "prepare", "train
 STAGES = ("generate", "ingest", "validate", "prepare", "train")
 # not the date in params.yaml: the run must set it
 RUN_DATE = "2026-11-20"
-
-
-def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _json_rows(stdout: str) -> list[dict[str, str]]:
@@ -96,12 +86,12 @@ def test_dvc_record_matches_dvc_repro(
     first_run: subprocess.CompletedProcess[str], airflow_project: Path
 ) -> None:
     assert first_run.returncode == 0
-    status = _dvc(airflow_project, "status")
+    status = dvc(airflow_project, "status", check=False)
     assert status.returncode == 0, status.stderr
     assert "up to date" in status.stdout, status.stdout
     lock = yaml.safe_load((airflow_project / "dvc.lock").read_text(encoding="utf-8"))
     assert set(lock["stages"]) == set(STAGES)
-    dry = _dvc(airflow_project, "repro", "--dry")
+    dry = dvc(airflow_project, "repro", "--dry", check=False)
     assert dry.returncode == 0, dry.stderr
     assert "Running stage" not in dry.stdout, dry.stdout
 
