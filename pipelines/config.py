@@ -118,6 +118,9 @@ class TrainConfig(StrictModel):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(256, ge=1)
+    # None: one training window per sequence (its newest steps); an integer: also the windows
+    # ending every `window_stride` steps further back, so long histories are used in full
+    window_stride: int | None = Field(None, ge=1)
     epochs: int = Field(200, ge=1)
     # evaluations without improvement of validation NDCG@10 before stopping
     patience: int = Field(10, ge=1)
@@ -139,7 +142,15 @@ class TrainConfig(StrictModel):
 
     def model_fields_differ(self, other: TrainConfig) -> list[str]:
         """Fields that change the model or the data it sees (a checkpoint cannot continue)."""
-        shape = ("hidden", "layers", "heads", "max_len", "category_feature", "seed")
+        shape = (
+            "hidden",
+            "layers",
+            "heads",
+            "max_len",
+            "category_feature",
+            "seed",
+            "window_stride",
+        )
         return [name for name in shape if getattr(self, name) != getattr(other, name)]
 
 

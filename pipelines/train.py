@@ -33,7 +33,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -239,10 +239,26 @@ def _restore_rng(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _windows(train: list[np.ndarray], max_len: int) -> torch.Tensor:
-    """The newest ``max_len + 1`` steps of each trainable sequence, left-padded."""
-    trainable = [s for s in train if len(s) >= 2]
-    return torch.from_numpy(left_pad(trainable, max_len + 1))
+def _windows(train: list[np.ndarray], max_len: int, stride: int | None = None) -> torch.Tensor:
+    """Training windows of ``max_len + 1`` steps, left-padded.
+
+    Without ``stride`` a sequence gives one window, its newest steps. With ``stride`` a sequence
+    longer than a window also gives the windows ending ``stride``, ``2 * stride``, ... steps
+    before its end, so that the older steps of long histories are trained on as well.
+    """
+    width = max_len + 1
+    windows: list[np.ndarray] = []
+    for seq in train:
+        if len(seq) < 2:
+            continue
+        ends = [len(seq)]
+        if stride is not None:
+            # a window ending before `width` would only repeat a prefix of the first one
+            ends += list(range(len(seq) - stride, width - 1, -stride))
+            if len(seq) > width and ends[-1] > width:
+                ends.append(width)
+        windows.extend(seq[max(0, end - width) : end] for end in ends)
+    return torch.from_numpy(left_pad(windows, width))
 
 
 def _batches(sampler: DistributedSampler[int], batch_size: int) -> Iterator[list[int]]:
@@ -333,7 +349,13 @@ def _evaluate(
     return _round(metrics)
 
 
-def train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    run: RunConfig,
+    prepared: Path,
+    out: Path,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
     """Train SASRec with early stopping on validation NDCG@10 and write the results to ``out``.
 
     Works in one process or in each process of a ``torchrun`` launch. Resumes from
@@ -344,6 +366,8 @@ def train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path) -> TrainR
         run: The run (its seed is used unless ``cfg.seed`` is set).
         prepared: The prepare stage's output folder.
         out: Output folder (written by rank 0 only).
+        on_epoch: Called on rank 0 with each epoch's history row (loss, validation metrics)
+            once its checkpoint is written; benchmarks use it to time the way to a quality.
 
     Returns:
         The best epoch, its validation metrics, and test metrics beside the baselines.
@@ -356,7 +380,7 @@ def train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path) -> TrainR
         torch.set_num_threads(cfg.threads)
     ctx = _init_distributed()
     try:
-        return _train(cfg, run, prepared, out, ctx)
+        return _train(cfg, run, prepared, out, ctx, on_epoch)
     finally:
         if ctx.initialised and dist.is_initialized():
             dist.destroy_process_group()
@@ -432,7 +456,9 @@ def _run_epoch(
         total=-(-sampler.num_samples // cfg.batch_size),
         desc=f"epoch {epoch}",
         unit="batch",
-        disable=not (ctx.main and cfg.progress),
+        # None: a bar only on a terminal; in a log file (Airflow, CI) the epoch log line with
+        # its rate is the progress report, not a stream of carriage returns
+        disable=None if ctx.main and cfg.progress else True,
         leave=False,
     )
     for step, rows in enumerate(progress):
@@ -456,7 +482,14 @@ def _run_epoch(
     return float(loss_sum[0] / loss_sum[1].clamp(min=1.0))
 
 
-def _train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path, ctx: _Dist) -> TrainResult:
+def _train(
+    cfg: TrainConfig,
+    run: RunConfig,
+    prepared: Path,
+    out: Path,
+    ctx: _Dist,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> TrainResult:
     seed = run.seed if cfg.seed is None else cfg.seed
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{ctx.local_rank}" if cuda else "cpu")
@@ -466,7 +499,7 @@ def _train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path, ctx: _Di
     _seed_everything(seed)
     model = _build_model(cfg, data, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    windows = _windows(data.train, cfg.max_len)
+    windows = _windows(data.train, cfg.max_len, cfg.window_stride)
     probs = sampling_probs(
         torch.from_numpy(item_counts(data.train, data.n_items)), cfg.negative_sampler
     )
@@ -477,14 +510,14 @@ def _train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path, ctx: _Di
 
     ddp_model: torch.nn.Module = model
     if ctx.world > 1:
-        # the only buffer (item -> category) never changes: no need to broadcast it every step
+        # the only buffer (item -> category) never changes: synced once at start, not every step
         ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if cuda else None, broadcast_buffers=False
+            model, device_ids=[device.index] if cuda else None, forward_sync_buffers=False
         )
     # the sampler only needs len(): it shards and shuffles the row numbers of the windows
-    users = cast("Dataset[int]", range(len(windows)))
+    rows = cast("Dataset[int]", range(len(windows)))
     sampler: DistributedSampler[int] = DistributedSampler(
-        users, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed
+        rows, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed
     )
     epoch = int(state["epoch"])
     while epoch < cfg.epochs and not state["stopped"]:
@@ -510,7 +543,7 @@ def _train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path, ctx: _Di
                     state["bad_evals"] += 1
                 decision[0] = int(state["bad_evals"] >= cfg.patience)
             log.info(
-                "epoch %d: loss %.4f, valid %s %s, %.2f s (%.0f sequences/s)",
+                "epoch %d: loss %.4f, valid %s %s, %.2f s (%.0f windows/s)",
                 epoch,
                 loss,
                 SELECTION_METRIC,
@@ -540,6 +573,8 @@ def _train(cfg: TrainConfig, run: RunConfig, prepared: Path, out: Path, ctx: _Di
                     cfg.patience,
                     state["best_epoch"],
                 )
+            if on_epoch is not None:
+                on_epoch(row)
         if ctx.world > 1:
             # no rank starts the next epoch (or may crash in it) before last.pt is complete
             dist.barrier()

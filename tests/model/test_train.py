@@ -138,3 +138,34 @@ def test_checkpoint_of_other_data_is_not_resumed(tiny_prepared: Path, tmp_path: 
     second = train(_cfg(epochs=2), RUN, other, out)
     assert second.resumed_from == 0
     assert second.epochs_run == 2
+
+
+def test_windows_with_a_stride_cover_old_steps_of_long_sequences() -> None:
+    import numpy as np
+
+    from pipelines.train import _windows
+
+    long = np.arange(1, 13)  # 12 steps, windows of max_len + 1 = 5
+    short = np.array([7, 8, 9])
+    one = np.array([4])  # nothing to predict: no window
+    newest = _windows([long, short, one], max_len=4)
+    assert newest.tolist() == [[8, 9, 10, 11, 12], [0, 0, 7, 8, 9]]
+    strided = _windows([long, short, one], max_len=4, stride=4).tolist()
+    # windows end 4 and 8 steps before the end, and the oldest one ends at the window width
+    assert strided == [
+        [8, 9, 10, 11, 12],
+        [4, 5, 6, 7, 8],
+        [1, 2, 3, 4, 5],
+        [0, 0, 7, 8, 9],
+    ]
+    # every step of the long sequence is a target (or the first step) in some window
+    covered = {step for row in strided[:3] for step in row}
+    assert covered == set(range(1, 13))
+
+
+def test_on_epoch_sees_every_epoch_row(tiny_prepared: Path, tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = []
+    train(_cfg(epochs=2, window_stride=10), RUN, tiny_prepared, tmp_path, on_epoch=rows.append)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert rows == history
+    assert [row["epoch"] for row in rows] == [1, 2]
