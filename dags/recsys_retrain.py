@@ -10,6 +10,8 @@ The recflow chain for one logical date: the same stage commands as `dvc.yaml`, r
 | `validate` | Great Expectations suite; a failing batch is quarantined and stops the run |
 | `prepare` | user sequences, splits and reference statistics |
 | `train` | SASRec under torchrun (DDP), with checkpoints, resume and early stopping |
+| `optimize` | ONNX export, ONNX Runtime (and TensorRT on GPUs) artifacts, parity with PyTorch |
+| `evaluate` | regression gate against the production model; a blocked candidate stops here |
 
 Each stage task asks DVC first: an up-to-date stage is skipped, a changed one runs and is
 recorded in `dvc.lock`, so `dvc repro` afterwards finds nothing to do.
@@ -44,7 +46,7 @@ default_args = {
 
 with DAG(
     dag_id="recsys_retrain",
-    description="Ingest, validate and prepare one day of clickstream for the recommender.",
+    description="Retrain the recommender on one day of clickstream and gate the candidate.",
     doc_md=__doc__,
     schedule=AIRFLOW.schedule,
     start_date=dt.datetime.combine(AIRFLOW.start_date, dt.time(), tzinfo=dt.UTC),
@@ -68,5 +70,10 @@ with DAG(
     validate = stage_task("validate", PARAMS, ROOT)
     prepare = stage_task("prepare", PARAMS, ROOT)
     train = stage_task("train", PARAMS, ROOT)
+    optimize = stage_task("optimize", PARAMS, ROOT)
+    evaluate = stage_task("evaluate", PARAMS, ROOT)
 
-    set_logical_date >> generate >> ingest >> validate >> prepare >> train
+    set_logical_date >> generate >> ingest >> validate >> prepare >> train >> optimize >> evaluate
+    # the same edges as dvc.yaml: both later stages also read the prepared data and the model
+    prepare >> [optimize, evaluate]
+    train >> evaluate

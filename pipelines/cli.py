@@ -13,6 +13,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "validate": ("pipelines.validate", "validate a batch with Great Expectations"),
     "prepare": ("pipelines.prepare", "build user sequences, splits and reference statistics"),
     "train": ("pipelines.train", "train the SASRec recommender (under torchrun for DDP)"),
+    "optimize": ("pipelines.optimize", "export to ONNX, build runtime artifacts, check parity"),
+    "evaluate": ("pipelines.evaluate", "regression gate of the candidate against production"),
 }
 
 

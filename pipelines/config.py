@@ -154,6 +154,106 @@ class TrainConfig(StrictModel):
         return [name for name in shape if getattr(self, name) != getattr(other, name)]
 
 
+class ParityThreshold(StrictModel):
+    """How close an artifact must stay to the fp32 PyTorch model."""
+
+    max_abs_error: float = Field(gt=0.0)
+    min_top10_overlap: float = Field(ge=0.0, le=1.0)
+
+
+def _parity_defaults() -> dict[str, ParityThreshold]:
+    return {
+        "fp32": ParityThreshold(max_abs_error=1e-3, min_top10_overlap=0.99),
+        "fp16": ParityThreshold(max_abs_error=0.05, min_top10_overlap=0.97),
+        "bf16": ParityThreshold(max_abs_error=0.1, min_top10_overlap=0.95),
+        "int8": ParityThreshold(max_abs_error=0.5, min_top10_overlap=0.95),
+    }
+
+
+class ParityConfig(StrictModel):
+    """Parity check of every artifact against the fp32 PyTorch model on held-out sequences."""
+
+    sequences: int = Field(1000, ge=1)
+    thresholds: dict[Literal["fp32", "fp16", "bf16", "int8"], ParityThreshold] = Field(
+        default_factory=_parity_defaults
+    )
+
+
+class BatchProfile(StrictModel):
+    """Batch sizes a TensorRT engine is optimized for."""
+
+    min: int = Field(1, ge=1)
+    opt: int = Field(32, ge=1)
+    max: int = Field(256, ge=1)
+
+
+class TensorRTConfig(StrictModel):
+    """TensorRT engines (built only where a CUDA GPU and the tensorrt package exist)."""
+
+    precisions: tuple[Literal["fp16", "bf16", "int8"], ...] = ("fp16", "bf16", "int8")
+    profile: BatchProfile = BatchProfile()
+    workspace_mb: int = Field(2048, ge=64)
+    calibration_sequences: int = Field(512, ge=1)
+
+
+class LatencyConfig(StrictModel):
+    """Latency measurement of each artifact beside torch eager."""
+
+    batches: tuple[int, ...] = (1, 32, 256)
+    warmup: int = Field(3, ge=0)
+    iterations: int = Field(30, ge=2)
+
+
+class OptimizeConfig(StrictModel):
+    """The ``optimize`` stage: ONNX export, runtime artifacts, parity and latency."""
+
+    top_k: int = Field(20, ge=1)
+    opset: int = Field(17, ge=13)
+    # intra-op threads of ONNX Runtime and of torch eager when they are timed side by side
+    threads: int | None = Field(2, ge=1)
+    onnxruntime_int8: bool = True
+    # the first artifact of this list that passes parity is the one serving uses
+    ship_order: tuple[str, ...] = (
+        "tensorrt-fp16",
+        "tensorrt-bf16",
+        "tensorrt-int8",
+        "torch-compile-bf16",
+        "torch-compile-fp16",
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+    )
+    parity: ParityConfig = ParityConfig()
+    latency: LatencyConfig = LatencyConfig()
+    tensorrt: TensorRTConfig = TensorRTConfig()
+
+
+class QualityGate(StrictModel):
+    """Quality thresholds of the candidate on the golden set, per metric."""
+
+    min_absolute: dict[Literal["ndcg@10", "recall@10"], float] = Field(
+        default_factory=lambda: {"ndcg@10": 0.05, "recall@10": 0.1}
+    )
+    # allowed drop against production: max(max_absolute_drop, max_relative_drop * production)
+    max_absolute_drop: float = Field(0.005, ge=0.0)
+    max_relative_drop: float = Field(0.02, ge=0.0)
+    bootstrap_samples: int = Field(1000, ge=10)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+
+
+class EvaluateConfig(StrictModel):
+    """The ``evaluate`` stage: the regression gate of the candidate against production."""
+
+    production: Path = Path("models/production")
+    golden_users: int = Field(2000, ge=1)
+    quality: QualityGate = QualityGate()
+    on_inconclusive: Literal["block", "pass"] = "block"
+    latency_p99_ms: float = Field(50.0, gt=0.0)
+    latency_requests: int = Field(200, ge=10)
+    max_artifact_mb: float = Field(200.0, gt=0.0)
+    # scores of one user alone and inside a batch may differ by this much (float reordering)
+    invariance_tolerance: float = Field(1e-4, ge=0.0)
+
+
 class AirflowConfig(StrictModel):
     """Scheduling of the ``recsys_retrain`` DAG."""
 
@@ -214,6 +314,8 @@ class Params(StrictModel):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     prepare: PrepareConfig = PrepareConfig()
     train: TrainConfig = TrainConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     airflow: AirflowConfig = AirflowConfig()
     execution: ExecutionConfig = ExecutionConfig()
 

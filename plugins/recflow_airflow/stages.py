@@ -115,6 +115,42 @@ STAGES: tuple[StageSpec, ...] = (
         upstream=("prepare",),
         launcher=("torchrun", "--standalone", "--nproc_per_node=${train.nproc_per_node}"),
     ),
+    StageSpec(
+        name="optimize",
+        module="optimize",
+        args=(
+            "--params",
+            "params.yaml",
+            "--model",
+            "models/candidate/model.pt",
+            "--prepared",
+            "data/prepared",
+            "--out",
+            "models/candidate/optimized",
+            "--metrics",
+            "metrics/optimize.json",
+        ),
+        upstream=("train", "prepare"),
+    ),
+    StageSpec(
+        name="evaluate",
+        module="evaluate",
+        args=(
+            "--params",
+            "params.yaml",
+            "--candidate",
+            "models/candidate",
+            "--prepared",
+            "data/prepared",
+            "--out",
+            "models/candidate/evaluation",
+            "--metrics",
+            "metrics/evaluate.json",
+        ),
+        upstream=("optimize", "train", "prepare"),
+        # the gate's verdict on a candidate: a retry would judge the same candidate again
+        deterministic_failure=True,
+    ),
 )
 
 

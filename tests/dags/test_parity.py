@@ -37,7 +37,15 @@ def test_dag_matches_dvc_yaml(project_stages: Any, dag: Any, params: Any) -> Non
 
 def test_dvc_sees_the_expected_chain(project_stages: Any) -> None:
     # guards the comparison itself: DVC must have resolved templating and the graph
-    assert set(project_stages) == {"generate", "ingest", "validate", "prepare", "train"}
+    assert set(project_stages) == {
+        "generate",
+        "ingest",
+        "validate",
+        "prepare",
+        "train",
+        "optimize",
+        "evaluate",
+    }
     assert "${" not in project_stages["ingest"].cmd
     assert project_stages["prepare"].upstream == {"validate"}
     assert project_stages["generate"].upstream == set()
@@ -62,7 +70,7 @@ def _add_edge(stages: dict[str, Any]) -> None:
 
 
 def _add_stage(stages: dict[str, Any]) -> None:
-    stages["optimize"] = {"cmd": "python -m pipelines.optimize", "deps": ["models/candidate"]}
+    stages["serve"] = {"cmd": "python -m pipelines.serve", "deps": ["models/candidate"]}
 
 
 def _drop_stage(stages: dict[str, Any]) -> None:
@@ -77,7 +85,7 @@ def _drop_stage(stages: dict[str, Any]) -> None:
         (_drift_template, "stage 'ingest': command differs"),
         (_drop_edge, "edge validate >> prepare is in the DAG but not in dvc.yaml"),
         (_add_edge, "edge ingest >> prepare is in dvc.yaml but not in the DAG"),
-        (_add_stage, "stage 'optimize' is in dvc.yaml but not in the stage registry"),
+        (_add_stage, "stage 'serve' is in dvc.yaml but not in the stage registry"),
         (_drop_stage, "stage 'generate' is in the stage registry but not in dvc.yaml"),
     ],
     ids=[

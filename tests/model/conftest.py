@@ -28,3 +28,17 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate(GenerateConfig(preset="tiny"), RUN, root / "source")
     prepare(PrepareConfig(), RUN, root / "source", root / "prepared")
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SASRec trained for a few epochs on ``tiny_prepared``: its ``model.pt``."""
+    from pipelines.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    cfg = TrainConfig(
+        hidden=16, max_len=20, epochs=4, batch_size=64, lr=5e-3, threads=1, progress=False
+    )
+    torch.set_num_threads(1)
+    train(cfg, RUN, tiny_prepared, out)
+    return out / "model.pt"

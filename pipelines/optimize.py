@@ -1,0 +1,415 @@
+"""Stage ``optimize``: serving artifacts of the trained model, each checked against it.
+
+    python -m pipelines.optimize --params params.yaml --model models/candidate/model.pt \\
+        --prepared data/prepared --out models/candidate/optimized --metrics metrics/optimize.json
+
+1. exports the serving graph (``pipelines/export.py``) to ONNX with a dynamic batch axis;
+2. builds the artifacts this machine can run (``pipelines/backends.py``): ONNX Runtime fp32 and
+   INT8 on the CPU; TensorRT FP16/BF16/INT8 engines where a CUDA GPU and TensorRT exist; a
+   torch.compile backend on a GPU without TensorRT;
+3. checks each against the fp32 PyTorch model on held-out histories (``pipelines/parity.py``):
+   a failing artifact is listed as rejected with its numbers and its file is not kept;
+4. ships the first passing artifact of ``optimize.ship_order``;
+5. times torch eager and every kept artifact at each batch size into ``--metrics``.
+
+``--out`` holds ``manifest.json`` and the kept files, written as a whole or not at all; the
+manifest has no timings, so a rerun on the same model gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.backends import (
+    Capabilities,
+    Plan,
+    build_tensorrt_engine,
+    detect,
+    quantize_int8,
+    select_backends,
+)
+from pipelines.cli_common import run_cli, stage_parser
+from pipelines.config import OptimizeConfig, load_params
+from pipelines.errors import InputError, RecflowError
+from pipelines.export import INPUT, export_onnx, load_model
+from pipelines.io import atomic_dir, sha256_file, write_json
+from pipelines.latency import Timing, measure
+from pipelines.model import SASRec, left_pad
+from pipelines.parity import ParityResult, check_parity
+from pipelines.runtime import MANIFEST, MANIFEST_FORMAT, Recommender
+from pipelines.train import load_prepared
+
+log = logging.getLogger("recflow.optimize")
+
+# the parity and latency sample is drawn with this seed: the same sequences on every run
+SAMPLE_SEED = 20261122
+
+
+class NoArtifactPassed(RecflowError):
+    """Every artifact failed parity: there is nothing that may be served."""
+
+    exit_code = 1
+
+
+def _versions(*packages: str) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in packages:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _signature(max_len: int, n_items: int, top_k: int) -> dict[str, list[dict[str, Any]]]:
+    return {
+        "inputs": [{"name": INPUT, "dtype": "int64", "shape": ["batch", max_len]}],
+        "outputs": [
+            {"name": "scores", "dtype": "float32", "shape": ["batch", n_items + 1]},
+            {"name": "top_items", "dtype": "int64", "shape": ["batch", top_k]},
+            {"name": "top_scores", "dtype": "float32", "shape": ["batch", top_k]},
+        ],
+    }
+
+
+def held_out_histories(prepared: Path, max_len: int, count: int) -> np.ndarray:
+    """A fixed, seeded sample of ``count`` test histories, left-padded to ``max_len``."""
+    data = load_prepared(prepared)
+    histories = data.test_history or data.valid_history
+    rng = np.random.default_rng(SAMPLE_SEED)
+    rows = np.sort(rng.choice(len(histories), size=min(count, len(histories)), replace=False))
+    return left_pad([histories[row] for row in rows], max_len)
+
+
+def calibration_histories(prepared: Path, max_len: int, count: int) -> np.ndarray:
+    """Validation histories for INT8 calibration (never the test ones parity is judged on)."""
+    data = load_prepared(prepared)
+    return left_pad(data.valid_history[:count], max_len)
+
+
+def eager_scorer(model: SASRec) -> Callable[[np.ndarray], np.ndarray]:
+    """``SASRec.score`` in fp32 as a numpy function (the reference every artifact matches)."""
+
+    def score(history: np.ndarray) -> np.ndarray:
+        return model.score(torch.from_numpy(history)).numpy()
+
+    return score
+
+
+def _build(
+    plan: Plan,
+    folder: Path,
+    cfg: OptimizeConfig,
+    caps: Capabilities,
+    model_path: Path,
+    prepared: Path,
+    max_len: int,
+) -> tuple[str, dict[str, Any]]:
+    """Build one artifact in ``folder``; returns its file name and device details."""
+    onnx_file = folder / "model.onnx"
+    if plan.name == "onnxruntime-fp32":
+        return "model.onnx", {"type": "cpu"}
+    if plan.name == "onnxruntime-int8":
+        quantize_int8(onnx_file, folder / "model.int8.onnx")
+        return "model.int8.onnx", {"type": "cpu"}
+    if plan.backend == "tensorrt":
+        calibration = None
+        if plan.precision == "int8":
+            calibration = calibration_histories(
+                prepared, max_len, cfg.tensorrt.calibration_sequences
+            )
+        engine = f"model.{plan.precision}.engine"
+        build_tensorrt_engine(
+            onnx_file,
+            folder / engine,
+            plan.precision,
+            cfg,
+            max_len,
+            calibration,
+            folder / "timing.cache",
+        )
+        return engine, {
+            "type": "cuda",
+            "gpu": caps.gpu_name,
+            "compute_capability": list(caps.compute_capability or ()),
+            "tensorrt": caps.tensorrt_version,
+        }
+    if plan.backend == "torch-compile":
+        target = folder / "model.pt"
+        target.write_bytes(model_path.read_bytes())
+        return "model.pt", {
+            "type": "cuda",
+            "gpu": caps.gpu_name,
+            "compute_capability": list(caps.compute_capability or ()),
+        }
+    raise ValueError(f"no builder for {plan.name}")
+
+
+def optimize(
+    cfg: OptimizeConfig,
+    model_path: Path,
+    prepared: Path,
+    out: Path,
+    *,
+    metrics: Path | None = None,
+    caps: Capabilities | None = None,
+) -> dict[str, Any]:
+    """Build, check and record the serving artifacts of ``model_path`` in ``out``.
+
+    Args:
+        cfg: The ``optimize`` section.
+        model_path: The train stage's ``model.pt``.
+        prepared: The prepare stage's folder (held-out histories for parity and timing).
+        out: Folder for ``manifest.json`` and the artifacts (replaced as a whole).
+        metrics: Where to write parity and latency numbers for DVC.
+        caps: The machine's capabilities; detected when not given.
+
+    Returns:
+        The manifest.
+
+    Raises:
+        InputError: The model or the prepared data is missing, corrupt, or they do not match.
+        NoArtifactPassed: No artifact passed parity (nothing is written).
+    """
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    model = load_model(model_path)
+    spec = model.spec
+    n_items = load_prepared(prepared).n_items
+    if n_items != spec.n_items:
+        raise InputError(
+            f"{model_path} scores {spec.n_items} items but {prepared} has {n_items}: "
+            "the model was trained on other prepared data"
+        )
+    if cfg.top_k > spec.n_items:
+        raise InputError(f"optimize.top_k={cfg.top_k} exceeds the {spec.n_items} items")
+    histories = held_out_histories(prepared, spec.max_len, cfg.parity.sequences)
+    caps = caps or detect()
+    selection = select_backends(caps, cfg)
+    for backend, reason in selection.skipped.items():
+        log.info("skipping %s: %s", backend, reason)
+    reference = eager_scorer(model)
+    signature = _signature(spec.max_len, spec.n_items, cfg.top_k)
+
+    artifacts: list[dict[str, Any]] = []
+    with atomic_dir(out) as folder:
+        started = time.perf_counter()
+        (folder / "model.onnx").write_bytes(export_onnx(model, cfg.top_k, opset=cfg.opset))
+        log.info("exported the serving graph to ONNX in %.1f s", time.perf_counter() - started)
+        for plan in selection.plans:
+            started = time.perf_counter()
+            entry: dict[str, Any] = {
+                "name": plan.name,
+                "backend": plan.backend,
+                "precision": plan.precision,
+                **signature,
+            }
+            try:
+                file, device = _build(plan, folder, cfg, caps, model_path, prepared, spec.max_len)
+            except Exception as exc:  # a backend that cannot build is reported, not fatal
+                log.warning("%s could not be built: %s", plan.name, exc)
+                artifacts.append({**entry, "status": "rejected", "reason": f"build failed: {exc}"})
+                continue
+            entry.update(file=file, device=device)
+            entry.update(sha256=sha256_file(folder / file), bytes=(folder / file).stat().st_size)
+            entry["versions"] = _versions(
+                "torch",
+                "onnx",
+                "onnxruntime",
+                *(("tensorrt",) if plan.backend == "tensorrt" else ()),
+            )
+            parity = _parity(plan, folder, entry, reference, histories, cfg)
+            entry["parity"] = parity.to_dict()
+            entry["status"] = "candidate" if parity.passed else "rejected"
+            entry["reason"] = parity.reason
+            if parity.passed:
+                log.info(
+                    "%s built in %.1f s: max abs error %.2g, top-10 overlap %.4f (%d sequences)",
+                    plan.name,
+                    time.perf_counter() - started,
+                    parity.max_abs_error,
+                    parity.top10_overlap,
+                    parity.sequences,
+                )
+            else:
+                log.warning("%s", parity.reason)
+            artifacts.append(entry)
+        shipped = _ship(artifacts, cfg)
+        _prune(folder, artifacts)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "model_sha256": sha256_file(model_path),
+            "spec": spec.to_dict(),
+            "max_len": spec.max_len,
+            "n_items": spec.n_items,
+            "top_k": cfg.top_k,
+            "shipped": shipped,
+            "skipped": dict(sorted(selection.skipped.items())),
+            "artifacts": artifacts,
+        }
+        write_json(folder / MANIFEST, manifest)
+        log.info("shipping %s", shipped)
+    if metrics is not None:
+        timings = time_artifacts(model, out, artifacts, histories, cfg)
+        write_json(metrics, _metrics(manifest, timings))
+    return manifest
+
+
+def _parity(
+    plan: Plan,
+    folder: Path,
+    entry: dict[str, Any],
+    reference: Callable[[np.ndarray], np.ndarray],
+    histories: np.ndarray,
+    cfg: OptimizeConfig,
+) -> ParityResult:
+    threshold = cfg.parity.thresholds.get(plan.precision)  # type: ignore[call-overload]
+    if threshold is None:
+        raise InputError(f"optimize.parity.thresholds has no entry for {plan.precision}")
+    try:
+        recommender = _recommender(folder, entry, cfg)
+    except RecflowError as exc:
+        return ParityResult(float("nan"), 0.0, 0, False, f"{plan.name} rejected: {exc}", {})
+    return check_parity(plan.name, reference, recommender.scores, histories, threshold)
+
+
+def _recommender(folder: Path, entry: dict[str, Any], cfg: OptimizeConfig) -> Recommender:
+    """Open one artifact of a folder whose manifest is not written yet."""
+    n_items = entry["outputs"][0]["shape"][1] - 1
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "max_len": entry["inputs"][0]["shape"][1],
+        "n_items": n_items,
+        "top_k": cfg.top_k,
+        "shipped": entry["name"],
+        "artifacts": [{**entry, "status": "candidate"}],
+    }
+    write_json(folder / MANIFEST, manifest)
+    try:
+        return Recommender.load(folder, entry["name"], threads=cfg.threads)
+    finally:
+        (folder / MANIFEST).unlink()
+
+
+def _ship(artifacts: list[dict[str, Any]], cfg: OptimizeConfig) -> str:
+    passing = {a["name"] for a in artifacts if a["status"] == "candidate"}
+    for name in cfg.ship_order:
+        if name in passing:
+            for artifact in artifacts:
+                if artifact["name"] == name:
+                    artifact["status"] = "shipped"
+            return name
+    reasons = "; ".join(a["reason"] or a["name"] for a in artifacts if a["status"] == "rejected")
+    if passing:
+        raise NoArtifactPassed(
+            f"artifacts {sorted(passing)} passed parity but none is in optimize.ship_order"
+        )
+    raise NoArtifactPassed(f"no artifact passed parity, nothing is shipped: {reasons}")
+
+
+def _prune(folder: Path, artifacts: list[dict[str, Any]]) -> None:
+    """Remove the files of rejected artifacts (the fp32 ONNX stays: others derive from it)."""
+    kept = {a.get("file") for a in artifacts if a["status"] != "rejected"} | {"model.onnx"}
+    for path in folder.iterdir():
+        if path.name not in kept and path.name != "timing.cache":
+            path.unlink()
+    for artifact in artifacts:
+        if artifact["status"] == "rejected" and artifact.get("file") in kept:
+            artifact["kept_because"] = "the other artifacts are built from it"
+
+
+def time_artifacts(
+    model: SASRec,
+    folder: Path,
+    artifacts: Sequence[dict[str, Any]],
+    histories: np.ndarray,
+    cfg: OptimizeConfig,
+) -> list[Timing]:
+    """Latency of torch eager and of every kept artifact, side by side on the same requests."""
+    latency = cfg.latency
+    timings = measure(
+        "torch-eager",
+        "fp32",
+        eager_scorer(model),
+        histories,
+        latency.batches,
+        warmup=latency.warmup,
+        iterations=latency.iterations,
+    )
+    for artifact in artifacts:
+        if artifact["status"] == "rejected":
+            continue
+        recommender = Recommender.load(folder, artifact["name"], threads=cfg.threads)
+        timings += measure(
+            artifact["backend"],
+            artifact["precision"],
+            recommender.scores,
+            histories,
+            latency.batches,
+            warmup=latency.warmup,
+            iterations=latency.iterations,
+        )
+    for timing in timings:
+        log.info(
+            "%s %s batch %d: p50 %.3f ms, p99 %.3f ms, %.0f sequences/s",
+            timing.backend,
+            timing.precision,
+            timing.batch,
+            timing.p50_ms,
+            timing.p99_ms,
+            timing.items_per_s,
+        )
+    return timings
+
+
+def _metrics(manifest: dict[str, Any], timings: Sequence[Timing]) -> dict[str, Any]:
+    parity = {
+        a["name"]: {
+            "passed": a["status"] != "rejected",
+            "max_abs_error": (a.get("parity") or {}).get("max_abs_error"),
+            "top10_overlap": (a.get("parity") or {}).get("top10_overlap"),
+        }
+        for a in manifest["artifacts"]
+    }
+    latency = {
+        f"{t.backend}-{t.precision}": {} for t in timings
+    }  # keyed by backend, then batch size
+    for t in timings:
+        latency[f"{t.backend}-{t.precision}"][f"batch_{t.batch}"] = {
+            "p50_ms": t.p50_ms,
+            "p99_ms": t.p99_ms,
+            "items_per_s": t.items_per_s,
+        }
+    return {"shipped": manifest["shipped"], "parity": parity, "latency": latency}
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = stage_parser("recflow optimize", "Build and check the serving artifacts.")
+    parser.add_argument("--model", type=Path, default=Path("models/candidate/model.pt"))
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--out", type=Path, default=Path("models/candidate/optimized"))
+    parser.add_argument("--metrics", type=Path, default=None, help="parity and latency JSON")
+    args: argparse.Namespace = parser.parse_args(argv)
+    cfg = load_params(args.params).optimize
+    optimize(cfg, args.model, args.prepared, args.out, metrics=args.metrics)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the stage (``recflow optimize`` / ``python -m pipelines.optimize``)."""
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

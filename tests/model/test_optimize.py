@@ -1,0 +1,214 @@
+"""The optimize stage on a small trained model: artifacts, parity, manifest, serving runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.config import OptimizeConfig
+from pipelines.errors import InputError
+from pipelines.export import export_onnx, load_model
+from pipelines.io import sha256_file
+from pipelines.optimize import NoArtifactPassed, held_out_histories, main, optimize
+from pipelines.runtime import ArtifactError, Recommender
+
+FAST = {
+    "threads": 1,
+    "top_k": 10,
+    "parity": {"sequences": 64},
+    "latency": {"batches": [1, 8], "warmup": 1, "iterations": 3},
+}
+
+
+def _cfg(**overrides: object) -> OptimizeConfig:
+    return OptimizeConfig.model_validate({**FAST, **overrides})
+
+
+@pytest.fixture(scope="module")
+def optimized(
+    tiny_model: Path, tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("optimized") / "optimized"
+    metrics = out.parent / "optimize.json"
+    optimize(_cfg(), tiny_model, tiny_prepared, out, metrics=metrics)
+    return out
+
+
+def test_manifest_lists_checked_artifacts_and_ships_fp32(optimized: Path, tiny_model: Path) -> None:
+    manifest = json.loads((optimized / "manifest.json").read_text())
+    assert manifest["shipped"] == "onnxruntime-fp32"
+    assert manifest["model_sha256"] == sha256_file(tiny_model)
+    assert "no CUDA GPU" in manifest["skipped"]["tensorrt"]
+    by_name = {a["name"]: a for a in manifest["artifacts"]}
+    fp32 = by_name["onnxruntime-fp32"]
+    assert fp32["status"] == "shipped"
+    assert fp32["parity"]["passed"] and fp32["parity"]["max_abs_error"] < 1e-3
+    assert fp32["parity"]["top10_overlap"] == 1.0
+    assert fp32["sha256"] == sha256_file(optimized / fp32["file"])
+    assert fp32["inputs"] == [{"name": "history", "dtype": "int64", "shape": ["batch", 20]}]
+    assert [o["name"] for o in fp32["outputs"]] == ["scores", "top_items", "top_scores"]
+    assert {"torch", "onnx", "onnxruntime"} <= set(fp32["versions"])
+    assert by_name["onnxruntime-int8"]["precision"] == "int8"
+
+
+def test_latency_metrics_time_eager_beside_each_artifact(optimized: Path) -> None:
+    metrics = json.loads((optimized.parent / "optimize.json").read_text())
+    assert metrics["shipped"] == "onnxruntime-fp32"
+    assert set(metrics["latency"]["torch-eager-fp32"]) == {"batch_1", "batch_8"}
+    assert metrics["latency"]["onnxruntime-fp32"]["batch_8"]["p99_ms"] > 0
+    manifest_text = (optimized / "manifest.json").read_text()
+    assert "p50_ms" not in manifest_text  # timings never enter the artifact folder
+
+
+def test_runtime_answers_like_the_pytorch_model(
+    optimized: Path, tiny_model: Path, tiny_prepared: Path
+) -> None:
+    recommender = Recommender.load(optimized, threads=1)
+    model = load_model(tiny_model)
+    history = held_out_histories(tiny_prepared, model.spec.max_len, 32)
+    expected = model.score(torch.from_numpy(history)).numpy()
+    scores = recommender.scores(history)
+    np.testing.assert_allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)
+    items, top = recommender.recommend(history)
+    assert items.shape == (32, 10) and items.dtype == np.int64
+    assert np.array_equal(items[:, 0], expected[:, 1:].argmax(axis=1) + 1)
+    cold = recommender.recommend(recommender.pad([[]]))[0]
+    assert cold.shape == (1, 10) and (cold >= 1).all()
+
+
+def test_export_is_deterministic(tiny_model: Path) -> None:
+    model = load_model(tiny_model)
+    assert export_onnx(model, 10) == export_onnx(model, 10)
+
+
+def test_rerun_gives_the_same_folder(
+    optimized: Path, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    again = tmp_path / "optimized"
+    optimize(_cfg(), tiny_model, tiny_prepared, again)
+    for name in ("manifest.json", "model.onnx", "model.int8.onnx"):
+        assert (again / name).read_bytes() == (optimized / name).read_bytes(), name
+
+
+def test_artifact_failing_parity_is_rejected_with_numbers(
+    tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    strict = {"max_abs_error": 1e-9, "min_top10_overlap": 1.0}
+    cfg = _cfg(
+        parity={
+            "sequences": 64,
+            "thresholds": {
+                "fp32": {"max_abs_error": 1e-3, "min_top10_overlap": 0.99},
+                "int8": strict,
+            },
+        }
+    )
+    manifest = optimize(cfg, tiny_model, tiny_prepared, tmp_path / "out")
+    int8 = next(a for a in manifest["artifacts"] if a["name"] == "onnxruntime-int8")
+    assert int8["status"] == "rejected"
+    assert int8["reason"].startswith("onnxruntime-int8 rejected: max abs error")
+    assert "> 1e-09 allowed" in int8["reason"]
+    assert not (tmp_path / "out" / "model.int8.onnx").exists()
+    assert manifest["shipped"] == "onnxruntime-fp32"
+
+
+def test_nan_model_is_never_shipped_and_nothing_is_written(
+    tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    saved = torch.load(tiny_model, weights_only=True)
+    saved["model"]["norm.weight"] = torch.full_like(saved["model"]["norm.weight"], float("nan"))
+    broken = tmp_path / "model.pt"
+    torch.save(saved, broken)
+    with pytest.raises(NoArtifactPassed, match="NaN or infinite scores"):
+        optimize(_cfg(), broken, tiny_prepared, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_model_files_are_named(tiny_prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        optimize(_cfg(), tmp_path / "absent.pt", tiny_prepared, tmp_path / "out")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a zip archive")
+    with pytest.raises(InputError, match="not a readable model file"):
+        optimize(_cfg(), corrupt, tiny_prepared, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_of_other_data_is_refused(
+    tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    saved = torch.load(tiny_model, weights_only=True)
+    from pipelines.model import ModelSpec, SASRec
+
+    spec = ModelSpec(
+        **{**saved["spec"], "n_items": saved["spec"]["n_items"] + 5, "n_categories": 0}
+    )
+    other = tmp_path / "other.pt"
+    torch.save({"model": SASRec(spec).state_dict(), "spec": spec.to_dict()}, other)
+    with pytest.raises(InputError, match="trained on other prepared data"):
+        optimize(_cfg(), other, tiny_prepared, tmp_path / "out")
+
+
+def test_cli_exit_code_and_message(
+    tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "--model",
+            str(tmp_path / "absent.pt"),
+            "--prepared",
+            str(tiny_prepared),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2
+    assert "absent.pt not found" in capsys.readouterr().err
+
+
+def _copy(optimized: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "optimized"
+    shutil.copytree(optimized, target)
+    return target
+
+
+def test_tampered_artifact_is_refused(optimized: Path, tmp_path: Path) -> None:
+    folder = _copy(optimized, tmp_path)
+    with (folder / "model.onnx").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ArtifactError, match="sha256 .* the file was changed"):
+        Recommender.load(folder)
+
+
+def test_missing_and_unloadable_artifacts_are_refused(optimized: Path, tmp_path: Path) -> None:
+    folder = _copy(optimized, tmp_path)
+    (folder / "model.onnx").unlink()
+    with pytest.raises(ArtifactError, match="model.onnx is missing"):
+        Recommender.load(folder)
+    (folder / "model.onnx").write_bytes(b"garbage that is not ONNX")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifacts"][0]["sha256"] = sha256_file(folder / "model.onnx")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="does not load"):
+        Recommender.load(folder)
+    (folder / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="manifest.json not found"):
+        Recommender.load(folder)
+
+
+def test_wrong_output_shape_is_caught_on_the_first_request(
+    optimized: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    folder = _copy(optimized, tmp_path)
+    (folder / "model.onnx").write_bytes(export_onnx(load_model(tiny_model), 5))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["artifacts"][0]["sha256"] = sha256_file(folder / "model.onnx")
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    recommender = Recommender.load(folder)
+    with pytest.raises(ArtifactError, match=r"output top_items is int64\[1, 5\].*\[1, 10\]"):
+        recommender.recommend(recommender.pad([[1, 2]]))
