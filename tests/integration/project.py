@@ -16,6 +16,16 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "validate": {"min_rows": 100},
     # a small model for a few epochs: the chain, not the model's quality, is under test here
     "train": {"epochs": 2, "hidden": 32, "batch_size": 64, "max_len": 20, "progress": False},
+    "optimize": {
+        "parity": {"sequences": 100},
+        "latency": {"batches": [1, 32], "warmup": 1, "iterations": 5},
+    },
+    # a two-epoch model on the tiny preset: the gate's minimums are lowered to match it
+    "evaluate": {
+        "golden_users": 300,
+        "latency_requests": 20,
+        "quality": {"bootstrap_samples": 200, "min_absolute": {"ndcg@10": 0.01, "recall@10": 0.02}},
+    },
 }
 
 

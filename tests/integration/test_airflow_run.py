@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 DAG_ID = "recsys_retrain"
 AirflowCli = Callable[..., subprocess.CompletedProcess[str]]
-TASKS = {"set_logical_date", "generate", "ingest", "validate", "prepare", "train"}
-STAGES = ("generate", "ingest", "validate", "prepare", "train")
+STAGES = ("generate", "ingest", "validate", "prepare", "train", "optimize", "evaluate")
+TASKS = {"set_logical_date", *STAGES}
 # not the date in params.yaml: the run must set it
 RUN_DATE = "2026-11-20"
 

@@ -14,7 +14,7 @@ from tests.integration.project import copy_project, dvc
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("generate", "ingest", "validate", "prepare", "train")
+STAGES = ("generate", "ingest", "validate", "prepare", "train", "optimize", "evaluate")
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ def test_runtime_answers_like_the_pytorch_model(
     expected = model.score(torch.from_numpy(history)).numpy()
     scores = recommender.scores(history)
     np.testing.assert_allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)
-    items, top = recommender.recommend(history)
+    items, _ = recommender.recommend(history)
     assert items.shape == (32, 10) and items.dtype == np.int64
     assert np.array_equal(items[:, 0], expected[:, 1:].argmax(axis=1) + 1)
     cold = recommender.recommend(recommender.pad([[]]))[0]
@@ -181,14 +181,14 @@ def test_tampered_artifact_is_refused(optimized: Path, tmp_path: Path) -> None:
     folder = _copy(optimized, tmp_path)
     with (folder / "model.onnx").open("ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(ArtifactError, match="sha256 .* the file was changed"):
+    with pytest.raises(ArtifactError, match=r"sha256 .* the file was changed"):
         Recommender.load(folder)
 
 
 def test_missing_and_unloadable_artifacts_are_refused(optimized: Path, tmp_path: Path) -> None:
     folder = _copy(optimized, tmp_path)
     (folder / "model.onnx").unlink()
-    with pytest.raises(ArtifactError, match="model.onnx is missing"):
+    with pytest.raises(ArtifactError, match=r"model.onnx is missing"):
         Recommender.load(folder)
     (folder / "model.onnx").write_bytes(b"garbage that is not ONNX")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -197,7 +197,7 @@ def test_missing_and_unloadable_artifacts_are_refused(optimized: Path, tmp_path:
     with pytest.raises(ArtifactError, match="does not load"):
         Recommender.load(folder)
     (folder / "manifest.json").unlink()
-    with pytest.raises(ArtifactError, match="manifest.json not found"):
+    with pytest.raises(ArtifactError, match=r"manifest.json not found"):
         Recommender.load(folder)
 
 

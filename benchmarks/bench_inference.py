@@ -1,0 +1,85 @@
+"""Inference latency: torch eager beside every artifact the optimize stage builds.
+
+``python -m benchmarks.bench_inference`` (after ``make run``) takes ``models/candidate/model.pt``
+and the held-out histories of ``data/prepared``, builds the artifacts with the ``optimize``
+params (parity-checked as in the stage), and times each backend on the same requests at batch
+1, 32 and 256, one call per request, with the same thread count for torch and ONNX Runtime.
+Writes ``benchmarks/results/inference_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.machine import machine_info
+from pipelines.config import load_params
+from pipelines.export import load_model
+from pipelines.optimize import held_out_histories, optimize, time_artifacts
+from pipelines.project import PROJECT_ROOT
+
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=100, help="timed requests per batch size")
+    parser.add_argument("--threads", type=int, default=None, help="default: optimize.threads")
+    args = parser.parse_args(argv)
+    model_path = PROJECT_ROOT / "models" / "candidate" / "model.pt"
+    prepared = PROJECT_ROOT / "data" / "prepared"
+    if not model_path.is_file() or not (prepared / "test.parquet").is_file():
+        print("error: no trained model or prepared data: run `make run` first", file=sys.stderr)
+        return 2
+    cfg = load_params(PROJECT_ROOT / "params.yaml").optimize
+    threads = args.threads or cfg.threads
+    cfg = cfg.model_copy(
+        update={
+            "threads": threads,
+            "latency": cfg.latency.model_copy(update={"iterations": args.iterations, "warmup": 10}),
+        }
+    )
+    torch.set_num_threads(threads or torch.get_num_threads())
+    model = load_model(model_path)
+    with tempfile.TemporaryDirectory(prefix="recflow-bench-inference-") as tmp:
+        out = Path(tmp) / "optimized"
+        manifest = optimize(cfg, model_path, prepared, out)
+        histories = held_out_histories(prepared, model.spec.max_len, cfg.parity.sequences)
+        timings = time_artifacts(model, out, manifest["artifacts"], histories, cfg)
+    eager = {t.batch: t for t in timings if t.backend == "torch-eager"}
+    speedup = {f"{t.backend}-{t.precision}": {} for t in timings if t.backend != "torch-eager"}
+    for t in timings:
+        if t.backend != "torch-eager":
+            speedup[f"{t.backend}-{t.precision}"][f"batch_{t.batch}"] = round(
+                eager[t.batch].p50_ms / t.p50_ms, 2
+            )
+    result = {
+        "machine": machine_info(),
+        "command": "python -m benchmarks.bench_inference"
+        + (f" --iterations {args.iterations}" if args.iterations != 100 else ""),
+        "model": {
+            "source": "models/candidate/model.pt (trained on the default preset)",
+            **model.spec.to_dict(),
+        },
+        "threads": threads,
+        "requests": "held-out test histories of data/prepared, one call per request",
+        "parity": {
+            a["name"]: a.get("parity", {}) | {"status": a["status"]} for a in manifest["artifacts"]
+        },
+        "results": [t.to_dict() for t in timings],
+        "speedup_vs_eager_p50": speedup,
+        "target": "ONNX Runtime CPU >= 3x torch eager at batch 1 and 256",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "inference_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(speedup, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The regression gate blocks faulty candidates and passes good ones, through real artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.config import EvaluateConfig, OptimizeConfig
+from pipelines.evaluate import GateBlocked, evaluate, main
+from pipelines.export import export_onnx, load_model
+from pipelines.io import sha256_file
+from pipelines.model import SASRec
+from pipelines.optimize import optimize
+
+OPTIMIZE = OptimizeConfig.model_validate(
+    {
+        "threads": 1,
+        "top_k": 10,
+        "onnxruntime_int8": False,
+        "parity": {"sequences": 32},
+        "latency": {"batches": [1], "warmup": 1, "iterations": 2},
+    }
+)
+GATE = {
+    "golden_users": 300,
+    "latency_requests": 20,
+    "quality": {"bootstrap_samples": 200, "min_absolute": {"ndcg@10": 0.01, "recall@10": 0.02}},
+}
+
+
+def _cfg(**overrides: object) -> EvaluateConfig:
+    return EvaluateConfig.model_validate({**GATE, **overrides})
+
+
+def _model_dir(root: Path, model_path: Path, prepared: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, root / "model.pt")
+    optimize(OPTIMIZE, root / "model.pt", prepared, root / "optimized")
+    return root
+
+
+@pytest.fixture(scope="module")
+def good(tiny_model: Path, tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _model_dir(tmp_path_factory.mktemp("good") / "model", tiny_model, tiny_prepared)
+
+
+def _blocked(
+    candidate: Path, prepared: Path, out: Path, production: Path, **cfg: object
+) -> dict[str, object]:
+    with pytest.raises(GateBlocked) as info:
+        evaluate(_cfg(**cfg), candidate, prepared, out, production=production)
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["blocked"] is True
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    failed = {c["name"] for c in verdict["checks"] if c["status"] == "fail"}
+    assert all(name in str(info.value) for name in failed)
+    return verdict
+
+
+def _failed(verdict: dict[str, object]) -> dict[str, str]:
+    checks = verdict["checks"]
+    assert isinstance(checks, list)
+    return {c["name"]: c["detail"] for c in checks if c["status"] == "fail"}
+
+
+def _with_artifact_bytes(source: Path, dest: Path, data: bytes, fix_sha: bool = True) -> Path:
+    shutil.copytree(source, dest)
+    onnx = dest / "optimized" / "model.onnx"
+    onnx.write_bytes(data)
+    if fix_sha:
+        manifest = json.loads((dest / "optimized" / "manifest.json").read_text())
+        manifest["artifacts"][0]["sha256"] = sha256_file(onnx)
+        (dest / "optimized" / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def test_first_run_passes_under_the_bootstrap_rule(
+    good: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=tmp_path / "none")
+    assert result["verdict"] == "pass" and result["bootstrap"] is True
+    statuses = {c["name"]: c["status"] for c in result["checks"]}
+    assert statuses["quality_vs_production"] == "skipped"
+    for name in (
+        "infra_load",
+        "infra_request",
+        "parity",
+        "finite_scores",
+        "no_duplicate_items",
+        "catalog_items_only",
+        "cold_start_user",
+        "batch_invariance",
+        "padding_invariance",
+        "latency_p99_ms",
+    ):
+        assert statuses[name] == "pass", name
+    assert "bootstrap rule" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_same_model_as_production_passes_not_inconclusive(
+    good: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=good)
+    assert result["verdict"] == "pass" and result["bootstrap"] is False
+    compared = [c for c in result["checks"] if c["name"].startswith("quality_vs_production_")]
+    assert [c["status"] for c in compared] == ["pass", "pass"]
+
+
+def test_nan_scores_are_blocked(
+    good: Path, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    # an artifact whose manifest claims parity but whose graph yields NaN (e.g. built by a
+    # buggy exporter): the gate must not take the manifest's word for it
+    model = load_model(tiny_model)
+    with torch.no_grad():
+        model.norm.weight.fill_(float("nan"))
+    candidate = _with_artifact_bytes(good, tmp_path / "nan", export_onnx(model, 10))
+    verdict = _blocked(candidate, tiny_prepared, tmp_path / "eval", tmp_path / "none")
+    assert "NaN or infinite" in _failed(verdict)["finite_scores"]
+
+
+def test_quality_below_production_is_blocked(
+    good: Path, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    spec = load_model(tiny_model).spec
+    torch.manual_seed(0)
+    untrained = SASRec(spec, load_model(tiny_model).item_category)
+    path = tmp_path / "untrained.pt"
+    torch.save({"model": untrained.state_dict(), "spec": spec.to_dict()}, path)
+    candidate = _model_dir(tmp_path / "untrained", path, tiny_prepared)
+    verdict = _blocked(candidate, tiny_prepared, tmp_path / "eval", good)
+    failed = _failed(verdict)
+    assert "worse than production" in failed["quality_vs_production_ndcg@10"]
+
+
+def test_quality_below_the_minimum_is_blocked(
+    good: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    verdict = _blocked(
+        good,
+        tiny_prepared,
+        tmp_path / "eval",
+        tmp_path / "none",
+        quality={"bootstrap_samples": 200, "min_absolute": {"ndcg@10": 0.99}},
+    )
+    assert "< minimum 0.99" in _failed(verdict)["quality_min_ndcg@10"]
+
+
+def test_too_slow_is_blocked(good: Path, tiny_prepared: Path, tmp_path: Path) -> None:
+    verdict = _blocked(
+        good, tiny_prepared, tmp_path / "eval", tmp_path / "none", latency_p99_ms=1e-6
+    )
+    assert "p99" in _failed(verdict)["latency_p99_ms"]
+
+
+def test_wrong_output_shape_is_blocked(
+    good: Path, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    candidate = _with_artifact_bytes(
+        good, tmp_path / "shape", export_onnx(load_model(tiny_model), 5)
+    )
+    verdict = _blocked(candidate, tiny_prepared, tmp_path / "eval", tmp_path / "none")
+    assert "output top_items" in _failed(verdict)["infra_request"]
+
+
+def test_artifact_that_fails_to_load_is_blocked(
+    good: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    corrupt = _with_artifact_bytes(good, tmp_path / "corrupt", b"\x08\x07 not a graph")
+    verdict = _blocked(corrupt, tiny_prepared, tmp_path / "eval1", tmp_path / "none")
+    assert "does not load" in _failed(verdict)["infra_load"]
+    tampered = _with_artifact_bytes(good, tmp_path / "tampered", b"changed", fix_sha=False)
+    verdict = _blocked(tampered, tiny_prepared, tmp_path / "eval2", tmp_path / "none")
+    assert "the file was changed" in _failed(verdict)["infra_load"]
+
+
+def test_cli_exits_3_when_blocked(
+    good: Path, tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "run: {logical_date: '2026-11-22'}\n"
+        "evaluate: {golden_users: 100, latency_p99_ms: 0.000001, latency_requests: 10}\n"
+    )
+    args = ["--params", str(params), "--candidate", str(good), "--prepared", str(tiny_prepared)]
+    code = main([*args, "--out", str(tmp_path / "eval"), "--metrics", str(tmp_path / "m.json")])
+    assert code == 3
+    assert "candidate blocked (fail): latency_p99_ms" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["blocked"] is True and metrics["verdict"] == "fail"
