@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 # imports of the large stack (Airflow, GX, DVC) are several times faster from bytecode
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup lock run test test-fast lint format bench clean
+.PHONY: help setup lock run test test-fast lint format bench bench-recbole recbole-env clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,16 @@ format: setup ## Apply ruff formatting and autofixes
 
 bench: setup ## Rerun every benchmark; results land in benchmarks/results/
 	$(BIN)/python -m benchmarks.run_all
+
+recbole-env: .venv-recbole/.installed ## RecBole's own environment for the RecBole comparison
+
+.venv-recbole/.installed: benchmarks/recbole-requirements.txt | $(BIN)/uv
+	$(PYTHON) -m venv .venv-recbole
+	$(BIN)/uv pip install -q --python .venv-recbole/bin/python --find-links $(WHEELS) -r $<
+	touch $@
+
+bench-recbole: setup recbole-env ## recflow vs RecBole SASRec on MovieLens-100k (about 25 min)
+	$(BIN)/python -m benchmarks.bench_recbole --recbole-budget-min 20 --threads 2
 
 clean: ## Remove run outputs (keeps raw batches and the virtual environment)
 	rm -rf reports/validation data/prepared data/validated models/candidate/model.pt models/candidate/checkpoints .airflow

@@ -22,7 +22,7 @@ from pipelines.project import copy_project, interpreter_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-STAGES = ("generate", "ingest", "validate", "prepare")
+STAGES = ("generate", "ingest", "validate", "prepare", "train", "optimize", "evaluate")
 
 
 def timed(cmd: list[str], cwd: Path) -> float:

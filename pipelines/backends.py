@@ -174,7 +174,7 @@ def build_tensorrt_engine(
     Raises:
         RuntimeError: The ONNX graph does not parse or the engine does not build.
     """
-    import tensorrt as trt  # type: ignore[import-not-found]
+    import tensorrt as trt
     import torch
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -205,10 +205,12 @@ def build_tensorrt_engine(
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_calibration_profile(profile)
 
-        class _Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
+        samples = calibration
+
+        class _Calibrator(trt.IInt8EntropyCalibrator2):
             def __init__(self) -> None:
                 super().__init__()
-                self.batches = _calibration_batches(calibration, batches.opt)
+                self.batches = _calibration_batches(samples, batches.opt)
                 self.device: torch.Tensor | None = None
 
             def get_batch_size(self) -> int:

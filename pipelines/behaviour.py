@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipelines.gate import Check
+from pipelines.gate import Check, Status
 from pipelines.runtime import Recommender
 
 
@@ -27,7 +27,7 @@ def no_duplicates(recommender: Recommender, history: np.ndarray) -> Check:
     """No list holds the same item twice."""
     items, _ = recommender.recommend(history)
     rows = sum(len(np.unique(row)) != len(row) for row in items)
-    status = "fail" if rows else "pass"
+    status: Status = "fail" if rows else "pass"
     return Check("no_duplicate_items", status, rows, 0, f"{rows} lists with a repeated item")
 
 
@@ -35,7 +35,7 @@ def catalog_only(recommender: Recommender, history: np.ndarray) -> Check:
     """Every recommended item is a catalog item (1..n_items), never padding."""
     items, _ = recommender.recommend(history)
     outside = int(((items < 1) | (items > recommender.n_items)).sum())
-    status = "fail" if outside else "pass"
+    status: Status = "fail" if outside else "pass"
     return Check(
         "catalog_items_only",
         status,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -161,7 +161,7 @@ class ParityThreshold(StrictModel):
     min_top10_overlap: float = Field(ge=0.0, le=1.0)
 
 
-def _parity_defaults() -> dict[str, ParityThreshold]:
+def _parity_defaults() -> dict[Literal["fp32", "fp16", "bf16", "int8"], ParityThreshold]:
     return {
         "fp32": ParityThreshold(max_abs_error=1e-3, min_top10_overlap=0.99),
         "fp16": ParityThreshold(max_abs_error=0.05, min_top10_overlap=0.97),
@@ -231,7 +231,9 @@ class QualityGate(StrictModel):
     """Quality thresholds of the candidate on the golden set, per metric."""
 
     min_absolute: dict[Literal["ndcg@10", "recall@10"], float] = Field(
-        default_factory=lambda: {"ndcg@10": 0.05, "recall@10": 0.1}
+        default_factory=lambda: cast(
+            dict[Literal["ndcg@10", "recall@10"], float], {"ndcg@10": 0.05, "recall@10": 0.1}
+        )
     )
     # allowed drop against production: max(max_absolute_drop, max_relative_drop * production)
     max_absolute_drop: float = Field(0.005, ge=0.0)

@@ -102,7 +102,7 @@ def _infra_checks(
         return [Check("infra_load", "fail", None, None, str(exc))], None
     checks = [Check("infra_load", "pass", recommender.name, None, f"{recommender.name} loads")]
     try:
-        items, _ = recommender.recommend(recommender.pad(histories[:4] or [[]]))
+        items, _ = recommender.recommend(recommender.pad(histories[:4] or [np.zeros(0, np.int64)]))
         checks.append(Check("infra_request", "pass", list(items.shape), None, "answers a request"))
     except (ArtifactError, ValueError) as exc:
         checks.append(Check("infra_request", "fail", None, None, str(exc)))

@@ -15,7 +15,7 @@ import io
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -84,7 +84,7 @@ class ScoringGraph(nn.Module):
             x = x + model.category_emb(model.item_category[items])
         x = x * valid.unsqueeze(-1).to(x.dtype)
         allowed = (self.causal & (valid.unsqueeze(1) | self.eye)).unsqueeze(1)
-        blocks = list(model.blocks)
+        blocks = [cast(_Block, block) for block in model.blocks]
         for block in blocks[:-1]:
             normed = block.norm_attn(x)
             x = x + _attend(block, normed, normed, allowed)
@@ -143,7 +143,7 @@ def export_onnx(model: SASRec, top_k: int, *, opset: int = 17) -> bytes:
         torch.onnx.export(
             graph,
             (example,),
-            buffer,
+            cast(Any, buffer),
             dynamo=False,
             input_names=[INPUT],
             output_names=list(OUTPUTS),

@@ -382,9 +382,10 @@ def _metrics(manifest: dict[str, Any], timings: Sequence[Timing]) -> dict[str, A
         }
         for a in manifest["artifacts"]
     }
-    latency = {
+    # keyed by backend, then batch size
+    latency: dict[str, dict[str, dict[str, float]]] = {
         f"{t.backend}-{t.precision}": {} for t in timings
-    }  # keyed by backend, then batch size
+    }
     for t in timings:
         latency[f"{t.backend}-{t.precision}"][f"batch_{t.batch}"] = {
             "p50_ms": t.p50_ms,

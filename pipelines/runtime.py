@@ -108,7 +108,7 @@ class Recommender:
             raise ArtifactError(f"artifact {entry['name']}: {path} does not load: {exc}") from exc
         return cls(entry, manifest, runner)
 
-    def pad(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+    def pad(self, histories: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> np.ndarray:
         """Left-pad histories to ``[B, max_len]`` (newest steps kept; empty = cold start)."""
         return left_pad(histories, self.max_len)
 
@@ -169,7 +169,7 @@ def _open(
 
 def _open_tensorrt(entry: dict[str, Any], path: Path) -> _Runner:
     """A TensorRT engine on the current GPU (built for its compute capability)."""
-    import tensorrt as trt  # type: ignore[import-not-found]
+    import tensorrt as trt
     import torch
 
     device = entry.get("device") or {}
