@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nrecflow: chain finished for logical date {logical_date} in {elapsed:.0f} s\n"
         f"  validation report (GX Data Docs): {root / 'reports/validation'}\n"
         f"  prepared sequences and reference statistics: {root / 'data/prepared'}\n"
+        f"  candidate model and training curves: {root / 'models/candidate'}\n"
+        f"  serving artifacts and manifest: {root / 'models/candidate/optimized'}\n"
+        f"  regression gate report: {root / 'models/candidate/evaluation/report.html'}\n"
         f"  metrics: {root / 'metrics'}   (dvc metrics show)\n"
         f"  Airflow home (SQLite): {root / '.airflow'}"
     )
