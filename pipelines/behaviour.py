@@ -74,7 +74,9 @@ def batch_invariance(recommender: Recommender, history: np.ndarray, tolerance: f
     )
     ok = np.isfinite(diff) and diff <= tolerance and same_top
     detail = f"largest score change {diff:.2e} (allowed {tolerance:g}); same top-k: {same_top}"
-    return Check("batch_invariance", "pass" if ok else "fail", diff, tolerance, detail)
+    return Check(
+        "batch_invariance", "pass" if ok else "fail", float(f"{diff:.3g}"), tolerance, detail
+    )
 
 
 def padding_invariance(
@@ -109,4 +111,5 @@ def padding_invariance(
         f"{len(short)} short histories: {mismatched} top-{recommender.top_k} lists changed, "
         f"largest score change {worst:.2e}"
     )
-    return Check("padding_invariance", "pass" if ok else "fail", worst, tolerance, detail)
+    value = float(f"{worst:.3g}")
+    return Check("padding_invariance", "pass" if ok else "fail", value, tolerance, detail)

@@ -28,6 +28,8 @@ def _summary(result: dict[str, Any]) -> str:
 
 
 def _value(value: Any) -> str:
+    if value is None:
+        return "—"
     return value if isinstance(value, str) else json.dumps(value)
 
 
