@@ -20,14 +20,29 @@ def _first_value(path: str, key: str) -> str | None:
     return None
 
 
+# vector extensions that decide which CPU kernels (fp32, bf16, INT8) are fast
+_VECTOR_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, usable cores, memory, Python and platform of this machine.
+    """CPU model, its vector extensions, usable cores, memory, Python and platform.
 
     Returns:
-        ``cpu`` (model name from ``/proc/cpuinfo``), ``cores`` (cores this process may
-        use), ``cpu_count`` (cores the system reports), ``memory_gb``, ``python`` and
+        ``cpu`` (model name from ``/proc/cpuinfo``), ``vector_extensions`` (those of
+        ``avx2``, ``fma``, AVX-512, VNNI and AMX the CPU reports), ``cores`` (cores this process
+        may use), ``cpu_count`` (cores the system reports), ``memory_gb``, ``python`` and
         ``platform``.
     """
+    flags = set((_first_value("/proc/cpuinfo", "flags") or "").split())
     memory_kb = _first_value("/proc/meminfo", "MemTotal")
     try:
         usable = len(os.sched_getaffinity(0))
@@ -35,6 +50,7 @@ def machine_info() -> dict[str, Any]:
         usable = os.cpu_count() or 1
     return {
         "cpu": _first_value("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
+        "vector_extensions": [flag for flag in _VECTOR_FLAGS if flag in flags],
         "cores": usable,
         "cpu_count": os.cpu_count(),
         "memory_gb": round(int(memory_kb.split()[0]) / 1024**2, 1) if memory_kb else None,
