@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="recflow-bench-inference-") as tmp:
         out = Path(tmp) / "optimized"
         manifest = optimize(cfg, model_path, prepared, out)
-        histories = held_out_histories(prepared, model.spec.max_len, cfg.parity.sequences)
+        histories = held_out_histories(prepared, model.spec, cfg.parity.sequences)
         timings = time_artifacts(model, out, manifest["artifacts"], histories, cfg)
     eager = {t.batch: t for t in timings if t.backend == "torch-eager"}
     speedup = {f"{t.backend}-{t.precision}": {} for t in timings if t.backend != "torch-eager"}

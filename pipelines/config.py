@@ -115,6 +115,8 @@ class TrainConfig(StrictModel):
     max_len: int = Field(50, ge=2)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     category_feature: bool = True
+    # embed each step's event type (view / add_to_cart / purchase) beside its item
+    event_type_feature: bool = False
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(256, ge=1)
@@ -148,6 +150,7 @@ class TrainConfig(StrictModel):
             "heads",
             "max_len",
             "category_feature",
+            "event_type_feature",
             "seed",
             "window_stride",
         )

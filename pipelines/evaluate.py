@@ -55,13 +55,20 @@ class GateBlocked(RecflowError):
     exit_code = 3
 
 
-def golden_set(prepared: Path, users: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """A fixed, seeded sample of test users: their histories and next items."""
-    data = load_prepared(prepared)
+def golden_set(
+    prepared: Path, users: int, *, event_types: bool = False
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """A fixed, seeded sample of test users: their histories and next items.
+
+    With ``event_types`` the histories are step tokens (``pipelines.model.step_tokens``), for
+    an artifact that reads them; the users are the same either way.
+    """
+    data = load_prepared(prepared, event_types=event_types)
     rng = np.random.default_rng(GOLDEN_SEED)
     count = min(users, len(data.test_target))
     rows = np.sort(rng.choice(len(data.test_target), size=count, replace=False))
-    return [data.test_history[row] for row in rows], data.test_target[rows]
+    histories = data.model_inputs("test", event_types)
+    return [histories[row] for row in rows], data.test_target[rows]
 
 
 def per_user_quality(items: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,20 +100,23 @@ def _reference(model_path: Path) -> Callable[[np.ndarray], np.ndarray] | None:
 
 
 def _infra_checks(
-    cfg: EvaluateConfig, candidate: Path, histories: list[np.ndarray]
-) -> tuple[list[Check], Recommender | None]:
+    cfg: EvaluateConfig, candidate: Path, prepared: Path
+) -> tuple[list[Check], Recommender | None, list[np.ndarray], np.ndarray]:
+    """Load and infra checks of the candidate, and the golden set as its artifact reads it."""
     optimized = candidate / "optimized"
     try:
         recommender = Recommender.load(optimized)
     except ArtifactError as exc:
-        return [Check("infra_load", "fail", None, None, str(exc))], None
+        histories, targets = golden_set(prepared, cfg.golden_users)
+        return [Check("infra_load", "fail", None, None, str(exc))], None, histories, targets
+    histories, targets = golden_set(prepared, cfg.golden_users, event_types=recommender.event_types)
     checks = [Check("infra_load", "pass", recommender.name, None, f"{recommender.name} loads")]
     try:
         items, _ = recommender.recommend(recommender.pad(histories[:4] or [np.zeros(0, np.int64)]))
         checks.append(Check("infra_request", "pass", list(items.shape), None, "answers a request"))
     except (ArtifactError, ValueError) as exc:
         checks.append(Check("infra_request", "fail", None, None, str(exc)))
-        return checks, None
+        return checks, None, histories, targets
     parity = recommender.entry.get("parity") or {}
     passed = bool(parity.get("passed")) and recommender.entry.get("status") == "shipped"
     checks.append(
@@ -130,7 +140,7 @@ def _infra_checks(
             f"{recommender.entry['file']} is {size_mb:.2f} MB",
         )
     )
-    return checks, recommender
+    return checks, recommender, histories, targets
 
 
 def _behaviour_checks(
@@ -201,9 +211,8 @@ def evaluate(
         InputError: The prepared data is missing or malformed.
     """
     production = cfg.production if production is None else production
-    histories, targets = golden_set(prepared, cfg.golden_users)
+    checks, recommender, histories, targets = _infra_checks(cfg, candidate, prepared)
     log.info("golden set: %d test users", len(targets))
-    checks, recommender = _infra_checks(cfg, candidate, histories)
     quality: dict[str, Any] = {}
     production_quality: dict[str, Any] | None = None
     bootstrap = not (production / "optimized").exists()
@@ -226,7 +235,7 @@ def evaluate(
             )
         else:
             production_quality, comparisons = _compare(
-                cfg, production, histories, targets, candidate_users
+                cfg, production, prepared, targets, candidate_users
             )
             checks += comparisons
     outcome, blocked = verdict(checks, cfg.on_inconclusive)
@@ -266,7 +275,7 @@ def evaluate(
 def _compare(
     cfg: EvaluateConfig,
     production: Path,
-    histories: list[np.ndarray],
+    prepared: Path,
     targets: np.ndarray,
     candidate_users: dict[str, np.ndarray],
 ) -> tuple[dict[str, float], list[Check]]:
@@ -274,6 +283,8 @@ def _compare(
         serving = Recommender.load(production / "optimized")
     except ArtifactError as exc:
         return {}, [Check("production_load", "fail", None, None, f"production model: {exc}")]
+    # the same users, as the production artifact reads their histories
+    histories, _ = golden_set(prepared, cfg.golden_users, event_types=serving.event_types)
     production_users = per_user_quality(_answer(serving, histories), targets)
     checks = []
     for index, metric in enumerate(METRICS):

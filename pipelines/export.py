@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pipelines.errors import InputError
-from pipelines.model import ModelSpec, SASRec, _Block
+from pipelines.model import ModelSpec, SASRec, _Block, split_tokens
 
 INPUT = "history"
 OUTPUTS = ("scores", "top_items", "top_scores")
@@ -75,13 +75,15 @@ class ScoringGraph(nn.Module):
     def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         model = self.model
         spec = model.spec
-        items = history[:, -spec.max_len :]
+        items, events = split_tokens(history[:, -spec.max_len :], spec)
         valid = items > 0
         steps = valid.to(torch.int64)
         positions = torch.cumsum(steps, dim=1) * steps
         x = model.item_emb(items) * math.sqrt(spec.hidden) + model.pos_emb(positions)
         if model.category_emb is not None:
             x = x + model.category_emb(model.item_category[items])
+        if model.event_emb is not None and events is not None:
+            x = x + model.event_emb((events + 1) * steps)
         x = x * valid.unsqueeze(-1).to(x.dtype)
         allowed = (self.causal & (valid.unsqueeze(1) | self.eye)).unsqueeze(1)
         blocks = [cast(_Block, block) for block in model.blocks]

@@ -28,12 +28,14 @@ def mask_scores(scores: torch.Tensor, history: torch.Tensor | None = None) -> to
 
     Args:
         scores: ``[B, n_items + 1]`` scores (not modified).
-        history: ``[B, L]`` item indices, 0 for padding, or None.
+        history: ``[B, L]`` item indices (or step tokens, ``pipelines.model.step_tokens``),
+            0 for padding, or None.
     """
     masked = scores.clone()
     masked[:, 0] = float("-inf")
     if history is not None:
-        masked.scatter_(1, history.long(), float("-inf"))
+        # a step token's item is the token modulo n_items + 1; a plain index is its own item
+        masked.scatter_(1, history.long() % scores.shape[1], float("-inf"))
     return masked
 
 

@@ -4,6 +4,11 @@ Item 0 is padding. Sequences are left-padded: ``[0, 0, a, b, c]`` is the history
 with ``c`` the newest step. Positions are counted from the first real step and padded keys are
 masked, so the amount of left padding never changes the scores of the real steps.
 
+A model built with ``ModelSpec.event_types`` also embeds what the user did at each step
+(view, add to cart, purchase). Its steps are *step tokens*, ``item + (n_items + 1) * event``
+(:func:`step_tokens`), so a history stays one ``int64 [B, L]`` array; a plain item index is a
+view. A model without event types reads plain item indices.
+
 Training uses every position of a window in one forward pass: the input is the window without
 its last step and the targets are the window shifted by one. The loss is a full softmax over
 the catalogue with the output layer tied to the item embedding, or, for large catalogues, a
@@ -23,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Loss = Literal["full_softmax", "sampled_softmax"]
+# event codes of the prepare stage: view 0, add_to_cart 1, purchase 2
+N_EVENT_TYPES = 3
 Sampler = Literal["uniform", "popularity"]
 
 
@@ -37,6 +44,8 @@ class ModelSpec:
     max_len: int = 50
     dropout: float = 0.2
     n_categories: int = 0
+    # embed the event type of each step (the steps are then step tokens, see step_tokens)
+    event_types: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain values."""
@@ -99,6 +108,10 @@ class SASRec(nn.Module):
                 raise ValueError(f"item_category must have shape ({spec.n_items + 1},)")
             self.category_emb = nn.Embedding(spec.n_categories + 1, hidden, padding_idx=0)
             self.register_buffer("item_category", item_category.long().clone())
+        # index 0 is padding; event code c is row c + 1
+        self.event_emb: nn.Embedding | None = None
+        if spec.event_types:
+            self.event_emb = nn.Embedding(N_EVENT_TYPES + 1, hidden, padding_idx=0)
         self.drop = nn.Dropout(spec.dropout)
         self.blocks = nn.ModuleList(
             _Block(hidden, spec.heads, spec.dropout) for _ in range(spec.layers)
@@ -122,14 +135,17 @@ class SASRec(nn.Module):
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden state of every step of left-padded ``items`` ``[B, L]`` -> ``[B, L, hidden]``.
 
-        Windows longer than ``max_len`` keep their newest ``max_len`` steps.
+        Windows longer than ``max_len`` keep their newest ``max_len`` steps. With event types,
+        ``items`` are step tokens.
         """
-        items = items[:, -self.spec.max_len :]
+        items, events = split_tokens(items[:, -self.spec.max_len :], self.spec)
         valid = items > 0
         positions = torch.cumsum(valid, dim=1) * valid
         x = self.item_emb(items) * math.sqrt(self.spec.hidden) + self.pos_emb(positions)
         if self.category_emb is not None:
             x = x + self.category_emb(self.item_category[items])
+        if self.event_emb is not None and events is not None:
+            x = x + self.event_emb((events + 1) * valid)
         x = self.drop(x) * valid.unsqueeze(-1)
         length = items.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
@@ -162,13 +178,28 @@ class SASRec(nn.Module):
         return self.logits(hidden.float())
 
 
-def next_item_pairs(window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets of left-padded training windows ``[B, L + 1]``.
+def step_tokens(items: np.ndarray, events: np.ndarray, n_items: int) -> np.ndarray:
+    """Step tokens ``item + (n_items + 1) * event`` of a model with event types (0 stays 0)."""
+    items = np.asarray(items, dtype=np.int64)
+    return items + (n_items + 1) * np.asarray(events, dtype=np.int64) * (items > 0)
 
-    The target of a step is the next step; it is 0 (ignored) where the step itself is
+
+def split_tokens(steps: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Item indices and event codes of ``steps``; the codes are None without event types."""
+    if not spec.event_types:
+        return steps, None
+    width = spec.n_items + 1
+    return steps % width, torch.div(steps, width, rounding_mode="floor")
+
+
+def next_item_pairs(window: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and target items of left-padded training windows ``[B, L + 1]``.
+
+    The target of a step is the next step's item; it is 0 (ignored) where the step itself is
     padding, so the first item of a sequence is never predicted from an empty history.
     """
-    inputs, targets = window[:, :-1], window[:, 1:]
+    inputs = window[:, :-1]
+    targets, _ = split_tokens(window[:, 1:], spec)
     return inputs, targets * (inputs > 0)
 
 

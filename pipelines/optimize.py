@@ -45,7 +45,7 @@ from pipelines.errors import InputError, RecflowError
 from pipelines.export import INPUT, export_onnx, load_model
 from pipelines.io import atomic_dir, sha256_file, write_json
 from pipelines.latency import Timing, measure
-from pipelines.model import SASRec, left_pad
+from pipelines.model import ModelSpec, SASRec, left_pad
 from pipelines.parity import ParityResult, check_parity
 from pipelines.runtime import MANIFEST, MANIFEST_FORMAT, Recommender
 from pipelines.train import load_prepared
@@ -72,9 +72,12 @@ def _versions(*packages: str) -> dict[str, str]:
     return found
 
 
-def _signature(max_len: int, n_items: int, top_k: int) -> dict[str, list[dict[str, Any]]]:
+def _signature(spec: ModelSpec, top_k: int) -> dict[str, list[dict[str, Any]]]:
+    max_len, n_items = spec.max_len, spec.n_items
+    # "tokens": each step is item + (n_items + 1) * event code (pipelines.model.step_tokens)
+    steps = "tokens" if spec.event_types else "items"
     return {
-        "inputs": [{"name": INPUT, "dtype": "int64", "shape": ["batch", max_len]}],
+        "inputs": [{"name": INPUT, "dtype": "int64", "shape": ["batch", max_len], "steps": steps}],
         "outputs": [
             {"name": "scores", "dtype": "float32", "shape": ["batch", n_items + 1]},
             {"name": "top_items", "dtype": "int64", "shape": ["batch", top_k]},
@@ -83,19 +86,19 @@ def _signature(max_len: int, n_items: int, top_k: int) -> dict[str, list[dict[st
     }
 
 
-def held_out_histories(prepared: Path, max_len: int, count: int) -> np.ndarray:
-    """A fixed, seeded sample of ``count`` test histories, left-padded to ``max_len``."""
-    data = load_prepared(prepared)
-    histories = data.test_history or data.valid_history
+def held_out_histories(prepared: Path, spec: ModelSpec, count: int) -> np.ndarray:
+    """A fixed, seeded sample of ``count`` test histories as ``spec`` reads them, left-padded."""
+    data = load_prepared(prepared, event_types=spec.event_types)
+    histories = data.model_inputs("test" if data.test_history else "valid", spec.event_types)
     rng = np.random.default_rng(SAMPLE_SEED)
     rows = np.sort(rng.choice(len(histories), size=min(count, len(histories)), replace=False))
-    return left_pad([histories[row] for row in rows], max_len)
+    return left_pad([histories[row] for row in rows], spec.max_len)
 
 
-def calibration_histories(prepared: Path, max_len: int, count: int) -> np.ndarray:
+def calibration_histories(prepared: Path, spec: ModelSpec, count: int) -> np.ndarray:
     """Validation histories for INT8 calibration (never the test ones parity is judged on)."""
-    data = load_prepared(prepared)
-    return left_pad(data.valid_history[:count], max_len)
+    data = load_prepared(prepared, event_types=spec.event_types)
+    return left_pad(data.model_inputs("valid", spec.event_types)[:count], spec.max_len)
 
 
 def eager_scorer(model: SASRec) -> Callable[[np.ndarray], np.ndarray]:
@@ -114,7 +117,7 @@ def _build(
     caps: Capabilities,
     model_path: Path,
     prepared: Path,
-    max_len: int,
+    spec: ModelSpec,
 ) -> tuple[str, dict[str, Any]]:
     """Build one artifact in ``folder``; returns its file name and device details."""
     onnx_file = folder / "model.onnx"
@@ -126,16 +129,14 @@ def _build(
     if plan.backend == "tensorrt":
         calibration = None
         if plan.precision == "int8":
-            calibration = calibration_histories(
-                prepared, max_len, cfg.tensorrt.calibration_sequences
-            )
+            calibration = calibration_histories(prepared, spec, cfg.tensorrt.calibration_sequences)
         engine = f"model.{plan.precision}.engine"
         build_tensorrt_engine(
             onnx_file,
             folder / engine,
             plan.precision,
             cfg,
-            max_len,
+            spec.max_len,
             calibration,
             folder / "timing.cache",
         )
@@ -194,13 +195,13 @@ def optimize(
         )
     if cfg.top_k > spec.n_items:
         raise InputError(f"optimize.top_k={cfg.top_k} exceeds the {spec.n_items} items")
-    histories = held_out_histories(prepared, spec.max_len, cfg.parity.sequences)
+    histories = held_out_histories(prepared, spec, cfg.parity.sequences)
     caps = caps or detect()
     selection = select_backends(caps, cfg)
     for backend, reason in selection.skipped.items():
         log.info("skipping %s: %s", backend, reason)
     reference = eager_scorer(model)
-    signature = _signature(spec.max_len, spec.n_items, cfg.top_k)
+    signature = _signature(spec, cfg.top_k)
 
     artifacts: list[dict[str, Any]] = []
     with atomic_dir(out) as folder:
@@ -216,7 +217,7 @@ def optimize(
                 **signature,
             }
             try:
-                file, device = _build(plan, folder, cfg, caps, model_path, prepared, spec.max_len)
+                file, device = _build(plan, folder, cfg, caps, model_path, prepared, spec)
             except Exception as exc:  # a backend that cannot build is reported, not fatal
                 log.warning("%s could not be built: %s", plan.name, exc)
                 artifacts.append({**entry, "status": "rejected", "reason": f"build failed: {exc}"})

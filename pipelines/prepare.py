@@ -11,8 +11,9 @@ replaced atomically:
 - ``user_map.parquet``: ``user_idx`` 1..U by ``user_id``;
 - ``sequences.parquet``: per user, ``item_idx``, ``timestamps`` (epoch seconds) and
   ``event_types`` (view 0, add_to_cart 1, purchase 2) in the order of ``pipelines.sequences``;
-- ``train.parquet`` (``user_idx``, ``item_idx``), ``valid.parquet`` and ``test.parquet``
-  (``user_idx``, ``history``, ``target``): leave-one-out or a time split;
+- ``train.parquet`` (``user_idx``, ``item_idx``, ``event_types``), ``valid.parquet`` and
+  ``test.parquet`` (``user_idx``, ``history``, ``history_event_types``, ``target``):
+  leave-one-out or a time split; the event types are aligned step by step with the items;
 - ``reference.json``, ``reference_sample.parquet``, ``item_popularity.parquet``: the reference
   statistics drift monitoring compares served traffic against (``pipelines.reference``);
 - ``summary.json``: the counts also written to ``--metrics``.
@@ -140,22 +141,38 @@ def _split_tables(
     ragged: Ragged,
     items: np.ndarray,
     ts: np.ndarray,
+    codes: np.ndarray,
 ) -> dict[str, pa.Table]:
-    def histories(keep: np.ndarray, rows: np.ndarray) -> pa.ListArray:
+    def lists(
+        values: np.ndarray, kind: pa.DataType, keep: np.ndarray, rows: np.ndarray
+    ) -> pa.ListArray:
         offsets = select(ragged, keep)
-        lists = list_array(items[keep], offsets, pa.int32())
-        return lists.take(pa.array(rows))
+        return list_array(values[keep], offsets, kind).take(pa.array(rows))
+
+    def histories(keep: np.ndarray, rows: np.ndarray) -> pa.ListArray:
+        return lists(items, pa.int32(), keep, rows)
+
+    def events(keep: np.ndarray, rows: np.ndarray) -> pa.ListArray:
+        return lists(codes, pa.int8(), keep, rows)
 
     if cfg.split == "leave_one_out":
         parts = leave_one_out(ragged)
         rows = np.arange(len(user_idx))
-        train = pa.table({"user_idx": user_idx, "item_idx": histories(parts["train_keep"], rows)})
+        train = pa.table(
+            {
+                "user_idx": user_idx,
+                "item_idx": histories(parts["train_keep"], rows),
+                "event_types": events(parts["train_keep"], rows),
+            }
+        )
         tables = {"train": train}
         for name in ("valid", "test"):
+            keep = parts[f"{name}_history_keep"]
             tables[name] = pa.table(
                 {
                     "user_idx": user_idx,
-                    "history": histories(parts[f"{name}_history_keep"], rows),
+                    "history": histories(keep, rows),
+                    "history_event_types": events(keep, rows),
                     "target": items[parts[f"{name}_target"]].astype(np.int32),
                 }
             )
@@ -170,7 +187,11 @@ def _split_tables(
     train_keep = ts < valid_start
     train_rows = np.flatnonzero(np.bincount(rows_of[train_keep], minlength=len(user_idx)) > 0)
     tables["train"] = pa.table(
-        {"user_idx": user_idx[train_rows], "item_idx": histories(train_keep, train_rows)}
+        {
+            "user_idx": user_idx[train_rows],
+            "item_idx": histories(train_keep, train_rows),
+            "event_types": events(train_keep, train_rows),
+        }
     )
     for name, period in (
         ("valid", (ts >= valid_start) & (ts < test_start)),
@@ -185,6 +206,7 @@ def _split_tables(
             {
                 "user_idx": user_idx[rows],
                 "history": histories(keep, rows),
+                "history_event_types": events(keep, rows),
                 "target": items[target[rows]].astype(np.int32),
             }
         )
@@ -245,7 +267,7 @@ def prepare(cfg: PrepareConfig, run: RunConfig, validated: Path, out: Path) -> P
             "event_types": list_array(codes, offsets, pa.int8()),
         }
     )
-    splits = _split_tables(cfg, run, user_idx, ragged, item_values, ts)
+    splits = _split_tables(cfg, run, user_idx, ragged, item_values, ts, codes)
 
     seq_lengths = ragged.lengths
     result = PrepareResult(

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipelines.errors import InputError
 from pipelines.io import sha256_file
-from pipelines.model import left_pad
+from pipelines.model import N_EVENT_TYPES, left_pad
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -84,6 +84,8 @@ class Recommender:
         self.max_len: int = int(manifest["max_len"])
         self.n_items: int = int(manifest["n_items"])
         self.top_k: int = int(manifest["top_k"])
+        # True: the history steps are step tokens with event types (pipelines.model.step_tokens)
+        self.event_types: bool = entry["inputs"][0].get("steps") == "tokens"
         self.entry = entry
         self._runner = runner
 
@@ -116,6 +118,14 @@ class Recommender:
         history = np.ascontiguousarray(history, dtype=np.int64)
         if history.ndim != 2 or history.shape[1] != self.max_len:
             raise ValueError(f"history must be [batch, {self.max_len}], not {history.shape}")
+        # runtimes wrap negative indices around instead of refusing them
+        limit = (self.n_items + 1) * (N_EVENT_TYPES if self.event_types else 1)
+        if history.size and (history.min() < 0 or history.max() >= limit):
+            what = "step tokens" if self.event_types else "item indices"
+            raise ValueError(
+                f"history holds {what} outside 0..{limit - 1}: "
+                f"min {history.min()}, max {history.max()}"
+            )
         try:
             outputs = self._runner(list(names), history)
         except Exception as exc:

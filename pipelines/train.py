@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import pyarrow as pa
@@ -56,6 +56,7 @@ from pipelines.errors import InputError
 from pipelines.io import atomic_path, sha256_file, write_json, write_text
 from pipelines.metrics import evaluate, metric_names
 from pipelines.model import (
+    N_EVENT_TYPES,
     ModelSpec,
     SASRec,
     full_softmax_loss,
@@ -63,6 +64,7 @@ from pipelines.model import (
     next_item_pairs,
     sampled_softmax_loss,
     sampling_probs,
+    step_tokens,
 )
 
 log = logging.getLogger("recflow.train")
@@ -98,6 +100,27 @@ class Prepared:
     valid_target: np.ndarray
     test_history: list[np.ndarray]
     test_target: np.ndarray
+    # event codes aligned with train / valid_history / test_history; read on request only
+    train_events: list[np.ndarray] | None = None
+    valid_events: list[np.ndarray] | None = None
+    test_events: list[np.ndarray] | None = None
+
+    def model_inputs(
+        self, split: Literal["train", "valid", "test"], event_types: bool
+    ) -> list[np.ndarray]:
+        """The split's sequences as a model reads them: items, or with ``event_types`` step
+        tokens (``pipelines.model.step_tokens``).
+
+        Raises:
+            InputError: Event types are asked for but were not loaded.
+        """
+        items = self.train if split == "train" else getattr(self, f"{split}_history")
+        if not event_types:
+            return list(items)
+        events = getattr(self, f"{split}_events")
+        if events is None:
+            raise InputError("event types were not loaded: load_prepared(..., event_types=True)")
+        return [step_tokens(i, e, self.n_items) for i, e in zip(items, events, strict=True)]
 
 
 PREPARED_FILES = ("item_map.parquet", "train.parquet", "valid.parquet", "test.parquet")
@@ -145,12 +168,28 @@ def _lists(table: pa.Table, column: str) -> list[np.ndarray]:
     return [values[offsets[i] : offsets[i + 1]] for i in range(len(arr))]
 
 
-def load_prepared(prepared: Path) -> Prepared:
-    """Read the prepare stage's folder.
+def _event_lists(
+    table: pa.Table, column: str, items: list[np.ndarray], path: Path
+) -> list[np.ndarray]:
+    if column not in table.column_names:
+        raise InputError(
+            f"{path} has no {column} column, which a model with event types needs "
+            "(written by the prepare stage: run it again)"
+        )
+    events = _lists(table, column)
+    if any(len(e) != len(i) for e, i in zip(events, items, strict=True)):
+        raise InputError(f"{path}: {column} and the item lists differ in length")
+    if any(len(e) and (e.min() < 0 or e.max() >= N_EVENT_TYPES) for e in events):
+        raise InputError(f"{path}: {column} has codes outside 0..{N_EVENT_TYPES - 1}")
+    return events
+
+
+def load_prepared(prepared: Path, *, event_types: bool = False) -> Prepared:
+    """Read the prepare stage's folder (with the event types of each step if asked).
 
     Raises:
         InputError: A file is missing, unreadable, of the wrong shape, or an item index is
-            outside the item map.
+            outside the item map; or event types are asked for and missing or invalid.
     """
     items = _read(prepared / "item_map.parquet", ["item_idx", "category_idx"])
     item_idx = items.column("item_idx").to_numpy().astype(np.int64)
@@ -159,14 +198,24 @@ def load_prepared(prepared: Path) -> Prepared:
         raise InputError(f"{prepared / 'item_map.parquet'}: item_idx must be 1..N without gaps")
     category = np.zeros(n_items + 1, dtype=np.int64)
     category[item_idx] = items.column("category_idx").to_numpy().astype(np.int64)
-    train = _lists(_read(prepared / "train.parquet", ["item_idx"]), "item_idx")
+    train_table = _read(prepared / "train.parquet", ["item_idx"])
+    train = _lists(train_table, "item_idx")
     splits = {}
+    events: dict[str, list[np.ndarray] | None] = {"train": None, "valid": None, "test": None}
+    if event_types:
+        events["train"] = _event_lists(
+            train_table, "event_types", train, prepared / "train.parquet"
+        )
     for name in ("valid", "test"):
         table = _read(prepared / f"{name}.parquet", ["history", "target"])
         splits[name] = (
             _lists(table, "history"),
             table.column("target").to_numpy().astype(np.int64),
         )
+        if event_types:
+            events[name] = _event_lists(
+                table, "history_event_types", splits[name][0], prepared / f"{name}.parquet"
+            )
     for name, seqs in (
         ("train", train),
         ("valid", splits["valid"][0]),
@@ -191,6 +240,9 @@ def load_prepared(prepared: Path) -> Prepared:
         valid_target=splits["valid"][1],
         test_history=splits["test"][0],
         test_target=splits["test"][1],
+        train_events=events["train"],
+        valid_events=events["valid"],
+        test_events=events["test"],
     )
 
 
@@ -329,6 +381,7 @@ def _build_model(cfg: TrainConfig, data: Prepared, device: torch.device) -> SASR
         max_len=cfg.max_len,
         dropout=cfg.dropout,
         n_categories=data.n_categories if cfg.category_feature else 0,
+        event_types=cfg.event_type_feature,
     )
     return SASRec(spec, data.item_category if cfg.category_feature else None).to(device)
 
@@ -463,7 +516,7 @@ def _run_epoch(
     )
     for step, rows in enumerate(progress):
         _maybe_fault(epoch, step, ctx.rank)
-        inputs, targets = next_item_pairs(windows[rows].to(device))
+        inputs, targets = next_item_pairs(windows[rows].to(device), model.spec)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = ddp_model(inputs)
             if cfg.loss == "full_softmax":
@@ -495,11 +548,13 @@ def _train(
     device = torch.device(f"cuda:{ctx.local_rank}" if cuda else "cpu")
     if cuda:
         torch.cuda.set_device(device)
-    data = load_prepared(prepared)
+    data = load_prepared(prepared, event_types=cfg.event_type_feature)
     _seed_everything(seed)
     model = _build_model(cfg, data, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    windows = _windows(data.train, cfg.max_len, cfg.window_stride)
+    windows = _windows(
+        data.model_inputs("train", model.spec.event_types), cfg.max_len, cfg.window_stride
+    )
     probs = sampling_probs(
         torch.from_numpy(item_counts(data.train, data.n_items)), cfg.negative_sampler
     )
@@ -532,7 +587,12 @@ def _train(
         decision = torch.zeros(1, dtype=torch.int64, device=device if cuda else "cpu")
         if ctx.main:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                row["valid"] = _evaluate(model, cfg, data.valid_history, data.valid_target)
+                row["valid"] = _evaluate(
+                    model,
+                    cfg,
+                    data.model_inputs("valid", model.spec.event_types),
+                    data.valid_target,
+                )
                 if row["valid"][SELECTION_METRIC] > state["best_metric"]:
                     state.update(
                         best_metric=row["valid"][SELECTION_METRIC], best_epoch=epoch, bad_evals=0
@@ -603,7 +663,9 @@ def _finish(
     best_valid: dict[str, float] = next(
         (row["valid"] for row in state["history"] if row["epoch"] == state["best_epoch"]), {}
     )
-    test = _evaluate(model, cfg, data.test_history, data.test_target)
+    test = _evaluate(
+        model, cfg, data.model_inputs("test", model.spec.event_types), data.test_target
+    )
     baselines = {}
     for name, scorer in (
         ("most_popular", MostPopular(data.train, data.n_items)),

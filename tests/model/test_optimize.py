@@ -50,7 +50,9 @@ def test_manifest_lists_checked_artifacts_and_ships_fp32(optimized: Path, tiny_m
     assert fp32["parity"]["passed"] and fp32["parity"]["max_abs_error"] < 1e-3
     assert fp32["parity"]["top10_overlap"] == 1.0
     assert fp32["sha256"] == sha256_file(optimized / fp32["file"])
-    assert fp32["inputs"] == [{"name": "history", "dtype": "int64", "shape": ["batch", 20]}]
+    assert fp32["inputs"] == [
+        {"name": "history", "dtype": "int64", "shape": ["batch", 20], "steps": "items"}
+    ]
     assert [o["name"] for o in fp32["outputs"]] == ["scores", "top_items", "top_scores"]
     assert {"torch", "onnx", "onnxruntime"} <= set(fp32["versions"])
     assert by_name["onnxruntime-int8"]["precision"] == "int8"
@@ -70,7 +72,7 @@ def test_runtime_answers_like_the_pytorch_model(
 ) -> None:
     recommender = Recommender.load(optimized, threads=1)
     model = load_model(tiny_model)
-    history = held_out_histories(tiny_prepared, model.spec.max_len, 32)
+    history = held_out_histories(tiny_prepared, model.spec, 32)
     expected = model.score(torch.from_numpy(history)).numpy()
     scores = recommender.scores(history)
     np.testing.assert_allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)

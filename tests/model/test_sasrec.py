@@ -99,7 +99,7 @@ def test_sampled_softmax_loss_trains(sampler: str) -> None:
     generator = torch.Generator().manual_seed(1)
     losses = []
     for _ in range(30):
-        inputs, targets = next_item_pairs(batch)
+        inputs, targets = next_item_pairs(batch, model.spec)
         loss = sampled_softmax_loss(model, model(inputs), targets, probs, 16, generator)
         optimizer.zero_grad()
         loss.backward()
@@ -113,7 +113,7 @@ def test_sampled_softmax_loss_trains(sampler: str) -> None:
 def test_full_softmax_loss_ignores_padding_targets() -> None:
     model = _model()
     batch = _training_batch()
-    inputs, targets = next_item_pairs(batch)
+    inputs, targets = next_item_pairs(batch, model.spec)
     hidden = model(inputs)
     keep = targets > 0
     expected = torch.nn.functional.cross_entropy(

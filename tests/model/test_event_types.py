@@ -1,0 +1,177 @@
+"""The event-type side feature: prepared columns, step tokens, training, serving and the gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipelines.config import EvaluateConfig, OptimizeConfig
+from pipelines.errors import InputError
+from pipelines.evaluate import evaluate
+from pipelines.export import load_model
+from pipelines.model import ModelSpec, SASRec, left_pad, split_tokens, step_tokens
+from pipelines.optimize import held_out_histories, optimize
+from pipelines.runtime import Recommender
+from pipelines.train import TrainConfig, load_prepared, train
+from tests.model.conftest import RUN
+
+OPTIMIZE = OptimizeConfig.model_validate(
+    {
+        "threads": 1,
+        "top_k": 10,
+        "onnxruntime_int8": False,
+        "parity": {"sequences": 64},
+        "latency": {"batches": [1], "warmup": 1, "iterations": 2},
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def event_model(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small SASRec with the event-type embedding, trained on ``tiny_prepared``: its folder."""
+    out = tmp_path_factory.mktemp("event-model")
+    cfg = TrainConfig(
+        hidden=16,
+        max_len=20,
+        epochs=3,
+        batch_size=64,
+        lr=5e-3,
+        threads=1,
+        progress=False,
+        event_type_feature=True,
+    )
+    train(cfg, RUN, tiny_prepared, out)
+    optimize(OPTIMIZE, out / "model.pt", tiny_prepared, out / "optimized")
+    return out
+
+
+def test_prepared_event_types_align_with_the_items(tiny_prepared: Path) -> None:
+    sequences = pq.read_table(tiny_prepared / "sequences.parquet").to_pylist()
+    by_user = {row["user_idx"]: row for row in sequences}
+    for name, items_column, events_column in (
+        ("train", "item_idx", "event_types"),
+        ("test", "history", "history_event_types"),
+    ):
+        rows = pq.read_table(tiny_prepared / f"{name}.parquet").to_pylist()
+        assert rows
+        for row in rows:
+            full = by_user[row["user_idx"]]
+            n = len(row[items_column])
+            assert len(row[events_column]) == n
+            # every split's history is a prefix of the user's sequence, events included
+            assert row[items_column] == full["item_idx"][:n]
+            assert row[events_column] == full["event_types"][:n]
+    assert {code for row in sequences for code in row["event_types"]} == {0, 1, 2}
+
+
+def test_step_tokens_round_trip() -> None:
+    spec = ModelSpec(n_items=10, event_types=True)
+    items = np.array([0, 0, 3, 10, 1])
+    events = np.array([2, 0, 1, 2, 0])
+    tokens = step_tokens(items, events, spec.n_items)
+    assert tokens.tolist() == [0, 0, 14, 32, 1]  # padding stays 0 whatever its event
+    got_items, got_events = split_tokens(torch.from_numpy(tokens), spec)
+    assert got_items.tolist() == [0, 0, 3, 10, 1]
+    assert got_events is not None and got_events.tolist() == [0, 0, 1, 2, 0]
+    plain, none = split_tokens(torch.from_numpy(items), ModelSpec(n_items=10))
+    assert none is None and plain.tolist() == items.tolist()
+
+
+def test_event_type_changes_the_scores_and_padding_does_not() -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec(n_items=30, hidden=16, max_len=8, dropout=0.0, event_types=True)
+    model = SASRec(spec).eval()
+    with torch.no_grad():
+        model.event_emb.weight.normal_(0.0, 1.0)  # type: ignore[union-attr]
+        model.event_emb.weight[0].zero_()  # type: ignore[union-attr]
+    items = [4, 7, 9]
+    viewed = step_tokens(np.array(items), np.array([0, 0, 0]), spec.n_items)
+    bought = step_tokens(np.array(items), np.array([0, 0, 2]), spec.n_items)
+    scores = model.score(torch.from_numpy(left_pad([viewed, bought], spec.max_len)))
+    assert not torch.allclose(scores[0, 1:], scores[1, 1:])
+    bare = model.score(torch.from_numpy(np.asarray([bought])))
+    torch.testing.assert_close(bare[0, 1:], scores[1, 1:], atol=1e-5, rtol=1e-5)
+
+
+def test_training_with_event_types_records_them(event_model: Path, tiny_prepared: Path) -> None:
+    model = load_model(event_model / "model.pt")
+    assert model.spec.event_types and model.event_emb is not None
+    metrics = json.loads((event_model / "metrics.json").read_text())
+    assert 0.0 < metrics["test"]["ndcg@10"] <= 1.0
+    # the embedding of each event code was trained (padding row stays zero)
+    weight = model.event_emb.weight.detach()
+    assert torch.all(weight[0] == 0) and weight[1:].abs().sum() > 0
+    data = load_prepared(tiny_prepared, event_types=True)
+    tokens = data.model_inputs("test", True)
+    assert max(int(t.max()) for t in tokens if len(t)) > data.n_items  # not only views
+
+
+def test_serving_artifact_reads_step_tokens(event_model: Path, tiny_prepared: Path) -> None:
+    optimized = event_model / "optimized"
+    manifest = json.loads((optimized / "manifest.json").read_text())
+    shipped = next(a for a in manifest["artifacts"] if a["name"] == manifest["shipped"])
+    assert shipped["inputs"][0]["steps"] == "tokens"
+    assert shipped["parity"]["passed"] and shipped["parity"]["max_abs_error"] < 1e-3
+    recommender = Recommender.load(optimized, threads=1)
+    assert recommender.event_types
+    model = load_model(event_model / "model.pt")
+    history = held_out_histories(tiny_prepared, model.spec, 32)
+    assert history.max() > model.spec.n_items
+    expected = model.score(torch.from_numpy(history)).numpy()
+    np.testing.assert_allclose(recommender.scores(history)[:, 1:], expected[:, 1:], atol=1e-4)
+
+
+def test_runtime_refuses_steps_outside_its_vocabulary(
+    event_model: Path, tiny_prepared: Path
+) -> None:
+    recommender = Recommender.load(event_model / "optimized", threads=1)
+    limit = (recommender.n_items + 1) * 3
+    history = recommender.pad([[1, 2, limit]])
+    with pytest.raises(ValueError, match=rf"step tokens outside 0\.\.{limit - 1}"):
+        recommender.scores(history)
+    with pytest.raises(ValueError, match="outside"):
+        recommender.recommend(recommender.pad([[1, -2]]))
+
+
+def test_gate_compares_an_event_type_candidate_with_a_plain_production_model(
+    event_model: Path, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    production = tmp_path / "production"
+    production.mkdir()
+    shutil.copy(tiny_model, production / "model.pt")
+    optimize(OPTIMIZE, production / "model.pt", tiny_prepared, production / "optimized")
+    cfg = EvaluateConfig.model_validate(
+        {
+            "golden_users": 300,
+            "latency_requests": 20,
+            "on_inconclusive": "pass",
+            "quality": {
+                "bootstrap_samples": 200,
+                "min_absolute": {"ndcg@10": 0.0, "recall@10": 0.0},
+                "max_absolute_drop": 1.0,
+            },
+        }
+    )
+    verdict = evaluate(cfg, event_model, tiny_prepared, tmp_path / "eval", production=production)
+    checks = {c["name"]: c for c in verdict["checks"]}
+    assert verdict["bootstrap"] is False
+    assert all(c["status"] != "fail" for c in checks.values()), checks
+    assert "quality_vs_production_ndcg@10" in checks
+    # the plain model answered its own (item-index) histories of the same users
+    assert verdict["production"]["quality"]["ndcg@10"] > 0
+
+
+def test_missing_event_columns_are_named(tiny_prepared: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, copy)
+    table = pq.read_table(copy / "test.parquet").drop_columns(["history_event_types"])
+    pq.write_table(table, copy / "test.parquet")
+    load_prepared(copy)  # a model without event types does not need them
+    with pytest.raises(InputError, match=r"test\.parquet has no history_event_types column"):
+        load_prepared(copy, event_types=True)
