@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pipelines.metrics import evaluate, mask_scores, metric_names, metric_sums, target_ranks
+from pipelines.model import step_tokens
 
 INF = float("inf")
 
@@ -88,6 +89,15 @@ def test_mask_history_removes_seen_items() -> None:
     assert got["hr@10"] == pytest.approx(2 / 3)
     assert got["ndcg@10"] == pytest.approx((2 / math.log2(3)) / 3)
     assert got["mrr@10"] == pytest.approx((0.5 + 0.5) / 3)
+
+
+def test_mask_history_reads_the_items_of_step_tokens() -> None:
+    scores = torch.tensor([[0.0, 0.5, 0.4, 0.3, 0.2]])  # items 1..4
+    # step tokens of items 1 (purchase) and 3 (add to cart) in a catalogue of 4 items
+    tokens = torch.from_numpy(step_tokens(np.array([1, 3]), np.array([2, 1]), 4)).unsqueeze(0)
+    assert tokens.tolist() == [[11, 8]]
+    masked = mask_scores(scores, tokens)
+    assert torch.isinf(masked[0, [0, 1, 3]]).all() and masked[0, 2] == 0.4 and masked[0, 4] == 0.2
 
 
 def test_evaluate_rejects_mismatched_lengths() -> None:
