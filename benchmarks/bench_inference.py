@@ -4,7 +4,9 @@
 and the held-out histories of ``data/prepared``, builds the artifacts with the ``optimize``
 params (parity-checked as in the stage), and times each backend on the same requests at batch
 1, 32 and 256, one call per request, with the same thread count for torch and ONNX Runtime.
-Writes ``benchmarks/results/inference_latency.json``.
+Beside the shipped artifacts it times the portable ``torch.onnx`` export under ONNX Runtime
+(``onnxruntime-portable``, the graph TensorRT builds from), to show what the fused graph of
+``pipelines/ort_graph.py`` gains. Writes ``benchmarks/results/inference_latency.json``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.machine import machine_info
+from pipelines.backends import ort_session
 from pipelines.config import load_params
-from pipelines.export import load_model
-from pipelines.optimize import held_out_histories, optimize, time_artifacts
+from pipelines.export import export_onnx, load_model
+from pipelines.latency import measure
+from pipelines.optimize import eager_scorer, held_out_histories, optimize, time_artifacts
+from pipelines.parity import check_parity
 from pipelines.project import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
@@ -51,6 +57,27 @@ def main(argv: list[str] | None = None) -> int:
         manifest = optimize(cfg, model_path, prepared, out)
         histories = held_out_histories(prepared, model.spec, cfg.parity.sequences)
         timings = time_artifacts(model, out, manifest["artifacts"], histories, cfg)
+    portable = ort_session(export_onnx(model, cfg.top_k, opset=cfg.opset), threads)
+
+    def portable_scores(history: np.ndarray) -> np.ndarray:
+        return np.asarray(portable.run(["scores"], {"history": history})[0])
+
+    portable_parity = check_parity(
+        "onnxruntime-portable",
+        eager_scorer(model),
+        portable_scores,
+        histories,
+        cfg.parity.thresholds["fp32"],
+    )
+    timings += measure(
+        "onnxruntime-portable",
+        "fp32",
+        portable_scores,
+        histories,
+        cfg.latency.batches,
+        warmup=cfg.latency.warmup,
+        iterations=cfg.latency.iterations,
+    )
     eager = {t.batch: t for t in timings if t.backend == "torch-eager"}
     speedup = {f"{t.backend}-{t.precision}": {} for t in timings if t.backend != "torch-eager"}
     for t in timings:
@@ -70,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "requests": "held-out test histories of data/prepared, one call per request",
         "parity": {
             a["name"]: a.get("parity", {}) | {"status": a["status"]} for a in manifest["artifacts"]
-        },
+        }
+        | {"onnxruntime-portable": portable_parity.to_dict()},
         "results": [t.to_dict() for t in timings],
         "speedup_vs_eager_p50": speedup,
         "target": "ONNX Runtime CPU >= 3x torch eager at batch 1 and 256",

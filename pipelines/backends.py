@@ -142,7 +142,13 @@ def quantize_int8(model: Path, out: Path) -> None:
     logging.disable(logging.INFO)
     try:
         quantize_dynamic(
-            str(model), str(out), weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"]
+            str(model),
+            str(out),
+            weight_type=QuantType.QUInt8,
+            op_types_to_quantize=["MatMul"],
+            # shape inference stops at ONNX Runtime's contrib operators (fused attention):
+            # tensors it cannot type are float
+            extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
         )
     finally:
         logging.disable(logging.NOTSET)

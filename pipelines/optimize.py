@@ -3,7 +3,9 @@
     python -m pipelines.optimize --params params.yaml --model models/candidate/model.pt \\
         --prepared data/prepared --out models/candidate/optimized --metrics metrics/optimize.json
 
-1. exports the serving graph (``pipelines/export.py``) to ONNX with a dynamic batch axis;
+1. writes the serving graph to ONNX with a dynamic batch axis: ``model.onnx`` for ONNX
+   Runtime with its fused attention kernels (``pipelines/ort_graph.py``), and, for TensorRT,
+   the portable ``torch.onnx`` export of ``pipelines/export.py`` (standard operators only);
 2. builds the artifacts this machine can run (``pipelines/backends.py``): ONNX Runtime fp32 and
    INT8 on the CPU; TensorRT FP16/BF16/INT8 engines where a CUDA GPU and TensorRT exist; a
    torch.compile backend on a GPU without TensorRT;
@@ -46,6 +48,7 @@ from pipelines.export import INPUT, export_onnx, load_model
 from pipelines.io import atomic_dir, sha256_file, write_json
 from pipelines.latency import Timing, measure
 from pipelines.model import ModelSpec, SASRec, left_pad
+from pipelines.ort_graph import build_onnxruntime_graph
 from pipelines.parity import ParityResult, check_parity
 from pipelines.runtime import MANIFEST, MANIFEST_FORMAT, Recommender
 from pipelines.train import load_prepared
@@ -54,6 +57,8 @@ log = logging.getLogger("recflow.optimize")
 
 # the parity and latency sample is drawn with this seed: the same sequences on every run
 SAMPLE_SEED = 20261122
+# the portable export TensorRT builds from (standard operators); not kept once engines exist
+PORTABLE_ONNX = "model.portable.onnx"
 
 
 class NoArtifactPassed(RecflowError):
@@ -131,8 +136,11 @@ def _build(
         if plan.precision == "int8":
             calibration = calibration_histories(prepared, spec, cfg.tensorrt.calibration_sequences)
         engine = f"model.{plan.precision}.engine"
+        portable = folder / PORTABLE_ONNX
+        if not portable.is_file():
+            portable.write_bytes(export_onnx(load_model(model_path), cfg.top_k, opset=cfg.opset))
         build_tensorrt_engine(
-            onnx_file,
+            portable,
             folder / engine,
             plan.precision,
             cfg,
@@ -206,7 +214,8 @@ def optimize(
     artifacts: list[dict[str, Any]] = []
     with atomic_dir(out) as folder:
         started = time.perf_counter()
-        (folder / "model.onnx").write_bytes(export_onnx(model, cfg.top_k, opset=cfg.opset))
+        graph = build_onnxruntime_graph(model, cfg.top_k, opset=cfg.opset)
+        (folder / "model.onnx").write_bytes(graph)
         log.info("exported the serving graph to ONNX in %.1f s", time.perf_counter() - started)
         for plan in selection.plans:
             started = time.perf_counter()

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipelines.backends import ort_session
 from pipelines.config import EvaluateConfig, OptimizeConfig
 from pipelines.errors import InputError
 from pipelines.evaluate import evaluate
-from pipelines.export import load_model
+from pipelines.export import export_onnx, load_model
 from pipelines.model import ModelSpec, SASRec, left_pad, split_tokens, step_tokens
 from pipelines.optimize import held_out_histories, optimize
 from pipelines.runtime import Recommender
@@ -125,6 +126,16 @@ def test_serving_artifact_reads_step_tokens(event_model: Path, tiny_prepared: Pa
     assert history.max() > model.spec.n_items
     expected = model.score(torch.from_numpy(history)).numpy()
     np.testing.assert_allclose(recommender.scores(history)[:, 1:], expected[:, 1:], atol=1e-4)
+
+
+def test_portable_export_reads_step_tokens(event_model: Path, tiny_prepared: Path) -> None:
+    model = load_model(event_model / "model.pt")
+    history = held_out_histories(tiny_prepared, model.spec, 32)
+    session = ort_session(export_onnx(model, 10), threads=1)
+    expected = model.score(torch.from_numpy(history)).numpy()
+    np.testing.assert_allclose(
+        session.run(["scores"], {"history": history})[0][:, 1:], expected[:, 1:], atol=1e-4
+    )
 
 
 def test_runtime_refuses_steps_outside_its_vocabulary(

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.backends import ort_session
 from pipelines.config import OptimizeConfig
 from pipelines.errors import InputError
 from pipelines.export import export_onnx, load_model
 from pipelines.io import sha256_file
 from pipelines.optimize import NoArtifactPassed, held_out_histories, main, optimize
+from pipelines.ort_graph import build_onnxruntime_graph
 from pipelines.runtime import ArtifactError, Recommender
 
 FAST = {
@@ -86,6 +88,25 @@ def test_runtime_answers_like_the_pytorch_model(
 def test_export_is_deterministic(tiny_model: Path) -> None:
     model = load_model(tiny_model)
     assert export_onnx(model, 10) == export_onnx(model, 10)
+    assert build_onnxruntime_graph(model, 10) == build_onnxruntime_graph(model, 10)
+
+
+@pytest.mark.parametrize("graph", ["portable", "onnxruntime"])
+def test_both_onnx_graphs_score_like_the_model(
+    graph: str, tiny_model: Path, tiny_prepared: Path
+) -> None:
+    # the portable export is what TensorRT builds from, the other what ONNX Runtime serves
+    model = load_model(tiny_model)
+    build = export_onnx if graph == "portable" else build_onnxruntime_graph
+    session = ort_session(build(model, 10), threads=1)
+    history = held_out_histories(tiny_prepared, model.spec, 64)
+    history = np.concatenate([history, np.zeros((2, model.spec.max_len), np.int64)])  # cold start
+    scores, items, top = session.run(None, {"history": history})
+    expected = model.score(torch.from_numpy(history)).numpy()
+    np.testing.assert_allclose(scores[:, 1:], expected[:, 1:], atol=1e-4)
+    assert np.isneginf(scores[:, 0]).all()
+    assert items.shape == top.shape == (66, 10)
+    np.testing.assert_allclose(np.take_along_axis(scores, items, axis=1), top)
 
 
 def test_rerun_gives_the_same_folder(
