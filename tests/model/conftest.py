@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from pipelines.config import GenerateConfig, PrepareConfig, RunConfig
+from pipelines.config import GenerateConfig, OptimizeConfig, PrepareConfig, RunConfig
 from pipelines.generate import generate
+from pipelines.optimize import optimize
 from pipelines.prepare import prepare
 
 RUN = RunConfig(logical_date=dt.date(2026, 11, 22), seed=42)
+# the optimize stage with a small parity and latency sample, fp32 only
+FAST_OPTIMIZE = OptimizeConfig.model_validate(
+    {
+        "threads": 1,
+        "top_k": 10,
+        "onnxruntime_int8": False,
+        "parity": {"sequences": 32},
+        "latency": {"batches": [1], "warmup": 1, "iterations": 2},
+    }
+)
+
+
+def model_dir(root: Path, model_path: Path, prepared: Path) -> Path:
+    """``root`` laid out as the gate reads a model: ``model.pt`` and its ``optimized/``."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model_path, root / "model.pt")
+    optimize(FAST_OPTIMIZE, root / "model.pt", prepared, root / "optimized")
+    return root
 
 
 @pytest.fixture(autouse=True)

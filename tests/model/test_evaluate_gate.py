@@ -9,22 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.config import EvaluateConfig, OptimizeConfig
+from pipelines.config import EvaluateConfig
 from pipelines.evaluate import GateBlocked, evaluate, main
 from pipelines.export import export_onnx, load_model
 from pipelines.io import sha256_file
 from pipelines.model import SASRec
-from pipelines.optimize import optimize
+from tests.model.conftest import model_dir
 
-OPTIMIZE = OptimizeConfig.model_validate(
-    {
-        "threads": 1,
-        "top_k": 10,
-        "onnxruntime_int8": False,
-        "parity": {"sequences": 32},
-        "latency": {"batches": [1], "warmup": 1, "iterations": 2},
-    }
-)
 GATE = {
     "golden_users": 300,
     "latency_requests": 20,
@@ -36,16 +27,9 @@ def _cfg(**overrides: object) -> EvaluateConfig:
     return EvaluateConfig.model_validate({**GATE, **overrides})
 
 
-def _model_dir(root: Path, model_path: Path, prepared: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(model_path, root / "model.pt")
-    optimize(OPTIMIZE, root / "model.pt", prepared, root / "optimized")
-    return root
-
-
 @pytest.fixture(scope="module")
 def good(tiny_model: Path, tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _model_dir(tmp_path_factory.mktemp("good") / "model", tiny_model, tiny_prepared)
+    return model_dir(tmp_path_factory.mktemp("good") / "model", tiny_model, tiny_prepared)
 
 
 def _blocked(
@@ -131,7 +115,7 @@ def test_quality_below_production_is_blocked(
     untrained = SASRec(spec, load_model(tiny_model).item_category)
     path = tmp_path / "untrained.pt"
     torch.save({"model": untrained.state_dict(), "spec": spec.to_dict()}, path)
-    candidate = _model_dir(tmp_path / "untrained", path, tiny_prepared)
+    candidate = model_dir(tmp_path / "untrained", path, tiny_prepared)
     verdict = _blocked(candidate, tiny_prepared, tmp_path / "eval", good)
     failed = _failed(verdict)
     assert "worse than production" in failed["quality_vs_production_ndcg@10"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipelines.backends import ort_session
-from pipelines.config import EvaluateConfig, OptimizeConfig
+from pipelines.config import EvaluateConfig
 from pipelines.errors import InputError
 from pipelines.evaluate import evaluate
 from pipelines.export import export_onnx, load_model
@@ -20,17 +20,7 @@ from pipelines.model import ModelSpec, SASRec, left_pad, split_tokens, step_toke
 from pipelines.optimize import held_out_histories, optimize
 from pipelines.runtime import Recommender
 from pipelines.train import TrainConfig, load_prepared, train
-from tests.model.conftest import RUN
-
-OPTIMIZE = OptimizeConfig.model_validate(
-    {
-        "threads": 1,
-        "top_k": 10,
-        "onnxruntime_int8": False,
-        "parity": {"sequences": 64},
-        "latency": {"batches": [1], "warmup": 1, "iterations": 2},
-    }
-)
+from tests.model.conftest import FAST_OPTIMIZE, RUN, model_dir
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def event_model(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -
         event_type_feature=True,
     )
     train(cfg, RUN, tiny_prepared, out)
-    optimize(OPTIMIZE, out / "model.pt", tiny_prepared, out / "optimized")
+    optimize(FAST_OPTIMIZE, out / "model.pt", tiny_prepared, out / "optimized")
     return out
 
 
@@ -153,10 +143,7 @@ def test_runtime_refuses_steps_outside_its_vocabulary(
 def test_gate_compares_an_event_type_candidate_with_a_plain_production_model(
     event_model: Path, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
-    production = tmp_path / "production"
-    production.mkdir()
-    shutil.copy(tiny_model, production / "model.pt")
-    optimize(OPTIMIZE, production / "model.pt", tiny_prepared, production / "optimized")
+    production = model_dir(tmp_path / "production", tiny_model, tiny_prepared)
     cfg = EvaluateConfig.model_validate(
         {
             "golden_users": 300,
