@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -172,4 +174,24 @@ def test_missing_event_columns_are_named(tiny_prepared: Path, tmp_path: Path) ->
     pq.write_table(table, copy / "test.parquet")
     load_prepared(copy)  # a model without event types does not need them
     with pytest.raises(InputError, match=r"test\.parquet has no history_event_types column"):
+        load_prepared(copy, event_types=True)
+
+
+@pytest.mark.parametrize(
+    ("codes", "message"),
+    [
+        (lambda row: [5] * len(row), r"history_event_types has codes outside 0\.\.2"),
+        (lambda row: [0] * (len(row) + 1), "history_event_types and the item lists differ"),
+    ],
+)
+def test_bad_event_columns_are_refused(
+    codes: Any, message: str, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, copy)
+    table = pq.read_table(copy / "valid.parquet")
+    column = table.schema.get_field_index("history_event_types")
+    broken = pa.array([codes(h) for h in table.column("history").to_pylist()], pa.list_(pa.int8()))
+    pq.write_table(table.set_column(column, "history_event_types", broken), copy / "valid.parquet")
+    with pytest.raises(InputError, match=message):
         load_prepared(copy, event_types=True)
