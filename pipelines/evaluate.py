@@ -235,7 +235,12 @@ def evaluate(
             )
         else:
             production_quality, comparisons = _compare(
-                cfg, production, prepared, targets, candidate_users
+                cfg,
+                production,
+                prepared,
+                (histories, targets),
+                recommender.event_types,
+                candidate_users,
             )
             checks += comparisons
     outcome, blocked = verdict(checks, cfg.on_inconclusive)
@@ -276,15 +281,22 @@ def _compare(
     cfg: EvaluateConfig,
     production: Path,
     prepared: Path,
-    targets: np.ndarray,
+    golden: tuple[list[np.ndarray], np.ndarray],
+    event_types: bool,
     candidate_users: dict[str, np.ndarray],
 ) -> tuple[dict[str, float], list[Check]]:
+    """Paired quality of production against the candidate's per-user quality.
+
+    ``golden`` is the golden set in the candidate's form (step tokens when ``event_types``);
+    production answers the same users in the form its own artifact reads.
+    """
     try:
         serving = Recommender.load(production / "optimized")
     except ArtifactError as exc:
         return {}, [Check("production_load", "fail", None, None, f"production model: {exc}")]
-    # the same users, as the production artifact reads their histories
-    histories, _ = golden_set(prepared, cfg.golden_users, event_types=serving.event_types)
+    histories, targets = golden
+    if serving.event_types != event_types:
+        histories, targets = golden_set(prepared, cfg.golden_users, event_types=serving.event_types)
     production_users = per_user_quality(_answer(serving, histories), targets)
     checks = []
     for index, metric in enumerate(METRICS):

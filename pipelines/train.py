@@ -574,6 +574,7 @@ def _train(
     sampler: DistributedSampler[int] = DistributedSampler(
         rows, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed
     )
+    valid_inputs = data.model_inputs("valid", model.spec.event_types)
     epoch = int(state["epoch"])
     while epoch < cfg.epochs and not state["stopped"]:
         epoch += 1
@@ -587,12 +588,7 @@ def _train(
         decision = torch.zeros(1, dtype=torch.int64, device=device if cuda else "cpu")
         if ctx.main:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                row["valid"] = _evaluate(
-                    model,
-                    cfg,
-                    data.model_inputs("valid", model.spec.event_types),
-                    data.valid_target,
-                )
+                row["valid"] = _evaluate(model, cfg, valid_inputs, data.valid_target)
                 if row["valid"][SELECTION_METRIC] > state["best_metric"]:
                     state.update(
                         best_metric=row["valid"][SELECTION_METRIC], best_epoch=epoch, bad_evals=0
