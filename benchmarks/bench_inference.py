@@ -4,6 +4,8 @@
 and the held-out histories of ``data/prepared``, builds the artifacts with the ``optimize``
 params (parity-checked as in the stage), and times each backend on the same requests at batch
 1, 32 and 256, one call per request, with the same thread count for torch and ONNX Runtime.
+The backends take turns in rounds on the same requests (``pipelines.latency``), so a slow spell
+of a shared machine falls on all of them alike.
 Beside the shipped artifacts it times the portable ``torch.onnx`` export under ONNX Runtime
 (``onnxruntime-portable``, the graph TensorRT builds from), to show what the fused graph of
 ``pipelines/ort_graph.py`` gains. Writes ``benchmarks/results/inference_latency.json``.
@@ -24,7 +26,6 @@ from benchmarks.machine import machine_info
 from pipelines.backends import ort_session
 from pipelines.config import load_params
 from pipelines.export import export_onnx, load_model
-from pipelines.latency import measure
 from pipelines.optimize import eager_scorer, held_out_histories, optimize, time_artifacts
 from pipelines.parity import check_parity
 from pipelines.project import PROJECT_ROOT
@@ -52,34 +53,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     torch.set_num_threads(threads or torch.get_num_threads())
     model = load_model(model_path)
-    with tempfile.TemporaryDirectory(prefix="recflow-bench-inference-") as tmp:
-        out = Path(tmp) / "optimized"
-        manifest = optimize(cfg, model_path, prepared, out)
-        histories = held_out_histories(prepared, model.spec, cfg.parity.sequences)
-        timings = time_artifacts(model, out, manifest["artifacts"], histories, cfg)
     portable = ort_session(export_onnx(model, cfg.top_k, opset=cfg.opset), threads)
 
     def portable_scores(history: np.ndarray) -> np.ndarray:
         return np.asarray(portable.run(["scores"], {"history": history})[0])
 
-    portable_parity = check_parity(
-        "onnxruntime-portable",
-        eager_scorer(model),
-        portable_scores,
-        histories,
-        cfg.parity.thresholds["fp32"],
-    )
-    timings += measure(
-        "onnxruntime-portable",
-        "fp32",
-        portable_scores,
-        histories,
-        cfg.latency.batches,
-        warmup=cfg.latency.warmup,
-        iterations=cfg.latency.iterations,
-    )
+    with tempfile.TemporaryDirectory(prefix="recflow-bench-inference-") as tmp:
+        out = Path(tmp) / "optimized"
+        manifest = optimize(cfg, model_path, prepared, out)
+        histories = held_out_histories(prepared, model.spec, cfg.parity.sequences)
+        portable_parity = check_parity(
+            "onnxruntime-portable",
+            eager_scorer(model),
+            portable_scores,
+            histories,
+            cfg.parity.thresholds["fp32"],
+        )
+        timings = time_artifacts(
+            model,
+            out,
+            manifest["artifacts"],
+            histories,
+            cfg,
+            extra={("onnxruntime-portable", "fp32"): portable_scores},
+        )
     eager = {t.batch: t for t in timings if t.backend == "torch-eager"}
-    speedup = {f"{t.backend}-{t.precision}": {} for t in timings if t.backend != "torch-eager"}
+    speedup: dict[str, dict[str, float]] = {
+        f"{t.backend}-{t.precision}": {} for t in timings if t.backend != "torch-eager"
+    }
     for t in timings:
         if t.backend != "torch-eager":
             speedup[f"{t.backend}-{t.precision}"][f"batch_{t.batch}"] = round(

@@ -7,6 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from pipelines.backends import cpu_flags
+
 
 def _first_value(path: str, key: str) -> str | None:
     try:
@@ -42,7 +44,7 @@ def machine_info() -> dict[str, Any]:
         may use), ``cpu_count`` (cores the system reports), ``memory_gb``, ``python`` and
         ``platform``.
     """
-    flags = set((_first_value("/proc/cpuinfo", "flags") or "").split())
+    flags = cpu_flags()
     memory_kb = _first_value("/proc/meminfo", "MemTotal")
     try:
         usable = len(os.sched_getaffinity(0))

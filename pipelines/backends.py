@@ -1,7 +1,8 @@
 """Inference backends: what this machine can run, and how each artifact is built.
 
 - ``onnxruntime`` on the CPU, fp32 with every graph optimization, and a dynamically quantized
-  INT8 variant (kept only when it passes parity);
+  INT8 variant (kept only when it passes parity), with signed weights (u8s8 kernels) on CPUs
+  with 8-bit dot-product instructions (VNNI, AMX) and unsigned ones (u8u8) elsewhere;
 - ``tensorrt`` engines (FP16, BF16 where the GPU has it, INT8 calibrated on validation
   sequences) when the ``tensorrt`` package and a CUDA GPU are present;
 - ``torch-compile`` (CUDA graphs) when a GPU exists without TensorRT.
@@ -36,6 +37,7 @@ class Capabilities:
     compute_capability: tuple[int, int] | None = None
     tensorrt_version: str | None = None
     onnxruntime_version: str | None = None
+    cpu_int8_dot: bool = False  # the CPU has 8-bit dot-product instructions (VNNI, AMX)
 
     @property
     def bf16(self) -> bool:
@@ -70,6 +72,23 @@ def _version(package: str) -> str | None:
         return None
 
 
+# CPU flags of the instructions that multiply u8 by s8 and sum in 32 bits
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """Feature flags of the CPU (empty where ``cpuinfo`` does not exist or has none)."""
+    try:
+        lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return frozenset()
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
 def detect() -> Capabilities:
     """Capabilities of this machine (CUDA through torch; TensorRT and ORT by their packages)."""
     import torch
@@ -84,6 +103,7 @@ def detect() -> Capabilities:
         compute_capability=capability,  # type: ignore[arg-type]
         tensorrt_version=tensorrt,
         onnxruntime_version=_version("onnxruntime"),
+        cpu_int8_dot=bool(cpu_flags() & INT8_DOT_FLAGS),
     )
 
 
@@ -134,8 +154,14 @@ def ort_session(model: bytes | Path, threads: int | None) -> Any:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def quantize_int8(model: Path, out: Path) -> None:
-    """Dynamic INT8 quantization of the MatMul weights (activations quantized per call)."""
+def quantize_int8(model: Path, out: Path, *, signed_weights: bool) -> None:
+    """Dynamic INT8 quantization of the MatMul weights (activations quantized per call to u8).
+
+    Args:
+        signed_weights: Quantize the weights to s8, for ONNX Runtime's u8s8 kernels: the fast
+            ones on CPUs with VNNI or AMX. Without those instructions the u8s8 kernels sum
+            pairs of products in 16 bits, which can saturate, so the weights are better u8.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # the quantizer logs every tensor it leaves alone on the root logger
@@ -144,7 +170,7 @@ def quantize_int8(model: Path, out: Path) -> None:
         quantize_dynamic(
             str(model),
             str(out),
-            weight_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8 if signed_weights else QuantType.QUInt8,
             op_types_to_quantize=["MatMul"],
             # shape inference stops at ONNX Runtime's contrib operators (fused attention):
             # tensors it cannot type are float

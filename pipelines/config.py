@@ -205,6 +205,7 @@ class LatencyConfig(StrictModel):
     batches: tuple[int, ...] = (1, 32, 256)
     warmup: int = Field(3, ge=0)
     iterations: int = Field(30, ge=2)
+    rounds: int = Field(5, ge=1)  # the backends take turns in this many rounds per batch size
 
 
 class OptimizeConfig(StrictModel):

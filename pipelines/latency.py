@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,39 +32,69 @@ def request_batches(histories: np.ndarray, batch: int, count: int) -> list[np.nd
     return [histories[rows[i * batch : (i + 1) * batch]] for i in range(count)]
 
 
+Scorer = Callable[[np.ndarray], object]
+
+
 def measure(
     backend: str,
     precision: str,
-    score: Callable[[np.ndarray], object],
+    score: Scorer,
     histories: np.ndarray,
     batches: Sequence[int],
     *,
     warmup: int = 3,
     iterations: int = 30,
 ) -> list[Timing]:
-    """Time ``score`` on real histories, one call per request, for each batch size.
+    """Time one scorer (see :func:`measure_side_by_side`)."""
+    return measure_side_by_side(
+        {(backend, precision): score}, histories, batches, warmup=warmup, iterations=iterations
+    )
+
+
+def measure_side_by_side(
+    scorers: Mapping[tuple[str, str], Scorer],
+    histories: np.ndarray,
+    batches: Sequence[int],
+    *,
+    warmup: int = 3,
+    iterations: int = 30,
+    rounds: int = 5,
+) -> list[Timing]:
+    """Time each ``(backend, precision)`` scorer on real histories, one call per request.
+
+    At each batch size the scorers take turns: ``rounds`` rounds, in each of which every scorer
+    answers one untimed call (the other's threads may still be spinning) and then its share of
+    the ``iterations`` timed ones, all on the same requests. A slow spell of a shared machine
+    then falls on every scorer alike instead of on whichever ran during it.
 
     p50/p99 are over single calls; ``items_per_s`` is sequences scored per second at p50.
     """
+    rounds = max(1, min(rounds, iterations))
     results = []
     for batch in batches:
         requests = request_batches(histories, batch, warmup + iterations)
-        for request in requests[:warmup]:
-            score(request)
-        seconds = []
-        for request in requests[warmup:]:
-            started = time.perf_counter()
-            score(request)
-            seconds.append(time.perf_counter() - started)
-        p50, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 99])
-        results.append(
-            Timing(
-                backend=backend,
-                precision=precision,
-                batch=batch,
-                p50_ms=round(float(p50), 4),
-                p99_ms=round(float(p99), 4),
-                items_per_s=round(batch / (float(p50) / 1000.0), 1),
+        seconds: dict[tuple[str, str], list[float]] = {key: [] for key in scorers}
+        for score in scorers.values():
+            for request in requests[:warmup]:
+                score(request)
+        for turn in range(rounds):
+            timed = requests[warmup:][turn::rounds]
+            for key, score in scorers.items():
+                score(timed[0])
+                for request in timed:
+                    started = time.perf_counter()
+                    score(request)
+                    seconds[key].append(time.perf_counter() - started)
+        for (backend, precision), values in seconds.items():
+            p50, p99 = np.percentile(np.asarray(values) * 1000.0, [50, 99])
+            results.append(
+                Timing(
+                    backend=backend,
+                    precision=precision,
+                    batch=batch,
+                    p50_ms=round(float(p50), 4),
+                    p99_ms=round(float(p99), 4),
+                    items_per_s=round(batch / (float(p50) / 1000.0), 1),
+                )
             )
-        )
     return results

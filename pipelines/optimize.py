@@ -7,8 +7,9 @@
    Runtime with its fused attention kernels (``pipelines/ort_graph.py``), and, for TensorRT,
    the portable ``torch.onnx`` export of ``pipelines/export.py`` (standard operators only);
 2. builds the artifacts this machine can run (``pipelines/backends.py``): ONNX Runtime fp32 and
-   INT8 on the CPU; TensorRT FP16/BF16/INT8 engines where a CUDA GPU and TensorRT exist; a
-   torch.compile backend on a GPU without TensorRT;
+   INT8 on the CPU (signed weights where the CPU has VNNI or AMX); TensorRT FP16/BF16/INT8
+   engines where a CUDA GPU and TensorRT exist; a torch.compile backend on a GPU without
+   TensorRT;
 3. checks each against the fp32 PyTorch model on held-out histories (``pipelines/parity.py``):
    a failing artifact is listed as rejected with its numbers and its file is not kept;
 4. ships the first passing artifact of ``optimize.ship_order``;
@@ -26,7 +27,7 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from pipelines.config import OptimizeConfig, load_params
 from pipelines.errors import InputError, RecflowError
 from pipelines.export import INPUT, export_onnx, load_model
 from pipelines.io import atomic_dir, sha256_file, write_json
-from pipelines.latency import Timing, measure
+from pipelines.latency import Timing, measure_side_by_side
 from pipelines.model import ModelSpec, SASRec, left_pad
 from pipelines.ort_graph import build_onnxruntime_graph
 from pipelines.parity import ParityResult, check_parity
@@ -129,8 +130,10 @@ def _build(
     if plan.name == "onnxruntime-fp32":
         return "model.onnx", {"type": "cpu"}
     if plan.name == "onnxruntime-int8":
-        quantize_int8(onnx_file, folder / "model.int8.onnx")
-        return "model.int8.onnx", {"type": "cpu"}
+        signed = caps.cpu_int8_dot
+        quantize_int8(onnx_file, folder / "model.int8.onnx", signed_weights=signed)
+        # s8 weights stay exact on another CPU, but are slow and may saturate there without VNNI
+        return "model.int8.onnx", {"type": "cpu", "int8_kernels": "u8s8" if signed else "u8u8"}
     if plan.backend == "tensorrt":
         calibration = None
         if plan.precision == "int8":
@@ -345,31 +348,29 @@ def time_artifacts(
     artifacts: Sequence[dict[str, Any]],
     histories: np.ndarray,
     cfg: OptimizeConfig,
+    extra: Mapping[tuple[str, str], Callable[[np.ndarray], object]] | None = None,
 ) -> list[Timing]:
-    """Latency of torch eager and of every kept artifact, side by side on the same requests."""
+    """Latency of torch eager and of every kept artifact, side by side on the same requests.
+
+    ``extra`` scorers, keyed by ``(backend, precision)``, take their turns among them.
+    """
     latency = cfg.latency
-    timings = measure(
-        "torch-eager",
-        "fp32",
-        eager_scorer(model),
+    scorers: dict[tuple[str, str], Callable[[np.ndarray], object]] = {
+        ("torch-eager", "fp32"): eager_scorer(model)
+    }
+    for artifact in artifacts:
+        if artifact["status"] != "rejected":
+            recommender = Recommender.load(folder, artifact["name"], threads=cfg.threads)
+            scorers[(artifact["backend"], artifact["precision"])] = recommender.scores
+    scorers.update(extra or {})
+    timings = measure_side_by_side(
+        scorers,
         histories,
         latency.batches,
         warmup=latency.warmup,
         iterations=latency.iterations,
+        rounds=latency.rounds,
     )
-    for artifact in artifacts:
-        if artifact["status"] == "rejected":
-            continue
-        recommender = Recommender.load(folder, artifact["name"], threads=cfg.threads)
-        timings += measure(
-            artifact["backend"],
-            artifact["precision"],
-            recommender.scores,
-            histories,
-            latency.batches,
-            warmup=latency.warmup,
-            iterations=latency.iterations,
-        )
     for timing in timings:
         log.info(
             "%s %s batch %d: p50 %.3f ms, p99 %.3f ms, %.0f sequences/s",

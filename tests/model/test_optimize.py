@@ -7,14 +7,16 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from pipelines.backends import ort_session
+from pipelines.backends import Capabilities, ort_session
 from pipelines.config import OptimizeConfig
 from pipelines.errors import InputError
 from pipelines.export import export_onnx, load_model
 from pipelines.io import sha256_file
+from pipelines.model import ModelSpec, SASRec, left_pad, step_tokens
 from pipelines.optimize import NoArtifactPassed, held_out_histories, main, optimize
 from pipelines.ort_graph import build_onnxruntime_graph
 from pipelines.runtime import ArtifactError, Recommender
@@ -107,6 +109,53 @@ def test_both_onnx_graphs_score_like_the_model(
     assert np.isneginf(scores[:, 0]).all()
     assert items.shape == top.shape == (66, 10)
     np.testing.assert_allclose(np.take_along_axis(scores, items, axis=1), top)
+
+
+@pytest.mark.parametrize(("layers", "event_types"), [(1, False), (2, False), (3, False), (2, True)])
+def test_serving_graph_matches_the_model_at_any_depth(layers: int, event_types: bool) -> None:
+    # the graph packs the real steps and fills padded places with a precomputed state: random
+    # (not near-zero) weights and histories of every length from empty to full check both
+    torch.manual_seed(layers)
+    spec = ModelSpec(
+        n_items=40,
+        hidden=16,
+        layers=layers,
+        heads=2,
+        max_len=12,
+        n_categories=5,
+        event_types=event_types,
+    )
+    model = SASRec(spec, torch.arange(41) % 6).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.5)
+    rng = np.random.default_rng(layers)
+    lengths = [0, 1, 2, 5, 11, 12, 12, 0, 7]
+    history = left_pad([rng.integers(1, 41, n) for n in lengths], spec.max_len)
+    if event_types:
+        history = step_tokens(history, rng.integers(0, 3, history.shape), spec.n_items)
+    session = ort_session(build_onnxruntime_graph(model, 10), threads=1)
+    scores = session.run(["scores"], {"history": history})[0]
+    expected = model.score(torch.from_numpy(history)).numpy()
+    np.testing.assert_allclose(scores[:, 1:], expected[:, 1:], rtol=1e-4, atol=1e-4)
+    # each row alone gives the same scores as in the batch
+    alone = np.concatenate([session.run(["scores"], {"history": row[None]})[0] for row in history])
+    np.testing.assert_allclose(alone, scores, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_int8_weights_follow_the_cpu(
+    vnni: bool, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    # s8 weights for the u8s8 kernels of VNNI/AMX CPUs; u8 elsewhere (no 16-bit saturation)
+    caps = Capabilities(onnxruntime_version="1.32.0", cpu_int8_dot=vnni)
+    manifest = optimize(_cfg(), tiny_model, tiny_prepared, tmp_path / "out", caps=caps)
+    int8 = next(a for a in manifest["artifacts"] if a["name"] == "onnxruntime-int8")
+    assert int8["status"] == "candidate" and int8["parity"]["passed"]
+    assert int8["device"] == {"type": "cpu", "int8_kernels": "u8s8" if vnni else "u8u8"}
+    graph = onnx.load(tmp_path / "out" / int8["file"])
+    weights = {t.data_type for t in graph.graph.initializer if t.name.endswith("_quantized")}
+    assert weights == {onnx.TensorProto.INT8 if vnni else onnx.TensorProto.UINT8}
 
 
 def test_rerun_gives_the_same_folder(

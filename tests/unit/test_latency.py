@@ -1,0 +1,56 @@
+"""Side-by-side latency measurement: the scorers take turns on the same requests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipelines.latency import measure, measure_side_by_side, request_batches
+
+
+def test_scorers_take_turns_on_the_same_requests() -> None:
+    histories = np.arange(40, dtype=np.int64).reshape(20, 2)
+    calls: list[tuple[str, int, int]] = []
+
+    def scorer(name: str):  # type: ignore[no-untyped-def]
+        def score(request: np.ndarray) -> None:
+            calls.append((name, len(request), int(request[0, 0])))
+
+        return score
+
+    timings = measure_side_by_side(
+        {("a", "fp32"): scorer("a"), ("b", "int8"): scorer("b")},
+        histories,
+        [1, 4],
+        warmup=2,
+        iterations=6,
+        rounds=3,
+    )
+    assert [(t.backend, t.precision, t.batch) for t in timings] == [
+        ("a", "fp32", 1),
+        ("b", "int8", 1),
+        ("a", "fp32", 4),
+        ("b", "int8", 4),
+    ]
+    assert all(t.p99_ms >= t.p50_ms > 0 and t.items_per_s > 0 for t in timings)
+    for batch in (1, 4):
+        seen = [(name, first) for name, size, first in calls if size == batch]
+        a = [first for name, first in seen if name == "a"]
+        b = [first for name, first in seen if name == "b"]
+        assert a == b  # the same requests, in the same order
+        # 2 warmup calls, then per round 1 untimed and 2 timed calls
+        assert len(a) == 2 + 3 * (1 + 2)
+        names = [name for name, _ in seen][4:]  # after both warmups
+        assert names == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+
+
+def test_every_timed_request_is_used_once() -> None:
+    histories = np.arange(30, dtype=np.int64).reshape(30, 1)
+    timed: list[int] = []
+    requests = request_batches(histories, 1, 3 + 10)
+    measure(
+        "x", "fp32", lambda r: timed.append(int(r[0, 0])), histories, [1], warmup=3, iterations=10
+    )
+    # warmup calls, then 5 rounds of one untimed call and two timed ones
+    after_warmup = timed[3:]
+    timed_only = [v for i, v in enumerate(after_warmup) if i % 3 != 0]
+    assert sorted(timed_only) == sorted(int(r[0, 0]) for r in requests[3:])
