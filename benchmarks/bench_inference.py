@@ -35,7 +35,10 @@ RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=100, help="timed requests per batch size")
+    parser.add_argument("--iterations", type=int, default=200, help="timed requests per batch size")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="turns of each backend per batch size"
+    )
     parser.add_argument("--threads", type=int, default=None, help="default: optimize.threads")
     args = parser.parse_args(argv)
     model_path = PROJECT_ROOT / "models" / "candidate" / "model.pt"
@@ -48,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cfg.model_copy(
         update={
             "threads": threads,
-            "latency": cfg.latency.model_copy(update={"iterations": args.iterations, "warmup": 10}),
+            "latency": cfg.latency.model_copy(
+                update={"iterations": args.iterations, "rounds": args.rounds, "warmup": 10}
+            ),
         }
     )
     torch.set_num_threads(threads or torch.get_num_threads())
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": machine_info(),
         "command": "python -m benchmarks.bench_inference"
-        + (f" --iterations {args.iterations}" if args.iterations != 100 else ""),
+        + (f" --iterations {args.iterations}" if args.iterations != 200 else "")
+        + (f" --rounds {args.rounds}" if args.rounds != 10 else ""),
         "model": {
             "source": "models/candidate/model.pt (trained on the default preset)",
             **model.spec.to_dict(),

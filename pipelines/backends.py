@@ -155,7 +155,9 @@ def ort_session(model: bytes | Path, threads: int | None) -> Any:
 
 
 def quantize_int8(model: Path, out: Path, *, signed_weights: bool) -> None:
-    """Dynamic INT8 quantization of the MatMul weights (activations quantized per call to u8).
+    """Dynamic INT8 quantization of the MatMul and fused-attention weights.
+
+    The activations are quantized to u8 per call; the attention scores and softmax stay fp32.
 
     Args:
         signed_weights: Quantize the weights to s8, for ONNX Runtime's u8s8 kernels: the fast
@@ -171,7 +173,7 @@ def quantize_int8(model: Path, out: Path, *, signed_weights: bool) -> None:
             str(model),
             str(out),
             weight_type=QuantType.QInt8 if signed_weights else QuantType.QUInt8,
-            op_types_to_quantize=["MatMul"],
+            op_types_to_quantize=["MatMul", "Attention"],
             # shape inference stops at ONNX Runtime's contrib operators (fused attention):
             # tensors it cannot type are float
             extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT

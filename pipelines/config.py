@@ -206,6 +206,7 @@ class LatencyConfig(StrictModel):
     warmup: int = Field(3, ge=0)
     iterations: int = Field(30, ge=2)
     rounds: int = Field(5, ge=1)  # the backends take turns in this many rounds per batch size
+    settle_s: float = Field(0.2, ge=0.0, le=5.0)  # pause before each turn (idle threads stop)
 
 
 class OptimizeConfig(StrictModel):

@@ -59,13 +59,15 @@ def measure_side_by_side(
     warmup: int = 3,
     iterations: int = 30,
     rounds: int = 5,
+    settle_s: float = 0.0,
 ) -> list[Timing]:
     """Time each ``(backend, precision)`` scorer on real histories, one call per request.
 
     At each batch size the scorers take turns: ``rounds`` rounds, in each of which every scorer
-    answers one untimed call (the other's threads may still be spinning) and then its share of
-    the ``iterations`` timed ones, all on the same requests. A slow spell of a shared machine
-    then falls on every scorer alike instead of on whichever ran during it.
+    waits ``settle_s`` (the idle threads of the one before stop spinning and leave it the
+    cores, as they would in a process serving one runtime), answers one untimed call, and then
+    its share of the ``iterations`` timed ones, all on the same requests. A slow spell of a
+    shared machine then falls on every scorer alike instead of on whichever ran during it.
 
     p50/p99 are over single calls; ``items_per_s`` is sequences scored per second at p50.
     """
@@ -80,6 +82,8 @@ def measure_side_by_side(
         for turn in range(rounds):
             timed = requests[warmup:][turn::rounds]
             for key, score in scorers.items():
+                if settle_s and len(scorers) > 1:
+                    time.sleep(settle_s)
                 score(timed[0])
                 for request in timed:
                     started = time.perf_counter()

@@ -370,6 +370,7 @@ def time_artifacts(
         warmup=latency.warmup,
         iterations=latency.iterations,
         rounds=latency.rounds,
+        settle_s=latency.settle_s,
     )
     for timing in timings:
         log.info(
