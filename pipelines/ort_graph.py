@@ -142,9 +142,9 @@ def build_onnxruntime_graph(model: SASRec, top_k: int, *, opset: int = 17) -> by
     def pack(full: str, flat_shape: str = flat) -> str:
         return g.op("Gather", [g.op("Reshape", [full, flat_shape]), real_rows], axis=0)
 
-    def unpack(packed: str, padded: np.ndarray, name: str, ranks: str = rank) -> str:
+    def unpack(packed: str, padded: np.ndarray, name: str) -> str:
         table = g.op("Concat", [g.const(name, padded[None, :]), packed], axis=0)
-        rows = g.op("Gather", [table, ranks], axis=0)
+        rows = g.op("Gather", [table, rank], axis=0)
         return g.op("Reshape", [rows, g.int64(f"{name}.shape", -1, length, padded.shape[0])])
 
     table = _array(model.item_emb.weight) * math.sqrt(hidden)
