@@ -132,7 +132,7 @@ def _build(
     if plan.name == "onnxruntime-int8":
         signed = caps.cpu_int8_dot
         quantize_int8(onnx_file, folder / "model.int8.onnx", signed_weights=signed)
-        # s8 weights stay exact on another CPU, but are slow and may saturate there without VNNI
+        # an s8 artifact still loads on a CPU without VNNI, but is slower there and may saturate
         return "model.int8.onnx", {"type": "cpu", "int8_kernels": "u8s8" if signed else "u8u8"}
     if plan.backend == "tensorrt":
         calibration = None

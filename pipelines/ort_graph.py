@@ -142,9 +142,13 @@ def build_onnxruntime_graph(model: SASRec, top_k: int, *, opset: int = 17) -> by
     def pack(full: str, flat_shape: str = flat) -> str:
         return g.op("Gather", [g.op("Reshape", [full, flat_shape]), real_rows], axis=0)
 
-    def unpack(packed: str, padded: np.ndarray, name: str) -> str:
+    def gather(packed: str, padded: np.ndarray, name: str, ranks: str) -> str:
+        """Rows of [padded; packed] by ``ranks`` (0: the padded state, t: the t-th real step)."""
         table = g.op("Concat", [g.const(name, padded[None, :]), packed], axis=0)
-        rows = g.op("Gather", [table, rank], axis=0)
+        return g.op("Gather", [table, ranks], axis=0)
+
+    def unpack(packed: str, padded: np.ndarray, name: str) -> str:
+        rows = gather(packed, padded, name, rank)
         return g.op("Reshape", [rows, g.int64(f"{name}.shape", -1, length, padded.shape[0])])
 
     table = _array(model.item_emb.weight) * math.sqrt(hidden)
@@ -218,8 +222,7 @@ def build_onnxruntime_graph(model: SASRec, top_k: int, *, opset: int = 17) -> by
     )
 
     def newest_of(packed: str, padded: np.ndarray, label: str) -> str:
-        table = g.op("Concat", [g.const(f"newest.{label}", padded[None, :]), packed], axis=0)
-        return g.op("Gather", [table, newest_rank], axis=0)  # [B, 1, hidden]
+        return gather(packed, padded, f"newest.{label}", newest_rank)  # [B, 1, hidden]
 
     newest = newest_of(residual, padded_states[len(blocks) - 1], "state")
     query = g.linear(
