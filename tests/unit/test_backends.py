@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pipelines.backends import Capabilities, select_backends
+from pathlib import Path
+
+from pipelines.backends import INT8_DOT_FLAGS, Capabilities, cpu_flags, select_backends
 from pipelines.config import OptimizeConfig
 
 CPU = Capabilities(cuda=False, onnxruntime_version="1.32.0")
@@ -50,3 +52,16 @@ def test_tensorrt_engines_per_precision_and_bf16_only_where_supported() -> None:
 def test_tensorrt_precisions_come_from_params() -> None:
     names = _names(AMPERE_WITH_TENSORRT, tensorrt={"precisions": ["fp16"]})
     assert names == ["onnxruntime-fp32", "onnxruntime-int8", "tensorrt-fp16"]
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512_vnni\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_vnni"}
+    assert cpu_flags(cpuinfo) & INT8_DOT_FLAGS
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma\n")
+    assert not cpu_flags(cpuinfo) & INT8_DOT_FLAGS
+    # no cpuinfo (another OS) or no flags line: nothing is assumed
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+    cpuinfo.write_text("processor\t: 0\n")
+    assert cpu_flags(cpuinfo) == frozenset()
