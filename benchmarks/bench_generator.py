@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import machine_info
-from pipelines.io import write_json
+from pipelines.core.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE = ROOT / "benchmarks" / "results" / "generator_throughput.json"
@@ -42,7 +42,7 @@ def measure(preset: str, days: int, seed: int, repeats: int) -> dict[str, Any]:
     """Time ``synthesize`` for one preset in this process.
 
     Args:
-        preset: Name in ``pipelines.synthetic.PRESETS``.
+        preset: Name in ``pipelines.data.synthetic.shop.PRESETS``.
         days: Days of history.
         seed: Seed of the shop and its traffic.
         repeats: Number of timed runs.
@@ -51,9 +51,9 @@ def measure(preset: str, days: int, seed: int, repeats: int) -> dict[str, Any]:
         ``events``, ``seconds`` (fastest run), ``events_per_s``, ``first_run_seconds``,
         ``runs`` and ``peak_rss_mb``.
     """
-    from pipelines.config import DriftConfig
-    from pipelines.synthetic import PRESETS as SYNTHETIC_PRESETS
-    from pipelines.synthetic import synthesize
+    from pipelines.core.params import DriftConfig
+    from pipelines.data.synthetic.shop import PRESETS as SYNTHETIC_PRESETS
+    from pipelines.data.synthetic.shop import synthesize
 
     before = _peak_rss_mb()
     runs = []
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RESULT_FILE,
         {
             "machine": machine_info(),
-            "benchmark": "pipelines.synthetic.synthesize, one process per preset",
+            "benchmark": "pipelines.data.synthetic.shop.synthesize, one process per preset",
             "days": args.days,
             "seed": args.seed,
             "repeats": args.repeats,

@@ -4,7 +4,8 @@
 and the held-out histories of ``data/prepared``, builds the artifacts with the ``optimize``
 params (parity-checked as in the stage), and times each backend on the same requests at batch
 1, 32 and 256, one call per request, with the same thread count for torch and ONNX Runtime.
-The backends take turns in rounds on the same requests (``pipelines.latency``), so a slow spell
+The backends take turns in rounds on the same requests (``pipelines.serving.latency``), so a
+slow spell
 of a shared machine falls on all of them alike.
 Beside the shipped artifacts it times the portable ``torch.onnx`` export under ONNX Runtime
 (``onnxruntime-portable``, the graph TensorRT builds from), to show what the fused graph of
@@ -23,12 +24,13 @@ import numpy as np
 import torch
 
 from benchmarks.machine import machine_info
-from pipelines.backends import ort_session
-from pipelines.config import load_params
-from pipelines.export import export_onnx, load_model
-from pipelines.optimize import eager_scorer, held_out_histories, optimize, time_artifacts
-from pipelines.parity import check_parity
-from pipelines.project import PROJECT_ROOT
+from pipelines.core.params import load_params
+from pipelines.core.project import PROJECT_ROOT
+from pipelines.model.saved import load_model
+from pipelines.serving.artifacts import eager_scorer, held_out_histories, optimize, time_artifacts
+from pipelines.serving.backends.onnxruntime import ort_session
+from pipelines.serving.graph.torch_export import export_onnx
+from pipelines.serving.parity import check_parity
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import machine_info
-from pipelines.project import copy_project, interpreter_env
+from pipelines.core.project import copy_project, interpreter_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

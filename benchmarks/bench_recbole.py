@@ -30,10 +30,10 @@ import pyarrow.parquet as pq
 import torch
 
 from benchmarks.machine import machine_info
-from pipelines.config import RunConfig, TrainConfig
-from pipelines.io import write_json
-from pipelines.project import PROJECT_ROOT
-from pipelines.train import train
+from pipelines.core.io import write_json
+from pipelines.core.params import RunConfig, TrainConfig
+from pipelines.core.project import PROJECT_ROOT
+from pipelines.model.training.loop import train
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 RECBOLE_PYTHON = PROJECT_ROOT / ".venv-recbole" / "bin" / "python"

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import machine_info
-from pipelines.config import load_params
-from pipelines.project import PROJECT_ROOT, interpreter_env
+from pipelines.core.params import load_params
+from pipelines.core.project import PROJECT_ROOT, interpreter_env
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             "--standalone",
             f"--nproc_per_node={train.nproc_per_node}",
             "-m",
-            "pipelines.train",
+            "pipelines.stages.train",
             "--params",
             "params.yaml",
             "--prepared",

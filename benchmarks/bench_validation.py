@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelines.io import write_json
+from pipelines.core.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE = ROOT / "benchmarks" / "results" / "validation_throughput.json"
@@ -84,8 +84,8 @@ def _write_store(root: Path, rows: int) -> Path:
 
 
 def _time_size(rows: int, repeats: int, work: Path) -> dict[str, Any]:
-    from pipelines.config import RunConfig, ValidateConfig
-    from pipelines.validate import check_batch, resolve_batch, validate_batch
+    from pipelines.core.params import RunConfig, ValidateConfig
+    from pipelines.data.validation.batch import check_batch, resolve_batch, validate_batch
 
     cfg, run = ValidateConfig(), RunConfig(logical_date=LOGICAL_DATE)
     started = time.perf_counter()
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     started = time.perf_counter()
-    import pipelines.expectations  # noqa: F401  (imports great_expectations)
+    import pipelines.data.validation.suites  # noqa: F401  (imports great_expectations)
 
     import_seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="recflow-bench-validation-") as tmp:

@@ -7,7 +7,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends import cpu_flags
+from pipelines.serving.backends.selection import cpu_flags
 
 
 def _first_value(path: str, key: str) -> str | None:

@@ -28,7 +28,7 @@ import datetime as dt
 from pathlib import Path
 
 from airflow.sdk import DAG, Param
-from recflow_airflow.execution import stage_task
+from recflow_airflow.execution import chain_tasks
 from recflow_airflow.project import project_params, project_root
 
 ROOT = project_root(Path(__file__).resolve().parent)
@@ -64,16 +64,7 @@ with DAG(
         ),
     },
 ):
-    set_logical_date = stage_task("set_logical_date", PARAMS, ROOT)
-    generate = stage_task("generate", PARAMS, ROOT)
-    ingest = stage_task("ingest", PARAMS, ROOT)
-    validate = stage_task("validate", PARAMS, ROOT)
-    prepare = stage_task("prepare", PARAMS, ROOT)
-    train = stage_task("train", PARAMS, ROOT)
-    optimize = stage_task("optimize", PARAMS, ROOT)
-    evaluate = stage_task("evaluate", PARAMS, ROOT)
-
-    set_logical_date >> generate >> ingest >> validate >> prepare >> train >> optimize >> evaluate
-    # the same edges as dvc.yaml: both later stages also read the prepared data and the model
-    prepare >> [optimize, evaluate]
-    train >> evaluate
+    # one task per stage of the registry (pipelines/stages), with the registry's edges:
+    # set_logical_date >> generate >> ingest >> validate >> prepare >> train >> optimize
+    # >> evaluate, plus prepare and train >> the later stages that read their outputs
+    chain_tasks(PARAMS, ROOT)

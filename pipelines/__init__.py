@@ -1,7 +1,6 @@
-"""recflow stages: plain Python functions with thin command-line entry points.
+"""recflow: the chain's stages (``pipelines.stages``) over its domain packages.
 
-Nothing in this package imports Airflow; the DAGs in ``dags/`` and the wiring in
-``plugins/`` call these stages through their command lines.
+``core`` (params, IO, errors, schema) is the floor; ``data``, ``model``, ``serving`` and
+``gate`` stand on it in that order, and the thin stage modules call into them. Nothing in this
+package imports Airflow; ``dags/`` and ``plugins/`` run the stages through their command lines.
 """
-
-__version__ = "0.1.0"

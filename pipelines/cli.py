@@ -1,27 +1,19 @@
-"""``recflow``: one subcommand per stage, each the same as ``python -m pipelines.<stage>``."""
+"""``recflow``: one subcommand per stage of the registry (``python -m pipelines.stages.<name>``)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-# subcommand -> (module, one-line help). Adding a stage adds one line here.
-STAGES: dict[str, tuple[str, str]] = {
-    "generate": ("pipelines.generate", "generate the synthetic clickstream (embedded default)"),
-    "ingest": ("pipelines.ingest", "write the run's immutable raw batch from a source"),
-    "validate": ("pipelines.validate", "validate a batch with Great Expectations"),
-    "prepare": ("pipelines.prepare", "build user sequences, splits and reference statistics"),
-    "train": ("pipelines.train", "train the SASRec recommender (under torchrun for DDP)"),
-    "optimize": ("pipelines.optimize", "export to ONNX, build runtime artifacts, check parity"),
-    "evaluate": ("pipelines.evaluate", "regression gate of the candidate against production"),
-}
+from pipelines.stages.registry import STAGES
 
 
 def _usage() -> str:
-    width = max(len(name) for name in STAGES)
+    width = max(len(spec.name) for spec in STAGES)
     lines = ["usage: recflow <stage> [options]   (recflow <stage> --help: its options)", ""]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in STAGES.items()]
+    lines += [f"  {spec.name:<{width}}  {spec.help}" for spec in STAGES]
     return "\n".join(lines)
 
 
@@ -32,15 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     if args[0] in {"-V", "--version"}:
-        from pipelines import __version__
-
-        print(f"recflow {__version__}")
+        print(f"recflow {importlib.metadata.version('recflow')}")
         return 0
     name, rest = args[0], args[1:]
-    if name not in STAGES:
+    modules = {spec.name: spec.module for spec in STAGES}
+    if name not in modules:
         print(f"recflow: unknown stage {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(STAGES[name][0])
+    module = importlib.import_module(modules[name])
     return int(module.main(rest))
 
 

@@ -20,9 +20,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.config import load_params
-from pipelines.logs import setup_logging
-from pipelines.project import PROJECT_ROOT, interpreter_env
+from pipelines.core.logs import setup_logging
+from pipelines.core.params import load_params
+from pipelines.core.project import PROJECT_ROOT, interpreter_env
 
 log = logging.getLogger("recflow.run")
 

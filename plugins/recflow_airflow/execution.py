@@ -1,9 +1,9 @@
-"""The task factory: one stage of the registry becomes one Airflow task on the chosen backend.
+"""The task factory: each stage of the registry becomes one Airflow task on the chosen backend.
 
-Both backends run the same shell script around the stage command: skip when DVC finds the
-stage up to date, else run the command and record it with ``dvc commit``, so an Airflow run
-leaves the same ``dvc.lock`` as ``dvc repro``. The DAG run's date reaches the script through
-an environment variable rendered by Airflow, never through the command text.
+Both backends run the same script around the stage command (``recflow_airflow.scripts``): skip
+when DVC finds the stage up to date, else run the command and record it with ``dvc commit``, so
+an Airflow run leaves the same ``dvc.lock`` as ``dvc repro``. :func:`chain_tasks` builds every
+task of the registry and wires the edges the registry declares.
 """
 
 from __future__ import annotations
@@ -16,50 +16,9 @@ from typing import Any
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import BaseOperator
 
-from pipelines.config import Params
-from recflow_airflow.stages import LOGICAL_DATE_ENV, StageSpec, stage, stage_command
-
-# A manual run may carry a date in its trigger form; else the run's logical date, and a run
-# triggered without one (Airflow 3) falls back to when it was due to run.
-LOGICAL_DATE_TEMPLATE = (
-    "{{ params.logical_date or (dag_run.logical_date or dag_run.run_after) | ds }}"
-)
-
-
-def stage_script(spec: StageSpec, params: Params) -> str:
-    """The bash script a task runs for ``spec``.
-
-    For a DVC stage: ``dvc status`` first, and when the stage is up to date the task logs
-    ``<stage> is up to date`` and succeeds; otherwise it runs the stage command, then
-    ``dvc commit --force`` records the stage in ``dvc.lock``. ``--json`` rather than
-    ``--quiet``: the quiet form exits 1 both for "changed" and for a DVC error, and an error
-    must fail the task instead of running the stage.
-
-    Args:
-        spec: The stage.
-        params: The project's params.
-
-    Returns:
-        The script text.
-    """
-    command = stage_command(spec, params)
-    if not spec.tracked:
-        return f"set -euo pipefail\n{command}\n"
-    name = spec.name
-    return "\n".join(
-        [
-            "set -euo pipefail",
-            f'status="$(python -m dvc status --json {name})"',
-            'if [ "$status" = "{}" ]; then',
-            f'  echo "{name} is up to date"',
-            "  exit 0",
-            "fi",
-            f'echo "{name} changed: $status"',
-            command,
-            f"python -m dvc commit --force --quiet {name}",
-            "",
-        ]
-    )
+from pipelines.core.params import Params
+from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES, stage
+from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, stage_script
 
 
 def task_env() -> dict[str, str]:
@@ -80,7 +39,7 @@ def stage_task(name: str, params: Params, root: Path) -> BaseOperator:
     """Build the task for stage ``name`` on the backend ``params.execution.backend`` names.
 
     Args:
-        name: The stage's name in the registry (``recflow_airflow.stages.STAGES``).
+        name: The stage's name in the registry (``pipelines.stages.STAGES``).
         params: The project's params.
         root: The project root; local tasks run there.
 
@@ -106,3 +65,22 @@ def stage_task(name: str, params: Params, root: Path) -> BaseOperator:
         skip_on_exit_code=None,
         **overrides,
     )
+
+
+def chain_tasks(params: Params, root: Path) -> dict[str, BaseOperator]:
+    """Every stage of the registry as a task of the DAG being defined, with its edges.
+
+    Call inside a ``with DAG(...)`` block.
+
+    Args:
+        params: The project's params.
+        root: The project root.
+
+    Returns:
+        Task by stage name, in the registry's order.
+    """
+    tasks = {spec.name: stage_task(spec.name, params, root) for spec in STAGES}
+    for spec in STAGES:
+        for upstream in spec.upstream:
+            tasks[upstream] >> tasks[spec.name]
+    return tasks

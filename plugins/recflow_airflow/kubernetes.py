@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import ConfigError, Params
-from recflow_airflow.execution import LOGICAL_DATE_TEMPLATE, stage_script
-from recflow_airflow.stages import LOGICAL_DATE_ENV, SET_LOGICAL_DATE, STAGES, StageSpec
+from pipelines.core.params import ConfigError, Params
+from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES, StageSpec, stage
+from recflow_airflow.pods import (
+    WORKSPACE_VOLUME,
+    gpu_resources,
+    labels,
+    security_context,
+    workspace_volume,
+)
+from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, stage_script
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
 # The container name KubernetesPodOperator watches for the task's outcome.
 CONTAINER = "base"
-WORKSPACE_VOLUME = "workspace"
-GPU_RESOURCE = "nvidia.com/gpu"
-# The image's non-root user (docker/Dockerfile); fsGroup lets it write the data volume.
-RUN_AS_USER = 10001
 
 
 def pod_name(spec: StageSpec) -> str:
@@ -38,17 +41,15 @@ def _resources(spec: StageSpec, params: Params) -> dict[str, dict[str, str]]:
         raise ConfigError(f"execution.gpu_stages names unknown stages: {', '.join(unknown)}")
     requests = {"cpu": execution.requests.cpu, "memory": execution.requests.memory}
     limits = {"cpu": execution.limits.cpu, "memory": execution.limits.memory}
-    if spec.name in execution.gpu_stages:
-        # an extended resource: Kubernetes requires the request to equal the limit
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = "1"
-    return {"requests": requests, "limits": limits}
+    gpus = 1 if spec.name in execution.gpu_stages else 0
+    return gpu_resources({"requests": requests, "limits": limits}, gpus)
 
 
-def render_stage_pod(stage: StageSpec, params: Params) -> dict[str, Any]:
+def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
     """The pod manifest that runs ``stage``, with the run's date left as an Airflow template.
 
     Args:
-        stage: The stage.
+        stage_spec: The stage.
         params: The project's params; ``execution`` gives image, namespace, service account,
             data volume claim, resources and the stages that get a GPU.
 
@@ -59,28 +60,22 @@ def render_stage_pod(stage: StageSpec, params: Params) -> dict[str, Any]:
         ConfigError: ``execution.gpu_stages`` names a stage that does not exist.
     """
     execution = params.execution
-    script = stage_script(stage, params)
-    if stage != SET_LOGICAL_DATE:
-        script = stage_script(SET_LOGICAL_DATE, params) + script.removeprefix("set -euo pipefail\n")
+    script = stage_script(stage_spec, params)
+    set_date = stage("set_logical_date")
+    if stage_spec != set_date:
+        script = stage_script(set_date, params) + script.removeprefix("set -euo pipefail\n")
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": pod_name(stage),
+            "name": pod_name(stage_spec),
             "namespace": execution.namespace,
-            "labels": {
-                "app.kubernetes.io/name": "recflow",
-                "app.kubernetes.io/component": pod_name(stage).removeprefix("recflow-"),
-            },
+            "labels": labels(pod_name(stage_spec).removeprefix("recflow-")),
         },
         "spec": {
             "serviceAccountName": execution.service_account,
             "restartPolicy": "Never",
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_USER,
-                "fsGroup": RUN_AS_USER,
-            },
+            "securityContext": security_context(),
             "containers": [
                 {
                     "name": CONTAINER,
@@ -92,7 +87,7 @@ def render_stage_pod(stage: StageSpec, params: Params) -> dict[str, Any]:
                         {"name": "GX_ANALYTICS_ENABLED", "value": "false"},
                         {"name": LOGICAL_DATE_ENV, "value": LOGICAL_DATE_TEMPLATE},
                     ],
-                    "resources": _resources(stage, params),
+                    "resources": _resources(stage_spec, params),
                     "volumeMounts": [
                         {
                             "name": WORKSPACE_VOLUME,
@@ -101,23 +96,18 @@ def render_stage_pod(stage: StageSpec, params: Params) -> dict[str, Any]:
                     ],
                 }
             ],
-            "volumes": [
-                {
-                    "name": WORKSPACE_VOLUME,
-                    "persistentVolumeClaim": {"claimName": execution.workspace_volume_claim},
-                }
-            ],
+            "volumes": [workspace_volume(params)],
         },
     }
 
 
 def stage_pod_operator(
-    stage: StageSpec, params: Params, **operator_args: Any
+    stage_spec: StageSpec, params: Params, **operator_args: Any
 ) -> KubernetesPodOperator:
-    """A ``KubernetesPodOperator`` that runs ``render_stage_pod(stage, params)``.
+    """A ``KubernetesPodOperator`` that runs ``render_stage_pod(stage_spec, params)``.
 
     Args:
-        stage: The stage; its name is the task id.
+        stage_spec: The stage; its name is the task id.
         params: The project's params.
         **operator_args: Further operator arguments, e.g. ``retries``.
 
@@ -128,8 +118,8 @@ def stage_pod_operator(
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
     return KubernetesPodOperator(
-        task_id=stage.name,
-        pod_template_dict=render_stage_pod(stage, params),
+        task_id=stage_spec.name,
+        pod_template_dict=render_stage_pod(stage_spec, params),
         namespace=params.execution.namespace,
         get_logs=True,
         on_finish_action="delete_pod",

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import Params
-from recflow_airflow.stages import STAGES, stage_command
+from pipelines.core.params import Params
+from pipelines.stages.registry import STAGES, stage_command
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.config import Params, load_params
+from pipelines.core.params import Params, load_params
 
 PROJECT_ROOT_ENV = "RECFLOW_PROJECT_ROOT"
 PARAMS_FILE = "params.yaml"

@@ -17,14 +17,13 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from pipelines.config import Params
+from pipelines.core.params import Params
+from recflow_airflow.pods import gpu_resources, labels, security_context, workspace_volume
 
 JOB_NAME = "recflow-train"
-GPU_RESOURCE = "nvidia.com/gpu"
-RUN_AS_USER = 10001
 TRAIN_ARGS = (
     "-m",
-    "pipelines.train",
+    "pipelines.stages.train",
     "--params",
     "params.yaml",
     "--prepared",
@@ -55,10 +54,6 @@ def torchrun_command(params: Params, job_name: str = JOB_NAME) -> list[str]:
     ]
 
 
-def _labels(job_name: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "recflow", "app.kubernetes.io/component": job_name}
-
-
 def render_service(params: Params, job_name: str = JOB_NAME) -> dict[str, Any]:
     """The headless Service that gives every training pod a stable DNS name."""
     return {
@@ -67,13 +62,13 @@ def render_service(params: Params, job_name: str = JOB_NAME) -> dict[str, Any]:
         "metadata": {
             "name": job_name,
             "namespace": params.execution.namespace,
-            "labels": _labels(job_name),
+            "labels": labels(job_name),
         },
         "spec": {
             "clusterIP": "None",
             # rendezvous must resolve before the pods report ready
             "publishNotReadyAddresses": True,
-            "selector": _labels(job_name),
+            "selector": labels(job_name),
             "ports": [
                 {
                     "name": "rendezvous",
@@ -93,10 +88,7 @@ def render_job(params: Params, job_name: str = JOB_NAME) -> dict[str, Any]:
         "requests": {"cpu": topology.cpu, "memory": topology.memory},
         "limits": {"cpu": topology.cpu, "memory": topology.memory},
     }
-    if topology.gpus_per_node:
-        # an extended resource: the request must equal the limit
-        resources["requests"][GPU_RESOURCE] = str(topology.gpus_per_node)
-        resources["limits"][GPU_RESOURCE] = str(topology.gpus_per_node)
+    resources = gpu_resources(resources, topology.gpus_per_node)
     command = torchrun_command(params, job_name)
     return {
         "apiVersion": "batch/v1",
@@ -104,7 +96,7 @@ def render_job(params: Params, job_name: str = JOB_NAME) -> dict[str, Any]:
         "metadata": {
             "name": job_name,
             "namespace": execution.namespace,
-            "labels": _labels(job_name),
+            "labels": labels(job_name),
         },
         "spec": {
             "completionMode": "Indexed",
@@ -114,16 +106,12 @@ def render_job(params: Params, job_name: str = JOB_NAME) -> dict[str, Any]:
             # by the Job, and the new pod resumes from the last checkpoint on the workspace
             "backoffLimit": max(1, topology.nodes),
             "template": {
-                "metadata": {"labels": _labels(job_name)},
+                "metadata": {"labels": labels(job_name)},
                 "spec": {
                     "subdomain": job_name,
                     "restartPolicy": "Never",
                     "serviceAccountName": execution.service_account,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_USER,
-                        "fsGroup": RUN_AS_USER,
-                    },
+                    "securityContext": security_context(),
                     "containers": [
                         {
                             "name": "trainer",
@@ -145,12 +133,7 @@ def render_job(params: Params, job_name: str = JOB_NAME) -> dict[str, Any]:
                         }
                     ],
                     "volumes": [
-                        {
-                            "name": "workspace",
-                            "persistentVolumeClaim": {
-                                "claimName": execution.workspace_volume_claim
-                            },
-                        },
+                        workspace_volume(params),
                         {
                             "name": "dshm",
                             "emptyDir": {"medium": "Memory", "sizeLimit": topology.shm_size},

@@ -38,6 +38,6 @@ def dag(dagbag: Any) -> Any:
 @pytest.fixture(scope="session")
 def params(project_root: Path) -> Any:
     """The project's typed params."""
-    from pipelines.config import load_params
+    from pipelines.core.params import load_params
 
     return load_params(project_root / "params.yaml")

@@ -12,9 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from recflow_airflow.execution import LOGICAL_DATE_TEMPLATE
 from recflow_airflow.project import PROJECT_ROOT_ENV, project_root
-from recflow_airflow.stages import LOGICAL_DATE_ENV, STAGES
+from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE
+
+from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES
 
 DAG_ID = "recsys_retrain"
 EXPECTED_TASKS = [
@@ -87,7 +88,7 @@ def test_local_tasks_run_in_the_project_with_airflows_interpreter(
 def test_set_logical_date_takes_the_date_from_the_environment(dag: Any) -> None:
     script = dag.get_task("set_logical_date").bash_command
     expected = (
-        "python -m pipelines.run_params --params params.yaml "
+        "python -m pipelines.stages.set_logical_date --params params.yaml "
         f'--set-logical-date "${LOGICAL_DATE_ENV}"'
     )
     assert expected in script.splitlines()

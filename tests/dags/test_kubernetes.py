@@ -8,11 +8,13 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from recflow_airflow.execution import LOGICAL_DATE_TEMPLATE, stage_script, stage_task
-from recflow_airflow.kubernetes import GPU_RESOURCE, render_stage_pod
-from recflow_airflow.stages import LOGICAL_DATE_ENV, STAGES, stage, stage_command
+from recflow_airflow.execution import stage_task
+from recflow_airflow.kubernetes import render_stage_pod
+from recflow_airflow.pods import GPU_RESOURCE
+from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, stage_script
 
-from pipelines.config import ConfigError, Params
+from pipelines.core.params import ConfigError, Params
+from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES, stage, stage_command
 
 K8S_VERSION = kubernetes_validate.latest_version()
 

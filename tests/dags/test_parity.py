@@ -70,7 +70,7 @@ def _add_edge(stages: dict[str, Any]) -> None:
 
 
 def _add_stage(stages: dict[str, Any]) -> None:
-    stages["serve"] = {"cmd": "python -m pipelines.serve", "deps": ["models/candidate"]}
+    stages["serve"] = {"cmd": "python -m pipelines.stages.serve", "deps": ["models/candidate"]}
 
 
 def _drop_stage(stages: dict[str, Any]) -> None:
@@ -129,6 +129,6 @@ def test_task_running_another_command_is_reported(
     problems = parity_problems(project_stages, edited, params)
     assert problems == [
         "task 'prepare' does not run its stage command "
-        "'python -m pipelines.prepare --params params.yaml --validated data/validated "
+        "'python -m pipelines.stages.prepare --params params.yaml --validated data/validated "
         "--out data/prepared --metrics metrics/prepare.json'"
     ]

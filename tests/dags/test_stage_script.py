@@ -10,17 +10,15 @@ from typing import Any
 
 import pytest
 import yaml
-from recflow_airflow.execution import stage_script, task_env
-from recflow_airflow.stages import LOGICAL_DATE_ENV, StageSpec, stage_command
+from recflow_airflow.execution import task_env
+from recflow_airflow.scripts import stage_script
 
-from pipelines.config import load_params
+from pipelines.core.params import load_params
+from pipelines.stages.registry import LOGICAL_DATE_ENV, StageSpec, stage_command
 
 # a harmless stage: it rewrites the date in its own output file, a copy of params.yaml
 STAMP = StageSpec(
-    "stamp", "run_params", ("--params", "out.yaml", "--set-logical-date", "2031-01-01")
-)
-MISSING = StageSpec(
-    "nosuch", "run_params", ("--params", "out.yaml", "--set-logical-date", "2032-01-01")
+    "set_logical_date", "", ("--params", "out.yaml", "--set-logical-date", "2031-01-01")
 )
 
 
@@ -31,7 +29,9 @@ def dvc_project(tmp_path: Path, project_root: Path, params: Any) -> Path:
     Repo.init(str(tmp_path), no_scm=True).close()
     shutil.copy(project_root / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(project_root / "params.yaml", tmp_path / "out.yaml")
-    pipeline = {"stages": {"stamp": {"cmd": stage_command(STAMP, params), "outs": ["out.yaml"]}}}
+    pipeline = {
+        "stages": {"set_logical_date": {"cmd": stage_command(STAMP, params), "outs": ["out.yaml"]}}
+    }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline), encoding="utf-8")
     return tmp_path
 
@@ -47,19 +47,20 @@ def _run(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_changed_stage_runs_and_is_recorded_then_skipped(dvc_project: Path, params: Any) -> None:
     first = _run(stage_script(STAMP, params), dvc_project)
     assert first.returncode == 0, first.stderr
-    assert "stamp changed:" in first.stdout
+    assert "set_logical_date changed:" in first.stdout
     assert load_params(dvc_project / "out.yaml").run.logical_date.isoformat() == "2031-01-01"
     lock = yaml.safe_load((dvc_project / "dvc.lock").read_text(encoding="utf-8"))
-    assert lock["stages"]["stamp"]["cmd"] == stage_command(STAMP, params)
+    assert lock["stages"]["set_logical_date"]["cmd"] == stage_command(STAMP, params)
 
     second = _run(stage_script(STAMP, params), dvc_project)
     assert second.returncode == 0, second.stderr
-    assert second.stdout.strip() == "stamp is up to date"
+    assert second.stdout.strip() == "set_logical_date is up to date"
 
 
 def test_dvc_error_fails_without_running_the_stage(dvc_project: Path, params: Any) -> None:
+    (dvc_project / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
     before = (dvc_project / "out.yaml").read_bytes()
-    result = _run(stage_script(MISSING, params), dvc_project)
+    result = _run(stage_script(STAMP, params), dvc_project)
     assert result.returncode != 0
-    assert "'nosuch' does not exist" in result.stderr
+    assert "'set_logical_date' does not exist" in result.stderr
     assert (dvc_project / "out.yaml").read_bytes() == before

@@ -7,8 +7,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from recflow_airflow.pods import GPU_RESOURCE
 from recflow_airflow.training_job import (
-    GPU_RESOURCE,
     JOB_NAME,
     render_job,
     render_service,
@@ -16,7 +16,7 @@ from recflow_airflow.training_job import (
     rendezvous_endpoint,
 )
 
-from pipelines.config import Params
+from pipelines.core.params import Params
 
 K8S_VERSION = kubernetes_validate.latest_version()
 
@@ -70,7 +70,7 @@ def test_topology_follows_params(params: Params, nodes: int, procs: int, gpus: i
     assert argv[0] == "torchrun"
     assert f"--nnodes={nodes}" in argv and f"--nproc_per_node={procs}" in argv
     assert f"--max_restarts={params.execution.training.max_restarts}" in argv
-    assert argv[argv.index("-m") + 1] == "pipelines.train"
+    assert argv[argv.index("-m") + 1] == "pipelines.stages.train"
     limits = container["resources"]["limits"]
     if gpus:
         assert limits[GPU_RESOURCE] == container["resources"]["requests"][GPU_RESOURCE] == str(gpus)

@@ -14,8 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.io import sha256_file
-from pipelines.schema import CATALOG_FILE, CATALOG_SCHEMA, EVENT_SCHEMA, EVENT_TYPES, EVENTS_FILE
+from pipelines.core.io import sha256_file
+from pipelines.core.schema import (
+    CATALOG_FILE,
+    CATALOG_SCHEMA,
+    EVENT_SCHEMA,
+    EVENT_TYPES,
+    EVENTS_FILE,
+)
 
 _MICROS_PER_DAY = 86_400 * 1_000_000
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipelines.config import RunConfig, ValidateConfig
+from pipelines.core.params import RunConfig, ValidateConfig
 from tests.data.batches import make_batch, write_batch
 
 LOGICAL_DATE = dt.date(2026, 11, 22)

@@ -11,11 +11,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import RunConfig, ValidateConfig
-from pipelines.errors import BatchRejected, InputError
-from pipelines.io import sha256_file
-from pipelines.schema import CATALOG_FILE, EVENTS_FILE
-from pipelines.validate import main, validate_batch
+from pipelines.core.errors import BatchRejected, InputError
+from pipelines.core.io import sha256_file
+from pipelines.core.params import RunConfig, ValidateConfig
+from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
+from pipelines.data.validation.batch import validate_batch
+from pipelines.stages.validate import main
 from tests.data.batches import write_batch
 from tests.data.conftest import LOGICAL_DATE, WINDOW_DAYS
 

@@ -15,17 +15,17 @@ import pytest
 from great_expectations.execution_engine import pandas_execution_engine
 
 from pipelines import cli
-from pipelines.config import RunConfig, ValidateConfig
-from pipelines.errors import InputError
-from pipelines.io import sha256_file
-from pipelines.schema import CATALOG_FILE, EVENTS_FILE
-from pipelines.validate import (
+from pipelines.core.errors import InputError
+from pipelines.core.io import sha256_file
+from pipelines.core.params import RunConfig, ValidateConfig
+from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
+from pipelines.data.validation.batch import (
     BATCH_FILE,
     find_previous_batch,
-    main,
     resolve_batch,
     validate_batch,
 )
+from pipelines.stages.validate import main
 from tests.data.batches import make_batch, write_batch
 from tests.data.conftest import LOGICAL_DATE, WINDOW_DAYS
 
@@ -333,7 +333,12 @@ def test_module_entry_point_runs_as_in_dvc(
 ) -> None:
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(project_root)}
     done = subprocess.run(
-        [sys.executable, "-m", "pipelines.validate", *_stage_args(store, params_file, tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pipelines.stages.validate",
+            *_stage_args(store, params_file, tmp_path),
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from pipelines import project
+from pipelines.core import project
 
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
     "generate": {"preset": "tiny", "days": 35},

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import load_params
+from pipelines.core.params import load_params
 from tests.integration.project import dvc
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.io import sha256_file
+from pipelines.core.io import sha256_file
 from tests.integration.project import copy_project, dvc
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import GenerateConfig, PrepareConfig
-from pipelines.generate import generate
-from pipelines.prepare import prepare
+from pipelines.core.params import GenerateConfig, PrepareConfig
+from pipelines.data.preparation import prepare
+from pipelines.data.synthetic.generator import generate
 from tests.conftest import PROJECT_ROOT
 from tests.model.conftest import RUN
 
@@ -36,7 +36,9 @@ PARAMS = f'run:\n  logical_date: "{RUN.logical_date}"\n  seed: {RUN.seed}\n'
 RECORDING_ENTRY = """
 import os, sys
 from pathlib import Path
-import pipelines.train as stage
+import pipelines.model.training.checkpoint as checkpoint
+import pipelines.model.training.loop as loop
+from pipelines.stages import train as stage
 
 record = Path(os.environ["WRITES_DIR"]) / f"rank{os.environ['RANK']}.txt"
 
@@ -47,8 +49,35 @@ def recorded(writer):
         return writer(target, *args, **kwargs)
     return wrapper
 
-for name in ("atomic_path", "write_text", "write_json"):
-    setattr(stage, name, recorded(getattr(stage, name)))
+for module, name in ((checkpoint, "atomic_path"), (loop, "write_text"), (loop, "write_json")):
+    setattr(module, name, recorded(getattr(module, name)))
+sys.exit(stage.main(sys.argv[1:]))
+"""
+
+
+# runs the stage with a worker that kills itself once, with SIGKILL, just before one batch:
+# FAULT_AT is "EPOCH:BATCH:RANK"; FAULT_MARKER records that it happened, so the restarted
+# worker group trains on
+FAULT_ENTRY = """
+import os, signal, sys
+from pathlib import Path
+import pipelines.model.training.loop as loop
+from pipelines.stages import train as stage
+
+marker = Path(os.environ["FAULT_MARKER"])
+at = tuple(int(part) for part in os.environ["FAULT_AT"].split(":"))
+batches = loop.shard_batches
+
+def faulty(sampler, batch_size):
+    for index, rows in enumerate(batches(sampler, batch_size)):
+        if (sampler.epoch, index, int(os.environ["RANK"])) == at and not marker.exists():
+            marker.write_text(os.environ["FAULT_AT"] + "\\n")
+            print(f"killing rank {at[2]} at epoch {at[0]} batch {at[1]}", file=sys.stderr)
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield rows
+
+loop.shard_batches = faulty
 sys.exit(stage.main(sys.argv[1:]))
 """
 
@@ -77,7 +106,7 @@ def _torchrun(
         "--standalone",
         "--nproc_per_node=2",
         *launcher,
-        *(entry or ["-m", "pipelines.train"]),
+        *(entry or ["-m", "pipelines.stages.train"]),
         "--params",
         str(root / "params.yaml"),
         "--prepared",
@@ -160,12 +189,14 @@ def test_killed_worker_is_restarted_from_the_checkpoint(
     workspace: Path, uninterrupted: Path
 ) -> None:
     marker = workspace / "fault-marker"
+    (workspace / "fault.py").write_text(FAULT_ENTRY, encoding="utf-8")
     result = _torchrun(
         workspace,
         "restarted",
         3,
         "--max-restarts=1",
-        env={"RECFLOW_TRAIN_FAULT": "2:1:1", "RECFLOW_TRAIN_FAULT_MARKER": str(marker)},
+        entry=[str(workspace / "fault.py")],
+        env={"FAULT_AT": "2:1:1", "FAULT_MARKER": str(marker)},
     )
     assert marker.read_text().strip() == "2:1:1"
     assert "killing rank 1 at epoch 2 batch 1" in result.stderr

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.config import GenerateConfig, OptimizeConfig, PrepareConfig, RunConfig
-from pipelines.generate import generate
-from pipelines.optimize import optimize
-from pipelines.prepare import prepare
+from pipelines.core.params import GenerateConfig, OptimizeConfig, PrepareConfig, RunConfig
+from pipelines.data.preparation import prepare
+from pipelines.data.synthetic.generator import generate
+from pipelines.serving.artifacts import optimize
 
 RUN = RunConfig(logical_date=dt.date(2026, 11, 22), seed=42)
 # the optimize stage with a small parity and latency sample, fp32 only
@@ -53,7 +53,8 @@ def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small SASRec trained for a few epochs on ``tiny_prepared``: its ``model.pt``."""
-    from pipelines.train import TrainConfig, train
+    from pipelines.core.params import TrainConfig
+    from pipelines.model.training.loop import train
 
     out = tmp_path_factory.mktemp("tiny-model")
     cfg = TrainConfig(

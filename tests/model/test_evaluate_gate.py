@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.config import EvaluateConfig
-from pipelines.evaluate import GateBlocked, evaluate, main
-from pipelines.export import export_onnx, load_model
-from pipelines.io import sha256_file
-from pipelines.model import SASRec
+from pipelines.core.io import sha256_file
+from pipelines.core.params import EvaluateConfig
+from pipelines.gate.judge import GateBlocked, evaluate
+from pipelines.model.sasrec import SASRec
+from pipelines.model.saved import load_model
+from pipelines.serving.graph.torch_export import export_onnx
+from pipelines.stages.evaluate import main
 from tests.model.conftest import model_dir
 
 GATE = {

@@ -13,15 +13,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.backends import ort_session
-from pipelines.config import EvaluateConfig
-from pipelines.errors import InputError
-from pipelines.evaluate import evaluate
-from pipelines.export import export_onnx, load_model
-from pipelines.model import ModelSpec, SASRec, left_pad, split_tokens, step_tokens
-from pipelines.optimize import held_out_histories, optimize
-from pipelines.runtime import Recommender
-from pipelines.train import TrainConfig, load_prepared, train
+from pipelines.core.errors import InputError
+from pipelines.core.params import EvaluateConfig, TrainConfig
+from pipelines.data.prepared import load_prepared
+from pipelines.data.sequences import left_pad, step_tokens
+from pipelines.gate.judge import evaluate
+from pipelines.model.sasrec import ModelSpec, SASRec, split_tokens
+from pipelines.model.saved import load_model
+from pipelines.model.training.loop import train
+from pipelines.serving.artifacts import held_out_histories, optimize
+from pipelines.serving.backends.onnxruntime import ort_session
+from pipelines.serving.graph.torch_export import export_onnx
+from pipelines.serving.runtime import Recommender
 from tests.model.conftest import FAST_OPTIMIZE, RUN, model_dir
 
 

@@ -11,15 +11,20 @@ import onnx
 import pytest
 import torch
 
-from pipelines.backends import Capabilities, ort_session
-from pipelines.config import OptimizeConfig
-from pipelines.errors import InputError
-from pipelines.export import export_onnx, load_model
-from pipelines.io import sha256_file
-from pipelines.model import ModelSpec, SASRec, left_pad, step_tokens
-from pipelines.optimize import NoArtifactPassed, held_out_histories, main, optimize
-from pipelines.ort_graph import build_onnxruntime_graph
-from pipelines.runtime import ArtifactError, Recommender
+from pipelines.core.errors import InputError
+from pipelines.core.io import sha256_file
+from pipelines.core.params import OptimizeConfig
+from pipelines.data.sequences import left_pad, step_tokens
+from pipelines.model.sasrec import ModelSpec, SASRec
+from pipelines.model.saved import load_model
+from pipelines.serving.artifacts import NoArtifactPassed, held_out_histories, optimize
+from pipelines.serving.backends.onnxruntime import ort_session
+from pipelines.serving.backends.selection import Capabilities
+from pipelines.serving.graph.onnxruntime import build_onnxruntime_graph
+from pipelines.serving.graph.torch_export import export_onnx
+from pipelines.serving.manifest import ArtifactError
+from pipelines.serving.runtime import Recommender
+from pipelines.stages.optimize import main
 
 FAST = {
     "threads": 1,
@@ -215,7 +220,7 @@ def test_model_of_other_data_is_refused(
     tiny_model: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
     saved = torch.load(tiny_model, weights_only=True)
-    from pipelines.model import ModelSpec, SASRec
+    from pipelines.model.sasrec import ModelSpec, SASRec
 
     spec = ModelSpec(
         **{**saved["spec"], "n_items": saved["spec"]["n_items"] + 5, "n_categories": 0}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.model import (
+from pipelines.data.sequences import left_pad
+from pipelines.model.sasrec import (
     ModelSpec,
     SASRec,
     full_softmax_loss,
-    left_pad,
     next_item_pairs,
     sampled_softmax_loss,
     sampling_probs,

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines.config import PrepareConfig
-from pipelines.io import sha256_file
-from pipelines.model import SASRec, left_pad
-from pipelines.train import TrainConfig, TrainResult, train
+from pipelines.core.io import sha256_file
+from pipelines.core.params import PrepareConfig, TrainConfig
+from pipelines.data.sequences import left_pad
+from pipelines.model.sasrec import SASRec
+from pipelines.model.training.loop import TrainResult, train
 from tests.model.conftest import RUN
 
 SMALL = {"hidden": 32, "batch_size": 64, "threads": 1, "progress": False, "max_len": 20}
@@ -57,9 +58,9 @@ def test_outputs_of_a_run(trained: tuple[TrainResult, Path]) -> None:
 def test_saved_model_reproduces_the_test_scores(
     trained: tuple[TrainResult, Path], tiny_prepared: Path
 ) -> None:
-    from pipelines.metrics import evaluate
-    from pipelines.model import ModelSpec
-    from pipelines.train import load_prepared
+    from pipelines.data.prepared import load_prepared
+    from pipelines.model.ranking import evaluate
+    from pipelines.model.sasrec import ModelSpec
 
     result, out = trained
     saved = torch.load(out / "model.pt", weights_only=False)
@@ -125,7 +126,7 @@ def test_checkpoint_of_other_data_is_not_resumed(tiny_prepared: Path, tmp_path: 
     """A finished run's checkpoint must not stand in for training on a new batch."""
     import shutil
 
-    from pipelines.prepare import prepare
+    from pipelines.data.preparation import prepare
 
     out = tmp_path / "candidate"
     first = train(_cfg(epochs=2), RUN, tiny_prepared, out)
@@ -143,7 +144,7 @@ def test_checkpoint_of_other_data_is_not_resumed(tiny_prepared: Path, tmp_path: 
 def test_windows_with_a_stride_cover_old_steps_of_long_sequences() -> None:
     import numpy as np
 
-    from pipelines.train import _windows
+    from pipelines.model.training.windows import training_windows as _windows
 
     long = np.arange(1, 13)  # 12 steps, windows of max_len + 1 = 5
     short = np.array([7, 8, 9])

@@ -9,9 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import ConfigError
-from pipelines.errors import InputError
-from pipelines.train import TrainConfig, load_config, load_prepared, main, train
+from pipelines.core.errors import InputError
+from pipelines.core.params import ConfigError, TrainConfig
+from pipelines.data.prepared import load_prepared
+from pipelines.model.training.loop import train
+from pipelines.stages.train import load_config, main
 from tests.model.conftest import RUN
 
 PARAMS = 'run:\n  logical_date: "2026-11-22"\n  seed: 7\n'
@@ -100,14 +102,14 @@ def prepared_copy(tiny_prepared: Path, tmp_path: Path) -> Path:
 def test_missing_split_is_reported(prepared_copy: Path) -> None:
     (prepared_copy / "valid.parquet").unlink()
     with pytest.raises(
-        InputError, match=r"valid.parquet not found .* \(run the prepare stage first\)"
+        InputError, match=r"valid.parquet not found: .* \(run the prepare stage first\)"
     ):
         load_prepared(prepared_copy)
 
 
 def test_unreadable_parquet_is_reported(prepared_copy: Path) -> None:
     (prepared_copy / "train.parquet").write_bytes(b"not parquet")
-    with pytest.raises(InputError, match=r"train\.parquet is not readable Parquet"):
+    with pytest.raises(InputError, match=r"train\.parquet .* is not a readable Parquet file"):
         load_prepared(prepared_copy)
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.backends import INT8_DOT_FLAGS, Capabilities, cpu_flags, select_backends
-from pipelines.config import OptimizeConfig
+from pipelines.core.params import OptimizeConfig
+from pipelines.serving.backends.selection import (
+    INT8_DOT_FLAGS,
+    Capabilities,
+    cpu_flags,
+    select_backends,
+)
 
 CPU = Capabilities(cuda=False, onnxruntime_version="1.32.0")
 GPU_NO_TENSORRT = Capabilities(cuda=True, gpu_name="NVIDIA H100", compute_capability=(9, 0))

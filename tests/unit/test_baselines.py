@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.baselines import ItemTransition, MostPopular, item_counts
-from pipelines.metrics import evaluate
-from pipelines.model import left_pad
+from pipelines.data.sequences import left_pad
+from pipelines.model.baselines import ItemTransition, MostPopular, item_counts
+from pipelines.model.ranking import evaluate
 
 # 5 items; transitions: 1->2 twice, 1->3 once, 2->3 once, 3->1 once, 4->5 once
 TRAIN = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.bench_recbole import compare, seconds_to_quality, write_prepared
-from pipelines.train import load_prepared
+from pipelines.data.prepared import load_prepared
 
 SPLIT = {
     "n_items": 5,

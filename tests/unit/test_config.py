@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import (
+from pipelines.core.params import (
     ConfigError,
     GenerateConfig,
     ValidateConfig,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.config import QualityGate
-from pipelines.gate import (
+from pipelines.core.params import QualityGate
+from pipelines.gate.rules import (
     Check,
     absolute_check,
     bootstrap_difference,

@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.config import GenerateConfig, IngestConfig, RunConfig
-from pipelines.errors import ImmutableDataError
-from pipelines.generate import generate
-from pipelines.ingest import batch_window, ingest, main
-from pipelines.io import sha256_file
-from pipelines.schema import CATALOG_SCHEMA, EVENT_SCHEMA
+from pipelines.core.errors import ImmutableDataError
+from pipelines.core.io import sha256_file
+from pipelines.core.params import GenerateConfig, IngestConfig, RunConfig
+from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
+from pipelines.data.ingest import batch_window, ingest
+from pipelines.data.synthetic.generator import generate
+from pipelines.stages.ingest import main
 
 DAY = dt.date(2026, 11, 22)
 RUN = RunConfig(logical_date=DAY, seed=5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipelines.io import atomic_dir, atomic_path, sha256_file, write_json, write_parquet
+from pipelines.core.io import atomic_dir, atomic_path, sha256_file, write_json, write_parquet
 
 
 def test_atomic_path_replaces_on_success(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.latency import measure, measure_side_by_side, request_batches
+from pipelines.serving.latency import measure, measure_side_by_side, request_batches
 
 
 def test_scorers_take_turns_on_the_same_requests() -> None:

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import DriftConfig, IngestConfig
-from pipelines.errors import InputError
-from pipelines.io import write_parquet
-from pipelines.loaders import load_source
-from pipelines.schema import CATALOG_SCHEMA, EVENT_SCHEMA
-from pipelines.synthetic import PRESETS, synthesize
+from pipelines.core.errors import InputError
+from pipelines.core.io import write_parquet
+from pipelines.core.params import DriftConfig, IngestConfig
+from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
+from pipelines.data.sources.loaders import load_source
+from pipelines.data.synthetic.shop import PRESETS, synthesize
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULTS = IngestConfig(default_price=2.5, default_category="misc")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.metrics import evaluate, mask_scores, metric_names, metric_sums, target_ranks
-from pipelines.model import step_tokens
+from pipelines.data.sequences import step_tokens
+from pipelines.model.ranking import evaluate, mask_scores, metric_names, metric_sums, target_ranks
 
 INF = float("inf")
 

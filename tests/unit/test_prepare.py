@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import prepare as prepare_stage
-from pipelines.config import PrepareConfig, RunConfig, TimeSplitConfig
-from pipelines.errors import InputError
-from pipelines.io import sha256_file
-from pipelines.schema import CATALOG_SCHEMA, EVENT_SCHEMA
+from pipelines.core.errors import InputError
+from pipelines.core.io import sha256_file
+from pipelines.core.params import PrepareConfig, RunConfig, TimeSplitConfig
+from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
+from pipelines.data.preparation import prepare
+from pipelines.stages import prepare as prepare_stage
 
 RUN = RunConfig(logical_date=dt.date(2026, 3, 10), seed=7)
 DAY = dt.datetime(2026, 3, 10, tzinfo=dt.UTC)
@@ -85,7 +86,7 @@ def _items(out: Path) -> dict[int, str]:
 
 def test_tie_rule_and_dedupe_keep_the_strongest_event(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    result = prepare_stage.prepare(PrepareConfig(), RUN, batch, out)
+    result = prepare(PrepareConfig(), RUN, batch, out)
     names = _items(out)
     sequences = {row["user_idx"]: row for row in _read(out, "sequences")}
     users = {row["user_id"]: row["user_idx"] for row in _read(out, "user_map")}
@@ -98,7 +99,7 @@ def test_tie_rule_and_dedupe_keep_the_strongest_event(batch: Path, tmp_path: Pat
 
 def test_without_dedupe_equal_timestamps_follow_the_funnel(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    prepare_stage.prepare(PrepareConfig(dedupe_consecutive=False), RUN, batch, out)
+    prepare(PrepareConfig(dedupe_consecutive=False), RUN, batch, out)
     users = {row["user_id"]: row["user_idx"] for row in _read(out, "user_map")}
     u2 = next(r for r in _read(out, "sequences") if r["user_idx"] == users["u2"])
     assert u2["event_types"][:3] == [0, 1, 2]
@@ -108,7 +109,7 @@ def test_without_dedupe_equal_timestamps_follow_the_funnel(batch: Path, tmp_path
 
 def test_leave_one_out_targets(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    prepare_stage.prepare(PrepareConfig(), RUN, batch, out)
+    prepare(PrepareConfig(), RUN, batch, out)
     names = _items(out)
     users = {row["user_id"]: row["user_idx"] for row in _read(out, "user_map")}
     test = {row["user_idx"]: row for row in _read(out, "test")}
@@ -124,7 +125,7 @@ def test_leave_one_out_targets(batch: Path, tmp_path: Path) -> None:
 
 def test_truncation_keeps_the_last_steps(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    prepare_stage.prepare(PrepareConfig(max_sequence_length=3), RUN, batch, out)
+    prepare(PrepareConfig(max_sequence_length=3), RUN, batch, out)
     names = _items(out)
     users = {row["user_id"]: row["user_idx"] for row in _read(out, "user_map")}
     u1 = next(r for r in _read(out, "sequences") if r["user_idx"] == users["u1"])
@@ -146,7 +147,7 @@ def test_time_split_cut_points(tmp_path: Path) -> None:
     batch = _write_batch(tmp_path / "validated", rows)
     out = tmp_path / "prepared"
     cfg = PrepareConfig(split="time", time_split=TimeSplitConfig(valid_days=1, test_days=1))
-    result = prepare_stage.prepare(cfg, RUN, batch, out)
+    result = prepare(cfg, RUN, batch, out)
     names = _items(out)
     users = {row["user_id"]: row["user_idx"] for row in _read(out, "user_map")}
     valid = {row["user_idx"]: row for row in _read(out, "valid")}
@@ -163,7 +164,7 @@ def test_time_split_cut_points(tmp_path: Path) -> None:
 
 def test_maps_start_at_one_and_round_trip(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    prepare_stage.prepare(PrepareConfig(), RUN, batch, out)
+    prepare(PrepareConfig(), RUN, batch, out)
     item_map = _read(out, "item_map")
     assert [row["item_idx"] for row in item_map] == list(range(1, len(item_map) + 1))
     counts = [row["count"] for row in item_map]
@@ -176,7 +177,7 @@ def test_maps_start_at_one_and_round_trip(batch: Path, tmp_path: Path) -> None:
 
 def test_reference_statistics(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    prepare_stage.prepare(PrepareConfig(price_bins=5), RUN, batch, out)
+    prepare(PrepareConfig(price_bins=5), RUN, batch, out)
     stats = json.loads((out / "reference.json").read_text())
     events = stats["counts"]["events"]
     assert events == 14
@@ -197,8 +198,8 @@ def test_reference_statistics(batch: Path, tmp_path: Path) -> None:
 
 def test_rerun_gives_the_same_bytes(batch: Path, tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
-    prepare_stage.prepare(PrepareConfig(), RUN, batch, first)
-    prepare_stage.prepare(PrepareConfig(), RUN, batch, second)
+    prepare(PrepareConfig(), RUN, batch, first)
+    prepare(PrepareConfig(), RUN, batch, second)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted(p.name for p in second.iterdir())
     for name in names:
@@ -207,14 +208,14 @@ def test_rerun_gives_the_same_bytes(batch: Path, tmp_path: Path) -> None:
 
 def test_no_user_left_is_a_clear_error(batch: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="min_sequence_length=50"):
-        prepare_stage.prepare(PrepareConfig(min_sequence_length=50), RUN, batch, tmp_path / "o")
+        prepare(PrepareConfig(min_sequence_length=50), RUN, batch, tmp_path / "o")
     assert not (tmp_path / "o").exists()
 
 
 def test_only_the_configured_event_types_are_used(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
     cfg = PrepareConfig(event_types=("view",), dedupe_consecutive=False)
-    result = prepare_stage.prepare(cfg, RUN, batch, out)
+    result = prepare(cfg, RUN, batch, out)
     assert result.events == 12  # 14 events less u2's add_to_cart and purchase
     assert all(set(row["event_types"]) == {0} for row in _read(out, "sequences"))
     stats = json.loads((out / "reference.json").read_text())
@@ -223,7 +224,7 @@ def test_only_the_configured_event_types_are_used(batch: Path, tmp_path: Path) -
 
 def test_timestamps_are_epoch_seconds(batch: Path, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
-    prepare_stage.prepare(PrepareConfig(), RUN, batch, out)
+    prepare(PrepareConfig(), RUN, batch, out)
     users = {row["user_id"]: row["user_idx"] for row in _read(out, "user_map")}
     u1 = next(r for r in _read(out, "sequences") if r["user_idx"] == users["u1"])
     assert u1["timestamps"] == [int(_at(k, days=3).timestamp()) for k in range(1, 6)]
@@ -232,13 +233,13 @@ def test_timestamps_are_epoch_seconds(batch: Path, tmp_path: Path) -> None:
 def test_missing_catalog_is_named(batch: Path, tmp_path: Path) -> None:
     (batch / "catalog.parquet").unlink()
     with pytest.raises(InputError, match=r"validated catalog not found: .*catalog\.parquet"):
-        prepare_stage.prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
+        prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
 
 
 def test_unreadable_events_are_named(batch: Path, tmp_path: Path) -> None:
     (batch / "events.parquet").write_bytes(b"not parquet")
     with pytest.raises(InputError, match=r"events\.parquet is not readable Parquet"):
-        prepare_stage.prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
+        prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
     assert not (tmp_path / "o").exists()
 
 
@@ -246,7 +247,7 @@ def test_duplicate_catalog_items_are_rejected(batch: Path, tmp_path: Path) -> No
     catalog = pq.read_table(batch / "catalog.parquet")
     pq.write_table(pa.concat_tables([catalog, catalog.slice(0, 1)]), batch / "catalog.parquet")
     with pytest.raises(InputError, match=r"item_id more than once, e\.g\. 'i1'"):
-        prepare_stage.prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
+        prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
 
 
 def test_cli_missing_input(

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import PrepareConfig, RunConfig
-from pipelines.prepare import ordered_events
-from pipelines.reference import (
+from pipelines.core.params import PrepareConfig, RunConfig
+from pipelines.data.preparation import ordered_events
+from pipelines.data.reference import (
     gini,
     item_popularity,
     log_edges,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import ConfigError, load_params
-from pipelines.run_params import main, parse_logical_date, set_logical_date
+from pipelines.core.params import ConfigError, load_params
+from pipelines.core.run_date import parse_logical_date, set_logical_date
+from pipelines.stages.set_logical_date import main
 
 NEW_DATE = dt.date(2027, 2, 3)
 

@@ -13,11 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipelines.config import DriftConfig, GenerateConfig, RunConfig
-from pipelines.generate import generate, main
-from pipelines.io import sha256_file, write_parquet
-from pipelines.schema import CATALOG_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
-from pipelines.synthetic import PRESETS, SyntheticPreset, _alias_tables, synthesize
+from pipelines.core.io import sha256_file, write_parquet
+from pipelines.core.params import DriftConfig, GenerateConfig, RunConfig
+from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
+from pipelines.data.synthetic.generator import generate
+from pipelines.data.synthetic.shop import PRESETS, SyntheticPreset, _alias_tables, synthesize
+from pipelines.stages.generate import main
 
 END = dt.date(2026, 11, 22)
 DAYS = 35

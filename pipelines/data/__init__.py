@@ -1,0 +1,1 @@
+"""Events from source to model input: synthetic data, sources, ingest, validation, preparation."""

@@ -1,0 +1,1 @@
+"""Loaders of event data sets into the canonical event and catalog schema, one per format."""

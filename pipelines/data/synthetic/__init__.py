@@ -1,0 +1,1 @@
+"""The synthetic e-commerce clickstream of the embedded default, drawn from a seed."""

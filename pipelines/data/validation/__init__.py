@@ -1,0 +1,1 @@
+"""Great Expectations suites over event batches, their batch metrics, Data Docs and verdicts."""

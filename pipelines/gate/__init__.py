@@ -1,0 +1,1 @@
+"""The regression gate: decision rules, behavioural checks, golden set, verdict and report."""

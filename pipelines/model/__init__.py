@@ -1,0 +1,1 @@
+"""The recommender: SASRec, the baselines, ranking metrics and the distributed trainer."""

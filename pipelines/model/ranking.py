@@ -1,0 +1,118 @@
+"""Full-ranking metrics of next-item scores: HR@K, NDCG@K and MRR@K.
+
+Every user has exactly one target, so HR@K equals Recall@K. The rank of a target is the number
+of items scored above it, plus the number of items with the same score and a smaller item index
+(ties go to the more popular item, since item indices are ordered by popularity). The padding
+item (index 0) never ranks. With ``mask_history`` the items of the user's history are excluded
+from the ranking (set to ``-inf``), the usual protocol for catalogues without repeat
+consumption; a target that is itself in the history then counts as a miss. A target whose
+score is ``-inf`` is always a miss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+KS: tuple[int, ...] = (10, 20)
+METRIC_NAMES: tuple[str, ...] = ("hr", "ndcg", "mrr")
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def mask_scores(scores: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores with the padding column, and the items of ``history`` if given, set to ``-inf``.
+
+    Args:
+        scores: ``[B, n_items + 1]`` scores (not modified).
+        history: ``[B, L]`` item indices (or step tokens, ``pipelines.model.sasrec.step_tokens``),
+            0 for padding, or None.
+    """
+    masked = scores.clone()
+    masked[:, 0] = float("-inf")
+    if history is not None:
+        # a step token's item is the token modulo n_items + 1; a plain index is its own item
+        masked.scatter_(1, history.long() % scores.shape[1], float("-inf"))
+    return masked
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all items (see the module doc for ties and misses).
+
+    Args:
+        scores: ``[B, n_items + 1]`` scores, padding already ``-inf``.
+        targets: ``[B]`` target item indices (1..n_items).
+
+    Returns:
+        ``[B]`` float ranks; ``inf`` for a target scored ``-inf``.
+    """
+    target_scores = scores.gather(1, targets.long().unsqueeze(1))
+    above = (scores > target_scores).sum(1)
+    items = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0)
+    tied_before = ((scores == target_scores) & (items < targets.long().unsqueeze(1))).sum(1)
+    ranks = (above + tied_before).double()
+    return ranks.masked_fill(torch.isneginf(target_scores.squeeze(1)), math.inf)
+
+
+def metric_sums(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Sums over users of HR@K, NDCG@K and MRR@K for the given ``ranks`` (0-based)."""
+    sums: dict[str, float] = {}
+    for k in ks:
+        hit = ranks < k
+        # ranks of misses may be inf: the where() keeps them out of the arithmetic
+        safe = torch.where(hit, ranks, torch.zeros_like(ranks))
+        sums[f"hr@{k}"] = float(hit.sum())
+        sums[f"ndcg@{k}"] = float(torch.where(hit, 1.0 / torch.log2(safe + 2.0), 0.0).sum())
+        sums[f"mrr@{k}"] = float(torch.where(hit, 1.0 / (safe + 1.0), 0.0).sum())
+    return sums
+
+
+def metric_names(ks: Sequence[int] = KS) -> list[str]:
+    """Metric keys in reporting order: ``hr@10, ndcg@10, mrr@10, hr@20, ...``."""
+    return [f"{name}@{k}" for k in ks for name in METRIC_NAMES]
+
+
+def evaluate(
+    score_fn: ScoreFn,
+    histories: Sequence[Sequence[int]] | Sequence[np.ndarray],
+    targets: Sequence[int] | np.ndarray,
+    *,
+    batch_size: int = 512,
+    mask_history: bool = False,
+    ks: Sequence[int] = KS,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Mean full-ranking metrics of ``score_fn`` over users, computed in batches.
+
+    Args:
+        score_fn: Maps a left-padded ``[B, L]`` history batch to ``[B, n_items + 1]`` scores.
+        histories: Each user's history, oldest step first.
+        targets: Each user's target item.
+        batch_size: Users scored at once.
+        mask_history: Exclude the items of each history from its ranking.
+        ks: Cut-offs.
+        device: Where the history batches are put.
+
+    Returns:
+        ``{"hr@10": ..., "ndcg@10": ..., ...}`` averaged over users (0.0 for no users).
+    """
+    if len(histories) != len(targets):
+        raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+    from pipelines.data.sequences import left_pad
+
+    totals = dict.fromkeys(metric_names(ks), 0.0)
+    target_array = np.asarray(targets, dtype=np.int64)
+    for start in range(0, len(histories), batch_size):
+        chunk = histories[start : start + batch_size]
+        width = max(1, max(len(h) for h in chunk))
+        history = torch.from_numpy(left_pad(chunk, width)).to(device)
+        scores = score_fn(history).float()
+        scores = mask_scores(scores, history if mask_history else None)
+        batch_targets = torch.from_numpy(target_array[start : start + batch_size]).to(device)
+        for name, value in metric_sums(target_ranks(scores, batch_targets), ks).items():
+            totals[name] += value
+    count = max(len(histories), 1)
+    return {name: total / count for name, total in totals.items()}

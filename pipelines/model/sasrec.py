@@ -1,0 +1,249 @@
+"""SASRec: a causal transformer over a user's item sequence that scores the next item.
+
+Item 0 is padding. Sequences are left-padded: ``[0, 0, a, b, c]`` is the history ``a, b, c``
+with ``c`` the newest step. Positions are counted from the first real step and padded keys are
+masked, so the amount of left padding never changes the scores of the real steps.
+
+A model built with ``ModelSpec.event_types`` also embeds what the user did at each step
+(view, add to cart, purchase). Its steps are *step tokens*, ``item + (n_items + 1) * event``
+(:func:`step_tokens`), so a history stays one ``int64 [B, L]`` array; a plain item index is a
+view. A model without event types reads plain item indices.
+
+Training uses every position of a window in one forward pass: the input is the window without
+its last step and the targets are the window shifted by one. The loss is a full softmax over
+the catalogue with the output layer tied to the item embedding, or, for large catalogues, a
+sampled softmax with a logQ correction of the sampling bias.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipelines.data.sequences import N_EVENT_TYPES
+
+Loss = Literal["full_softmax", "sampled_softmax"]
+# event codes of the prepare stage: view 0, add_to_cart 1, purchase 2
+Sampler = Literal["uniform", "popularity"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a :class:`SASRec` (stored beside its weights)."""
+
+    n_items: int
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.2
+    n_categories: int = 0
+    # embed the event type of each step (the steps are then step tokens, see step_tokens)
+    event_types: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain values."""
+        return asdict(self)
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block: masked self-attention, then a feed-forward layer."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden={hidden} is not divisible by heads={heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.norm_attn = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.norm_ff = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(4 * hidden, hidden),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        qkv = self.qkv(self.norm_attn(x)).view(batch, length, 3, self.heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(attended.transpose(1, 2).reshape(batch, length, hidden)))
+        return x + self.drop(self.ff(self.norm_ff(x)))
+
+
+class SASRec(nn.Module):
+    """Self-attentive sequential recommender with tied input/output item embeddings.
+
+    Args:
+        spec: Sizes of the model.
+        item_category: Optional ``[n_items + 1]`` category index of each item (0 for padding and
+            unknown); when given, a category embedding is added to each step's item embedding.
+    """
+
+    item_category: torch.Tensor
+
+    def __init__(
+        self, spec: ModelSpec, item_category: torch.Tensor | np.ndarray | None = None
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        hidden = spec.hidden
+        self.item_emb = nn.Embedding(spec.n_items + 1, hidden, padding_idx=0)
+        # index 0 is padding; real steps are numbered 1..max_len from the oldest one
+        self.pos_emb = nn.Embedding(spec.max_len + 1, hidden, padding_idx=0)
+        self.category_emb: nn.Embedding | None = None
+        if spec.n_categories > 0:
+            if item_category is None or tuple(item_category.shape) != (spec.n_items + 1,):
+                raise ValueError(f"item_category must have shape ({spec.n_items + 1},)")
+            self.category_emb = nn.Embedding(spec.n_categories + 1, hidden, padding_idx=0)
+            categories = torch.as_tensor(item_category).long().clone()
+            self.register_buffer("item_category", categories)
+        # index 0 is padding; event code c is row c + 1
+        self.event_emb: nn.Embedding | None = None
+        if spec.event_types:
+            self.event_emb = nn.Embedding(N_EVENT_TYPES + 1, hidden, padding_idx=0)
+        self.drop = nn.Dropout(spec.dropout)
+        self.blocks = nn.ModuleList(
+            _Block(hidden, spec.heads, spec.dropout) for _ in range(spec.layers)
+        )
+        self.norm = nn.LayerNorm(hidden)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # small embeddings keep the tied output logits near zero at the start
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """Hidden state of every step of left-padded ``items`` ``[B, L]`` -> ``[B, L, hidden]``.
+
+        Windows longer than ``max_len`` keep their newest ``max_len`` steps. With event types,
+        ``items`` are step tokens.
+        """
+        items, events = split_tokens(items[:, -self.spec.max_len :], self.spec)
+        valid = items > 0
+        positions = torch.cumsum(valid, dim=1) * valid
+        x = self.item_emb(items) * math.sqrt(self.spec.hidden) + self.pos_emb(positions)
+        if self.category_emb is not None:
+            x = x + self.category_emb(self.item_category[items])
+        if self.event_emb is not None and events is not None:
+            x = x + self.event_emb((events + 1) * valid)
+        x = self.drop(x) * valid.unsqueeze(-1)
+        length = items.shape[1]
+        causal = torch.ones(length, length, dtype=torch.bool, device=items.device).tril()
+        # a padded query may see itself only: it then never produces NaN, and no real step
+        # attends to a padded key, so the padding cannot leak into the real steps
+        eye = torch.eye(length, dtype=torch.bool, device=items.device)
+        allowed = (causal & (valid.unsqueeze(1) | eye)).unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of every item for hidden states ``[..., hidden]``; padding is ``-inf``."""
+        scores = hidden @ self.item_emb.weight.T
+        scores[..., 0] = float("-inf")
+        return scores
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """Hidden states of the steps of ``items`` (see :meth:`encode`)."""
+        return self.encode(items)
+
+    @torch.no_grad()
+    def score(self, history: torch.Tensor) -> torch.Tensor:
+        """Next-item scores after each left-padded history ``[B, L]`` -> ``[B, n_items + 1]``.
+
+        The padding column is ``-inf``. An empty history (all padding) gets the scores of the
+        padded state, the same for every such user.
+        """
+        hidden = self.encode(history)[:, -1]
+        return self.logits(hidden.float())
+
+
+def split_tokens(steps: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Item indices and event codes of ``steps``; the codes are None without event types."""
+    if not spec.event_types:
+        return steps, None
+    width = spec.n_items + 1
+    return steps % width, torch.div(steps, width, rounding_mode="floor")
+
+
+def next_item_pairs(window: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and target items of left-padded training windows ``[B, L + 1]``.
+
+    The target of a step is the next step's item; it is 0 (ignored) where the step itself is
+    padding, so the first item of a sequence is never predicted from an empty history.
+    """
+    inputs = window[:, :-1]
+    targets, _ = split_tokens(window[:, 1:], spec)
+    return inputs, targets * (inputs > 0)
+
+
+def full_softmax_loss(model: SASRec, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the whole catalogue at the steps with a target (``targets > 0``)."""
+    keep = targets > 0
+    logits = model.logits(hidden[keep]).float()
+    return F.cross_entropy(logits, targets[keep])
+
+
+def sampled_softmax_loss(
+    model: SASRec,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    sample_probs: torch.Tensor,
+    num_negatives: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of each target against ``num_negatives`` shared sampled items.
+
+    The negatives are drawn with replacement from ``sample_probs`` (``[n_items + 1]``, 0 for
+    padding). Every logit is corrected by ``-log(num_negatives * q(item))`` (logQ correction) so
+    that the loss estimates the full softmax whatever the sampling distribution, and a sampled
+    item equal to the step's target is masked out.
+    """
+    keep = targets > 0
+    hidden, targets = hidden[keep], targets[keep]
+    negatives = torch.multinomial(
+        sample_probs, num_negatives, replacement=True, generator=generator
+    ).to(hidden.device)
+    log_q = torch.log(sample_probs.to(hidden.device) * num_negatives)
+    weight = model.item_emb.weight
+    positive = (hidden * weight[targets]).sum(-1) - log_q[targets]
+    negative = hidden @ weight[negatives].T - log_q[negatives]
+    negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+    logits = torch.cat([positive.unsqueeze(1), negative], dim=1).float()
+    return F.cross_entropy(
+        logits, torch.zeros(len(targets), dtype=torch.long, device=hidden.device)
+    )
+
+
+def sampling_probs(counts: torch.Tensor, sampler: Sampler) -> torch.Tensor:
+    """Negative-sampling distribution over items from their training counts (padding gets 0)."""
+    if sampler == "uniform":
+        probs = torch.ones_like(counts, dtype=torch.float64)
+    else:
+        # +1: an item never seen in training can still be drawn as a negative
+        probs = counts.double() + 1.0
+    probs[0] = 0.0
+    return (probs / probs.sum()).float()

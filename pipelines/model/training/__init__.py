@@ -1,0 +1,1 @@
+"""Training SASRec, in one process or under ``torchrun``: loop, process group, checkpoints."""

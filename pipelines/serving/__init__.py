@@ -1,0 +1,1 @@
+"""Serving artifacts of a trained model: scoring graphs, backends, manifest, runtime, parity."""

@@ -1,0 +1,1 @@
+"""Inference backends: which this machine can run, and each one's build and open code."""

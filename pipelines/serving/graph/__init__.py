@@ -1,0 +1,1 @@
+"""The scoring graph of a trained SASRec, written to ONNX: portable and ONNX Runtime forms."""

@@ -1,0 +1,208 @@
+"""The stage registry: every task of the chain, its command line and its upstream tasks.
+
+One list feeds everything that names stages: the ``recflow`` command's subcommands
+(``pipelines/cli.py``), the Airflow DAG's tasks and edges (``dags/``, through the task factory
+in ``plugins/recflow_airflow``), and the checks against ``dvc.yaml``
+(``tests/dags/test_parity.py`` compares commands and edges with DVC's own reading of it).
+
+Each stage is a thin module beside this one, ``pipelines/stages/<name>.py``, run as
+``python -m pipelines.stages.<name>``; it parses its paths, loads its typed config and calls
+one domain package. Nothing imports a stage module: this registry names them as text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.core.params import ConfigError, Params
+
+# Set by the task from the DAG run's date; the shell expands it, so no user input is ever
+# pasted into the command text.
+LOGICAL_DATE_ENV = "RECFLOW_LOGICAL_DATE"
+
+_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One task of the chain.
+
+    Attributes:
+        name: Task id, subcommand of ``recflow``, module ``pipelines.stages.<name>``, and the
+            stage name in ``dvc.yaml`` for tracked stages.
+        help: One line for ``recflow --help``.
+        args: Command-line arguments; ``${section.key}`` is filled in from ``params.yaml``
+            the way DVC templating does it.
+        upstream: Names of the tasks that must finish first (the DAG's edges).
+        tracked: True for a DVC stage (skipped when up to date, recorded in ``dvc.lock``).
+        deterministic_failure: True where a failure is a verdict on the input that a retry
+            would only repeat (a rejected batch): the task gets no retries.
+        launcher: What runs the module: plain ``python``, or torchrun for the DDP trainer.
+    """
+
+    name: str
+    help: str
+    args: tuple[str, ...]
+    upstream: tuple[str, ...] = ()
+    tracked: bool = True
+    deterministic_failure: bool = False
+    launcher: tuple[str, ...] = ("python",)
+
+    @property
+    def module(self) -> str:
+        """The module ``python -m`` runs."""
+        return f"pipelines.stages.{self.name}"
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec(
+        name="set_logical_date",
+        help="write the run's logical date into params.yaml (the DAG's first task)",
+        args=("--params", "params.yaml", "--set-logical-date", f'"${LOGICAL_DATE_ENV}"'),
+        tracked=False,
+    ),
+    StageSpec(
+        name="generate",
+        help="generate the synthetic clickstream (embedded default)",
+        args=("--params", "params.yaml", "--out", "data/source/synthetic"),
+        upstream=("set_logical_date",),
+    ),
+    StageSpec(
+        name="ingest",
+        help="write the run's immutable raw batch from a source",
+        args=("--params", "params.yaml", "--source", "${ingest.path}", "--out", "data/raw/events"),
+        upstream=("generate",),
+    ),
+    StageSpec(
+        name="validate",
+        help="validate a batch with Great Expectations",
+        args=(
+            "data/raw/events",
+            "--params",
+            "params.yaml",
+            "--out",
+            "data/validated",
+            "--reports",
+            "reports/validation",
+            "--quarantine",
+            "data/quarantine",
+            "--metrics",
+            "metrics/validation.json",
+        ),
+        upstream=("ingest",),
+        deterministic_failure=True,
+    ),
+    StageSpec(
+        name="prepare",
+        help="build user sequences, splits and reference statistics",
+        args=(
+            "--params",
+            "params.yaml",
+            "--validated",
+            "data/validated",
+            "--out",
+            "data/prepared",
+            "--metrics",
+            "metrics/prepare.json",
+        ),
+        upstream=("validate",),
+    ),
+    StageSpec(
+        name="train",
+        help="train the SASRec recommender (under torchrun for DDP)",
+        args=(
+            "--params",
+            "params.yaml",
+            "--prepared",
+            "data/prepared",
+            "--out",
+            "models/candidate",
+        ),
+        upstream=("prepare",),
+        launcher=("torchrun", "--standalone", "--nproc_per_node=${train.nproc_per_node}"),
+    ),
+    StageSpec(
+        name="optimize",
+        help="export to ONNX, build runtime artifacts, check parity",
+        args=(
+            "--params",
+            "params.yaml",
+            "--model",
+            "models/candidate/model.pt",
+            "--prepared",
+            "data/prepared",
+            "--out",
+            "models/candidate/optimized",
+            "--metrics",
+            "metrics/optimize.json",
+        ),
+        upstream=("train", "prepare"),
+    ),
+    StageSpec(
+        name="evaluate",
+        help="regression gate of the candidate against production",
+        args=(
+            "--params",
+            "params.yaml",
+            "--candidate",
+            "models/candidate",
+            "--prepared",
+            "data/prepared",
+            "--out",
+            "models/candidate/evaluation",
+            "--metrics",
+            "metrics/evaluate.json",
+        ),
+        upstream=("optimize", "train", "prepare"),
+        # the gate's verdict on a candidate: a retry would judge the same candidate again
+        deterministic_failure=True,
+    ),
+)
+
+
+def stage(name: str) -> StageSpec:
+    """Look a stage up by name.
+
+    Raises:
+        KeyError: No stage has that name; the message lists the known ones.
+    """
+    for spec in STAGES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(s.name for s in STAGES)}")
+
+
+def _lookup(values: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = values
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            raise ConfigError(f"params.yaml has no value for ${{{dotted}}}")
+        node = node[key]
+    if isinstance(node, Mapping | list):
+        raise ConfigError(f"${{{dotted}}} is not a single value in params.yaml")
+    return node
+
+
+def stage_command(spec: StageSpec, params: Params) -> str:
+    """The stage's command line, ``<launcher> -m pipelines.stages.<name> <args…>``, templated.
+
+    Args:
+        spec: The stage.
+        params: The project's params; ``${section.key}`` in ``spec.args`` is replaced by
+            that value, as DVC does when it reads ``dvc.yaml``.
+
+    Returns:
+        The command, exactly as ``dvc.yaml`` writes it after templating.
+
+    Raises:
+        ConfigError: An argument refers to a value ``params.yaml`` does not have.
+    """
+    values = params.model_dump(mode="json", by_alias=True)
+    words = [*spec.launcher, "-m", spec.module, *spec.args]
+    resolved = [
+        _PLACEHOLDER.sub(lambda m: str(_lookup(values, m.group(1).strip())), word) for word in words
+    ]
+    return " ".join(resolved)

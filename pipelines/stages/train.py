@@ -1,0 +1,85 @@
+"""Stage ``train``: fit SASRec on the prepared sequences, plainly or under ``torchrun`` (DDP).
+
+    python -m pipelines.stages.train --params params.yaml --prepared data/prepared \\
+        --out models/candidate
+    torchrun --standalone --nproc_per_node=2 -m pipelines.stages.train --prepared data/prepared ...
+
+See ``pipelines.model.training`` for what lands in ``--out``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from pipelines.core.cli import run_cli, stage_parser
+from pipelines.core.params import (
+    ConfigError,
+    RunConfig,
+    TrainConfig,
+    format_errors,
+    load_params,
+)
+from pipelines.model.training.loop import train
+
+
+def load_config(params: Path, overrides: str | None = None) -> tuple[TrainConfig, RunConfig]:
+    """The ``train`` and ``run`` sections of ``params``, with JSON ``overrides`` on top.
+
+    A params file without a ``train`` section gives the defaults of :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: The file, a section or the overrides are invalid.
+    """
+    checked = load_params(params)  # the whole file: an unknown key anywhere is an error
+    if not overrides:
+        return checked.train, checked.run
+    try:
+        extra = json.loads(overrides)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
+    if not isinstance(extra, dict):
+        raise ConfigError("--config-json must be a JSON object")
+    section = {**checked.train.model_dump(mode="json"), **extra}
+    try:
+        return TrainConfig.model_validate(section), checked.run
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, f"{params} section train")) from exc
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = stage_parser("recflow train", "Train SASRec on the prepared sequences.")
+    parser.add_argument(
+        "--prepared",
+        type=Path,
+        default=Path("data/prepared"),
+        help="the prepare stage's output folder (default: data/prepared)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("models/candidate"),
+        help="folder for checkpoints, model and metrics (default: models/candidate)",
+    )
+    parser.add_argument(
+        "--config-json",
+        default=None,
+        help="overrides of the train section as a JSON object, e.g. '{\"epochs\": 3}'",
+    )
+    args = parser.parse_args(argv)
+    cfg, run = load_config(args.params, args.config_json)
+    train(cfg, run, args.prepared, args.out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of the stage (``recflow train`` / ``python -m pipelines.stages.train``)."""
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
