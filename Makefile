@@ -32,8 +32,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
 setup: $(VENV)/.installed ## Create the virtual environment from the lock file (idempotent)
 
 lock: | $(BIN)/uv ## Re-resolve requirements.lock from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --no-header \
 	  --python-platform x86_64-manylinux_2_28 --find-links $(WHEELS) -o requirements.lock
+	{ echo "# Locked environment for recflow (Python 3.11, linux x86_64). Regenerate with: make lock"; \
+	  echo "# torch is the CPU build (+cpu) from the local wheel folder; see the Makefile's WHEELS."; \
+	  cat requirements.lock; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 run: setup ## Run the chain on the embedded default: the Airflow DAG, then dvc repro (a no-op)
 	$(BIN)/python -m pipelines.run_all
@@ -44,9 +47,10 @@ test: setup ## Run the whole test suite (unit, data, dags, model, integration)
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: setup ## ruff lint and format check, mypy on pipelines/ and plugins/
+lint: setup ## ruff lint and format check, import contracts, mypy on pipelines/ and plugins/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 
 format: setup ## Apply ruff formatting and autofixes
