@@ -16,7 +16,8 @@ from pipelines.core.io import write_parquet
 from pipelines.core.params import DriftConfig, IngestConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
 from pipelines.data.sources.loaders import load_source
-from pipelines.data.synthetic.shop import PRESETS, synthesize
+from pipelines.data.synthetic.presets import PRESETS
+from pipelines.data.synthetic.tables import synthesize
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULTS = IngestConfig(default_price=2.5, default_category="misc")
