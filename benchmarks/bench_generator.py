@@ -42,7 +42,7 @@ def measure(preset: str, days: int, seed: int, repeats: int) -> dict[str, Any]:
     """Time ``synthesize`` for one preset in this process.
 
     Args:
-        preset: Name in ``pipelines.data.synthetic.shop.PRESETS``.
+        preset: Name in ``pipelines.data.synthetic.presets.PRESETS``.
         days: Days of history.
         seed: Seed of the shop and its traffic.
         repeats: Number of timed runs.
@@ -52,8 +52,8 @@ def measure(preset: str, days: int, seed: int, repeats: int) -> dict[str, Any]:
         ``runs`` and ``peak_rss_mb``.
     """
     from pipelines.core.params import DriftConfig
-    from pipelines.data.synthetic.shop import PRESETS as SYNTHETIC_PRESETS
-    from pipelines.data.synthetic.shop import synthesize
+    from pipelines.data.synthetic.presets import PRESETS as SYNTHETIC_PRESETS
+    from pipelines.data.synthetic.tables import synthesize
 
     before = _peak_rss_mb()
     runs = []
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RESULT_FILE,
         {
             "machine": machine_info(),
-            "benchmark": "pipelines.data.synthetic.shop.synthesize, one process per preset",
+            "benchmark": "pipelines.data.synthetic.tables.synthesize, one process per preset",
             "days": args.days,
             "seed": args.seed,
             "repeats": args.repeats,

@@ -85,7 +85,9 @@ def _write_store(root: Path, rows: int) -> Path:
 
 def _time_size(rows: int, repeats: int, work: Path) -> dict[str, Any]:
     from pipelines.core.params import RunConfig, ValidateConfig
-    from pipelines.data.validation.batch import check_batch, resolve_batch, validate_batch
+    from pipelines.data.validation.batch import validate_batch
+    from pipelines.data.validation.check import check_batch
+    from pipelines.data.validation.inputs import resolve_batch
 
     cfg, run = ValidateConfig(), RunConfig(logical_date=LOGICAL_DATE)
     started = time.perf_counter()
@@ -134,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     started = time.perf_counter()
-    import pipelines.data.validation.suites  # noqa: F401  (imports great_expectations)
+    import pipelines.data.validation.runner  # noqa: F401  (imports great_expectations)
 
     import_seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="recflow-bench-validation-") as tmp:

@@ -1,7 +1,4 @@
-"""Stage ``ingest``: cut the run's window out of a source and store it as an immutable raw batch.
-
-    python -m pipelines.data.ingest --params params.yaml --source data/source/synthetic \
-        --out data/raw/events
+"""The ``ingest`` stage's work: cut the run's window out of a source into an immutable raw batch.
 
 The batch for logical date D holds the events in
 ``[D - window_days + 1 at 00:00 UTC, D + 1 at 00:00 UTC)`` and lands in ``<out>/<D>/``:
@@ -29,6 +26,7 @@ from pipelines.core.io import atomic_dir, sha256_file, write_json, write_parquet
 from pipelines.core.params import IngestConfig, RunConfig
 from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
 from pipelines.data.sources.loaders import load_source
+from pipelines.data.window import batch_window
 
 log = logging.getLogger("recflow.ingest")
 
@@ -57,20 +55,6 @@ class IngestResult:
 
 class _AlreadyIngested(Exception):
     """Raised inside the atomic write to drop the new copy of an unchanged batch."""
-
-
-def batch_window(logical_date: dt.date, window_days: int) -> tuple[dt.datetime, dt.datetime]:
-    """The half-open UTC interval of a batch: ``window_days`` whole days ending on the date.
-
-    Args:
-        logical_date: The run's logical date, the last day of the window.
-        window_days: Number of days in the window.
-
-    Returns:
-        ``(start, end)``: midnight UTC of the first day, and of the day after the last.
-    """
-    end = dt.datetime.combine(logical_date + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    return end - dt.timedelta(days=window_days), end
 
 
 def _align(events: pa.Table, logical_date: dt.date) -> tuple[pa.Table, int]:
@@ -130,7 +114,8 @@ def ingest(cfg: IngestConfig, run: RunConfig, source: Path, raw_root: Path) -> I
         events, shift = _align(events, logical_date)
         log.info("shifted timestamps by %d days so the newest event is on %s", shift, logical_date)
 
-    start, end = batch_window(logical_date, cfg.window_days)
+    window = batch_window(logical_date, cfg.window_days)
+    start, end = window.start, window.end
     timestamps = events.column("timestamp")
     in_window = pc.and_(
         pc.greater_equal(timestamps, pa.scalar(start, pa.timestamp("us", tz="UTC"))),

@@ -1,7 +1,4 @@
-"""Stage ``prepare``: user sequences, id maps, splits and the reference statistics.
-
-    python -m pipelines.data.preparation --params params.yaml --validated data/validated \
-        --out data/prepared --metrics metrics/prepare.json
+"""The ``prepare`` stage's work: user sequences, id maps, splits and the reference statistics.
 
 Reads the accepted batch (``events.parquet``, ``catalog.parquet``) and writes, as one folder
 replaced atomically:
@@ -30,12 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.core.errors import InputError
-from pipelines.core.io import atomic_dir, write_json, write_parquet
+from pipelines.core.io import atomic_dir, read_parquet, write_json, write_parquet
 from pipelines.core.params import PrepareConfig, RunConfig
-from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
+from pipelines.core.schema import CATALOG_COLUMNS, CATALOG_FILE, EVENT_COLUMNS, EVENTS_FILE
 from pipelines.data import reference
 from pipelines.data.sequences import (
     EVENT_CODES,
@@ -65,15 +61,6 @@ class PrepareResult:
     valid_rows: int
     test_rows: int
     split: str
-
-
-def _read(path: Path, what: str) -> pd.DataFrame:
-    if not path.is_file():
-        raise InputError(f"{what} not found: {path} (run the validate stage first)")
-    try:
-        return pq.read_table(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{what} {path} is not readable Parquet: {exc}") from exc
 
 
 def ordered_events(events: pd.DataFrame, cfg: PrepareConfig) -> pd.DataFrame:
@@ -225,8 +212,13 @@ def prepare(cfg: PrepareConfig, run: RunConfig, validated: Path, out: Path) -> P
         InputError: The inputs are missing or unreadable, or no user is left.
     """
     started = time.perf_counter()
-    events = _read(validated / EVENTS_FILE, "validated events")
-    catalog = _read(validated / CATALOG_FILE, "validated catalog")
+    hint = "(run the validate stage first)"
+    events = read_parquet(
+        validated / EVENTS_FILE, "validated events", require=EVENT_COLUMNS, hint=hint
+    ).to_pandas()
+    catalog = read_parquet(
+        validated / CATALOG_FILE, "validated catalog", require=CATALOG_COLUMNS, hint=hint
+    ).to_pandas()
     frame = ordered_events(events, cfg)
     steps = dedupe_consecutive(frame) if cfg.dedupe_consecutive else frame
 

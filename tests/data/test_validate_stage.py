@@ -19,12 +19,8 @@ from pipelines.core.errors import InputError
 from pipelines.core.io import sha256_file
 from pipelines.core.params import RunConfig, ValidateConfig
 from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
-from pipelines.data.validation.batch import (
-    BATCH_FILE,
-    find_previous_batch,
-    resolve_batch,
-    validate_batch,
-)
+from pipelines.data.validation.batch import BATCH_FILE, validate_batch
+from pipelines.data.validation.inputs import find_previous_batch, resolve_batch
 from pipelines.stages.validate import main
 from tests.data.batches import make_batch, write_batch
 from tests.data.conftest import LOGICAL_DATE, WINDOW_DAYS

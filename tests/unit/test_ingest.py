@@ -16,8 +16,9 @@ from pipelines.core.errors import ImmutableDataError
 from pipelines.core.io import sha256_file
 from pipelines.core.params import GenerateConfig, IngestConfig, RunConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
-from pipelines.data.ingest import batch_window, ingest
+from pipelines.data.ingest import ingest
 from pipelines.data.synthetic.generator import generate
+from pipelines.data.window import batch_window
 from pipelines.stages.ingest import main
 
 DAY = dt.date(2026, 11, 22)
@@ -43,9 +44,9 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 
 
 def test_batch_window_bounds() -> None:
-    start, end = batch_window(DAY, 7)
-    assert start == dt.datetime(2026, 11, 16, tzinfo=dt.UTC)
-    assert end == dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+    window = batch_window(DAY, 7)
+    assert window.start == dt.datetime(2026, 11, 16, tzinfo=dt.UTC)
+    assert window.end == dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 
 
 def test_keeps_exactly_the_window_sorted(source: Path, tmp_path: Path) -> None:
@@ -58,7 +59,8 @@ def test_keeps_exactly_the_window_sorted(source: Path, tmp_path: Path) -> None:
     frame = events.to_pandas()
 
     everything = pq.read_table(source / "events.parquet").to_pandas()
-    start, end = (pd.Timestamp(t) for t in batch_window(DAY, 7))
+    window = batch_window(DAY, 7)
+    start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
     expected = everything[(everything["timestamp"] >= start) & (everything["timestamp"] < end)]
     assert 0 < len(expected) < len(everything)
     assert sorted(frame["event_id"]) == sorted(expected["event_id"])

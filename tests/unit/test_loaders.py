@@ -16,7 +16,8 @@ from pipelines.core.io import write_parquet
 from pipelines.core.params import DriftConfig, IngestConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
 from pipelines.data.sources.loaders import load_source
-from pipelines.data.synthetic.shop import PRESETS, synthesize
+from pipelines.data.synthetic.presets import PRESETS
+from pipelines.data.synthetic.tables import synthesize
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULTS = IngestConfig(default_price=2.5, default_category="misc")
@@ -49,6 +50,12 @@ def _sessions_of(events: pd.DataFrame, user: str) -> list[list[str]]:
     return [list(g["item_id"]) for _, g in mine.groupby("session_id", sort=False)]
 
 
+def _tiny_source(days: int = 1) -> tuple[pa.Table, pa.Table]:
+    return synthesize(
+        PRESETS["tiny"], seed=1, end_date=dt.date(2026, 11, 22), days=days, drift=DriftConfig()
+    )
+
+
 def _utc(seconds: int) -> pd.Timestamp:
     return pd.Timestamp(seconds, unit="s", tz="UTC")
 
@@ -57,9 +64,7 @@ def _utc(seconds: int) -> pd.Timestamp:
 
 
 def test_synthetic_folder(tmp_path: Path) -> None:
-    events, catalog = synthesize(
-        PRESETS["tiny"], seed=1, end_date=dt.date(2026, 11, 22), days=3, drift=DriftConfig()
-    )
+    events, catalog = _tiny_source(days=3)
     write_parquet(tmp_path / "events.parquet", events)
     write_parquet(tmp_path / "catalog.parquet", catalog)
     loaded_events, loaded_catalog = load_source("synthetic", tmp_path, DEFAULTS)
@@ -68,9 +73,7 @@ def test_synthetic_folder(tmp_path: Path) -> None:
 
 
 def test_synthetic_folder_with_other_column_order_and_types(tmp_path: Path) -> None:
-    events, catalog = synthesize(
-        PRESETS["tiny"], seed=1, end_date=dt.date(2026, 11, 22), days=2, drift=DriftConfig()
-    )
+    events, catalog = _tiny_source(days=2)
     shuffled = events.select(list(reversed(events.column_names))).set_column(
         0, "category", events.column("category").cast(pa.large_string())
     )
@@ -246,25 +249,43 @@ def test_missing_path(tmp_path: Path) -> None:
 
 
 def test_synthetic_missing_file(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "events.parquet", _tiny_source()[0])
+    with pytest.raises(InputError, match=r"synthetic catalog not found: .*catalog\.parquet"):
+        load_source("synthetic", tmp_path, DEFAULTS)
+
+
+def test_synthetic_empty_file(tmp_path: Path) -> None:
     (tmp_path / "events.parquet").write_bytes(b"")
-    with pytest.raises(InputError, match=r"has no catalog.parquet"):
+    with pytest.raises(
+        InputError, match=r"synthetic events .*events\.parquet is empty \(0 bytes\)"
+    ):
         load_source("synthetic", tmp_path, DEFAULTS)
 
 
 def test_synthetic_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "events.parquet").write_bytes(b"not parquet at all")
     (tmp_path / "catalog.parquet").write_bytes(b"")
-    with pytest.raises(InputError, match=r"cannot read .*events.parquet"):
+    with pytest.raises(
+        InputError, match=r"synthetic events .*events\.parquet is not a readable Parquet file"
+    ):
         load_source("synthetic", tmp_path, DEFAULTS)
 
 
 def test_synthetic_missing_column(tmp_path: Path) -> None:
-    events, catalog = synthesize(
-        PRESETS["tiny"], seed=1, end_date=dt.date(2026, 11, 22), days=1, drift=DriftConfig()
-    )
+    events, catalog = _tiny_source()
     write_parquet(tmp_path / "events.parquet", events.drop_columns(["price"]))
     write_parquet(tmp_path / "catalog.parquet", catalog)
-    with pytest.raises(InputError, match=r"events.parquet has no column 'price'"):
+    with pytest.raises(InputError, match=r"events\.parquet lacks the columns \['price'\]"):
+        load_source("synthetic", tmp_path, DEFAULTS)
+
+
+def test_synthetic_column_of_another_type(tmp_path: Path) -> None:
+    events, catalog = _tiny_source()
+    index = events.schema.get_field_index("price")
+    as_text = pa.array(["cheap"] * events.num_rows, pa.string())
+    write_parquet(tmp_path / "events.parquet", events.set_column(index, "price", as_text))
+    write_parquet(tmp_path / "catalog.parquet", catalog)
+    with pytest.raises(InputError, match=r"events\.parquet does not match the canonical schema"):
         load_source("synthetic", tmp_path, DEFAULTS)
 
 
@@ -362,6 +383,14 @@ def test_table_without_required_column() -> None:
             FIXTURES / "table" / "clicks.csv",
             IngestConfig(column_map={"user_id": "visitor"}),
         )
+
+
+def test_table_corrupt_parquet(tmp_path: Path) -> None:
+    (tmp_path / "log.parquet").write_bytes(b"PAR1 but nothing else")
+    with pytest.raises(
+        InputError, match=r"table source .*log\.parquet is not a readable Parquet file"
+    ):
+        load_source("table", tmp_path / "log.parquet", DEFAULTS)
 
 
 def test_table_unsupported_file_type(tmp_path: Path) -> None:

@@ -238,9 +238,30 @@ def test_missing_catalog_is_named(batch: Path, tmp_path: Path) -> None:
 
 def test_unreadable_events_are_named(batch: Path, tmp_path: Path) -> None:
     (batch / "events.parquet").write_bytes(b"not parquet")
-    with pytest.raises(InputError, match=r"events\.parquet is not readable Parquet"):
+    with pytest.raises(
+        InputError, match=r"validated events .*events\.parquet is not a readable Parquet file"
+    ):
         prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_events_without_a_column_are_named(batch: Path, tmp_path: Path) -> None:
+    events = pq.read_table(batch / "events.parquet")
+    pq.write_table(events.drop_columns(["session_id"]), batch / "events.parquet")
+    with pytest.raises(
+        InputError, match=r"validated events .*events\.parquet lacks the columns \['session_id'\]"
+    ):
+        prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_catalog_without_a_column_is_named(batch: Path, tmp_path: Path) -> None:
+    catalog = pq.read_table(batch / "catalog.parquet")
+    pq.write_table(catalog.drop_columns(["brand"]), batch / "catalog.parquet")
+    with pytest.raises(
+        InputError, match=r"validated catalog .*catalog\.parquet lacks the columns \['brand'\]"
+    ):
+        prepare(PrepareConfig(), RUN, batch, tmp_path / "o")
 
 
 def test_duplicate_catalog_items_are_rejected(batch: Path, tmp_path: Path) -> None:

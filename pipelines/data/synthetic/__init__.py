@@ -1,1 +1,13 @@
-"""The synthetic e-commerce clickstream of the embedded default, drawn from a seed."""
+"""A synthetic e-commerce clickstream with structure a sequential recommender can learn.
+
+The shop (items, categories, brands, prices, users and their tastes) is drawn once from the
+seed; traffic is then simulated one calendar day at a time. What makes the data worth learning
+from: Zipf item popularity, users who stick to a few favourite categories, views that follow
+fixed "successor" items (so the order of views carries signal beyond popularity), a view →
+add_to_cart → purchase funnel, and daily and weekly seasonality.
+
+Read in this order: ``presets`` (sizes and behaviour knobs), ``shop`` (what the seed draws once,
+with ``alias`` for fast weighted draws), ``simulation`` (one day's sessions and funnel),
+``tables`` (``synthesize``: the days as Arrow tables with their ids), ``generator`` (the
+``generate`` stage writing them to Parquet).
+"""

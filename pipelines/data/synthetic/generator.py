@@ -1,10 +1,8 @@
-"""Stage ``generate``: write the synthetic clickstream that stands in for a shop's event log.
+"""The ``generate`` stage's work: write the clickstream that stands in for a shop's event log.
 
-    python -m pipelines.data.synthetic.generator --params params.yaml --out data/source/synthetic
-
-Reads the ``run`` (logical date, seed) and ``generate`` sections of ``params.yaml`` and
-writes ``events.parquet`` and ``catalog.parquet`` into the output folder, replacing it as a
-whole. The same params give the same bytes.
+``pipelines.stages.generate`` reads the ``run`` (logical date, seed) and ``generate`` sections
+of ``params.yaml``; ``generate`` writes ``events.parquet`` and ``catalog.parquet`` into the
+output folder, replacing it as a whole. The same params give the same bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +16,8 @@ from pathlib import Path
 from pipelines.core.io import atomic_dir, write_parquet
 from pipelines.core.params import GenerateConfig, RunConfig
 from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
-from pipelines.data.synthetic.shop import PRESETS, synthesize
+from pipelines.data.synthetic.presets import PRESETS
+from pipelines.data.synthetic.tables import synthesize
 
 log = logging.getLogger("recflow.generate")
 
