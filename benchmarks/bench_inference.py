@@ -27,10 +27,10 @@ from benchmarks.machine import machine_info
 from pipelines.core.params import load_params
 from pipelines.core.project import PROJECT_ROOT
 from pipelines.model.saved import load_model
-from pipelines.serving.artifacts import eager_scorer, held_out_histories, optimize, time_artifacts
+from pipelines.serving.artifacts import held_out_histories, optimize, time_artifacts
 from pipelines.serving.backends.onnxruntime import ort_session
 from pipelines.serving.graph.torch_export import export_onnx
-from pipelines.serving.parity import check_parity
+from pipelines.serving.parity import check_parity, eager_scorer
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         timings = time_artifacts(
             model,
             out,
-            manifest["artifacts"],
+            manifest,
             histories,
             cfg,
             extra={("onnxruntime-portable", "fp32"): portable_scores},
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": threads,
         "requests": "held-out test histories of data/prepared, one call per request",
         "parity": {
-            a["name"]: a.get("parity", {}) | {"status": a["status"]} for a in manifest["artifacts"]
+            a.name: (a.parity.model_dump() if a.parity else {}) | {"status": a.status}
+            for a in manifest.artifacts
         }
         | {"onnxruntime-portable": portable_parity.to_dict()},
         "results": [t.to_dict() for t in timings],

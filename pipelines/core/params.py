@@ -3,35 +3,79 @@
 Every tunable lives in ``params.yaml``. Each stage reads its own section into a frozen
 pydantic model that rejects unknown keys and wrong types, so a typo in ``params.yaml`` is
 an error naming the key instead of a silently ignored setting.
+
+Nothing is coerced from another type: ``min_rows: "250"``, ``progress: "yes"`` or
+``epochs: 2.5`` are errors. An integer is a valid float. Three conversions are explicit:
+dates are read from ``YYYY-MM-DD`` strings (or the date YAML makes of an unquoted one), the
+lists of YAML and JSON fill tuple fields, and path fields take strings.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+T = TypeVar("T")
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# text that YAML 1.1 leaves a string although it reads as a number, e.g. 1e-3 (no dot)
+_NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
     """``params.yaml`` is missing, unreadable, or does not match the typed config."""
 
 
+def _date(value: Any) -> Any:
+    """A date from ``YYYY-MM-DD`` text or a date object (what YAML makes of an unquoted date)."""
+    if isinstance(value, dt.datetime):
+        raise ValueError(f"expected a date without a time (YYYY-MM-DD), got {value.isoformat()}")
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a calendar date ({exc})") from exc
+    raise ValueError(f"expected a date as YYYY-MM-DD, got {value!r}")
+
+
+def _tuple(value: Any) -> Any:
+    """A list (all YAML and JSON have) becomes a tuple; its items are still checked strictly."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _path(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("a path must not be empty")
+        return Path(value)
+    return value
+
+
+Date = Annotated[dt.date, BeforeValidator(_date)]
+Items = Annotated[tuple[T, ...], BeforeValidator(_tuple)]
+FilePath = Annotated[Path, BeforeValidator(_path)]
+
+
 class StrictModel(BaseModel):
     """Base for config sections: frozen, unknown keys rejected, no silent coercion."""
 
-    # lax mode: ISO date strings from params.yaml become dates; anything unparseable is an error
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RunConfig(StrictModel):
     """The run: its logical date (set by Airflow per run, or by hand) and the global seed."""
 
-    logical_date: dt.date
+    logical_date: Date
     seed: int = 42
 
 
@@ -74,7 +118,7 @@ class ValidateConfig(StrictModel):
     price_min: float = Field(0.01, gt=0.0)
     price_max: float = Field(100_000.0, gt=0.0)
     max_id_length: int = Field(128, ge=1)
-    min_timestamp: dt.date = dt.date(1990, 1, 1)
+    min_timestamp: Date = dt.date(1990, 1, 1)
     max_share_unseen_items: float = Field(0.5, ge=0.0, le=1.0)
     max_share_unseen_users: float = Field(0.95, ge=0.0, le=1.0)
     min_events_per_user: int = Field(3, ge=1)
@@ -95,7 +139,7 @@ class PrepareConfig(StrictModel):
 
     split: Literal["leave_one_out", "time"] = "leave_one_out"
     time_split: TimeSplitConfig = TimeSplitConfig()
-    event_types: tuple[Literal["view", "add_to_cart", "purchase"], ...] = (
+    event_types: Items[Literal["view", "add_to_cart", "purchase"]] = (
         "view",
         "add_to_cart",
         "purchase",
@@ -193,7 +237,7 @@ class BatchProfile(StrictModel):
 class TensorRTConfig(StrictModel):
     """TensorRT engines (built only where a CUDA GPU and the tensorrt package exist)."""
 
-    precisions: tuple[Literal["fp16", "bf16", "int8"], ...] = ("fp16", "bf16", "int8")
+    precisions: Items[Literal["fp16", "bf16", "int8"]] = ("fp16", "bf16", "int8")
     profile: BatchProfile = BatchProfile()
     workspace_mb: int = Field(2048, ge=64)
     calibration_sequences: int = Field(512, ge=1)
@@ -202,7 +246,7 @@ class TensorRTConfig(StrictModel):
 class LatencyConfig(StrictModel):
     """Latency measurement of each artifact beside torch eager."""
 
-    batches: tuple[int, ...] = (1, 32, 256)
+    batches: Items[int] = (1, 32, 256)
     warmup: int = Field(3, ge=0)
     iterations: int = Field(30, ge=2)
     rounds: int = Field(5, ge=1)  # the backends take turns in this many rounds per batch size
@@ -218,7 +262,7 @@ class OptimizeConfig(StrictModel):
     threads: int | None = Field(2, ge=1)
     onnxruntime_int8: bool = True
     # the first artifact of this list that passes parity is the one serving uses
-    ship_order: tuple[str, ...] = (
+    ship_order: Items[str] = (
         "tensorrt-fp16",
         "tensorrt-bf16",
         "tensorrt-int8",
@@ -250,7 +294,7 @@ class QualityGate(StrictModel):
 class EvaluateConfig(StrictModel):
     """The ``evaluate`` stage: the regression gate of the candidate against production."""
 
-    production: Path = Path("models/production")
+    production: FilePath = Path("models/production")
     golden_users: int = Field(2000, ge=1)
     quality: QualityGate = QualityGate()
     on_inconclusive: Literal["block", "pass"] = "block"
@@ -265,14 +309,14 @@ class AirflowConfig(StrictModel):
     """Scheduling of the ``recsys_retrain`` DAG."""
 
     schedule: str = "0 2 * * *"
-    start_date: dt.date = dt.date(2026, 1, 1)
+    start_date: Date = dt.date(2026, 1, 1)
     retries: int = Field(2, ge=0)
     retry_delay_minutes: float = Field(5.0, ge=0.0)
     # multiplier between successive retry delays (0 = constant delay), capped by the max below
     retry_exponential_backoff: float = Field(2.0, ge=0.0)
     max_retry_delay_minutes: float = Field(60.0, ge=0.0)
     execution_timeout_minutes: float = Field(120.0, gt=0.0)
-    tags: tuple[str, ...] = ("recflow", "recsys")
+    tags: Items[str] = ("recflow", "recsys")
 
 
 class PodResources(StrictModel):
@@ -308,7 +352,7 @@ class ExecutionConfig(StrictModel):
     workspace_dir: str = "/workspace"
     requests: PodResources = PodResources(cpu="1", memory="2Gi")
     limits: PodResources = PodResources(cpu="2", memory="4Gi")
-    gpu_stages: tuple[str, ...] = ()
+    gpu_stages: Items[str] = ()
     training: TrainingTopology = TrainingTopology()
 
 
@@ -351,9 +395,21 @@ def format_errors(exc: ValidationError, where: str) -> str:
     lines = [f"invalid configuration in {where}:"]
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"]) or "(section)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  {loc}: {msg}")
+        lines.append(f"  {loc}: {_message(err)}")
     return "\n".join(lines)
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(err["msg"])
+    value = err.get("input")
+    if err["type"].endswith("_type"):
+        # a wrong type: say what was given, since strict parsing never converts it
+        message += f", got {value!r} ({type(value).__name__})"
+        if err["type"] == "float_type" and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+            message += "; YAML reads a number without a dot as text: write e.g. 1.0e-3"
+    return message
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
@@ -363,6 +419,32 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, str(path))) from exc
+
+
+def with_overrides(
+    params: Params, section: str, overrides: Mapping[str, Any], where: str
+) -> Params:
+    """``params`` with the keys of one section replaced, checked as strictly as the file.
+
+    Args:
+        params: The checked params.
+        section: The section the overrides go to (``train``).
+        overrides: New values of its keys, e.g. parsed from ``--config-json``.
+        where: Where the overrides come from, for the message.
+
+    Raises:
+        ConfigError: An override names an unknown key or has a wrong type or value; the
+            message names it as ``section.key``.
+    """
+    # python-mode dump: dates, tuples and paths stay objects the strict models accept
+    values = params.model_dump(by_alias=True)
+    if not isinstance(values.get(section), dict):
+        raise ConfigError(f"params have no section {section!r}")
+    values[section] = {**values[section], **overrides}
+    try:
+        return Params.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, where)) from exc
 
 
 def load_section(name: str, model: type[M], path: Path | str = DEFAULT_PARAMS) -> M:

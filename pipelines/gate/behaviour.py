@@ -1,7 +1,7 @@
 """Behavioural tests of a served recommender: properties every answer must have.
 
 Each function takes a loaded :class:`~pipelines.serving.runtime.Recommender` (what serving runs) and
-returns a :class:`~pipelines.gate.rules.Check`; none of them needs to know the backend.
+returns a :class:`~pipelines.gate.verdict.Check`; none of them needs to know the backend.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipelines.gate.rules import Check, Status
+from pipelines.gate.verdict import Check, CheckStatus
 from pipelines.serving.runtime import Recommender
 
 
@@ -19,29 +19,37 @@ def finite_scores(recommender: Recommender, history: np.ndarray) -> Check:
     scores = recommender.scores(history)[:, 1:]
     bad = int((~np.isfinite(scores)).sum())
     if bad:
-        return Check("finite_scores", "fail", bad, 0, f"{bad} NaN or infinite item scores")
-    return Check("finite_scores", "pass", 0, 0, "all item scores are finite")
+        detail = f"{bad} NaN or infinite item scores"
+        return Check(name="finite_scores", status="fail", value=bad, threshold=0, detail=detail)
+    detail = "all item scores are finite"
+    return Check(name="finite_scores", status="pass", value=0, threshold=0, detail=detail)
 
 
 def no_duplicates(recommender: Recommender, history: np.ndarray) -> Check:
     """No list holds the same item twice."""
     items, _ = recommender.recommend(history)
     rows = sum(len(np.unique(row)) != len(row) for row in items)
-    status: Status = "fail" if rows else "pass"
-    return Check("no_duplicate_items", status, rows, 0, f"{rows} lists with a repeated item")
+    status: CheckStatus = "fail" if rows else "pass"
+    return Check(
+        name="no_duplicate_items",
+        status=status,
+        value=rows,
+        threshold=0,
+        detail=f"{rows} lists with a repeated item",
+    )
 
 
 def catalog_only(recommender: Recommender, history: np.ndarray) -> Check:
     """Every recommended item is a catalog item (1..n_items), never padding."""
     items, _ = recommender.recommend(history)
     outside = int(((items < 1) | (items > recommender.n_items)).sum())
-    status: Status = "fail" if outside else "pass"
+    status: CheckStatus = "fail" if outside else "pass"
     return Check(
-        "catalog_items_only",
-        status,
-        outside,
-        0,
-        f"{outside} recommended items outside 1..{recommender.n_items}",
+        name="catalog_items_only",
+        status=status,
+        value=outside,
+        threshold=0,
+        detail=f"{outside} recommended items outside 1..{recommender.n_items}",
     )
 
 
@@ -55,7 +63,13 @@ def cold_start(recommender: Recommender) -> Check:
         and len(np.unique(items)) == items.shape[1]
     )
     detail = f"{items.shape[1]} items for an empty history" if ok else f"got {items.tolist()}"
-    return Check("cold_start_user", "pass" if ok else "fail", int(items.shape[1]), "> 0", detail)
+    return Check(
+        name="cold_start_user",
+        status="pass" if ok else "fail",
+        value=int(items.shape[1]),
+        threshold="> 0",
+        detail=detail,
+    )
 
 
 def batch_invariance(recommender: Recommender, history: np.ndarray, tolerance: float) -> Check:
@@ -75,7 +89,11 @@ def batch_invariance(recommender: Recommender, history: np.ndarray, tolerance: f
     ok = np.isfinite(diff) and diff <= tolerance and same_top
     detail = f"largest score change {diff:.2e} (allowed {tolerance:g}); same top-k: {same_top}"
     return Check(
-        "batch_invariance", "pass" if ok else "fail", float(f"{diff:.3g}"), tolerance, detail
+        name="batch_invariance",
+        status="pass" if ok else "fail",
+        value=float(f"{diff:.3g}"),
+        threshold=tolerance,
+        detail=detail,
     )
 
 
@@ -92,7 +110,12 @@ def padding_invariance(
     """
     short = [h for h in histories if 0 < len(h) < recommender.max_len][:16]
     if not short:
-        return Check("padding_invariance", "skipped", None, tolerance, "no short history")
+        return Check(
+            name="padding_invariance",
+            status="skipped",
+            threshold=tolerance,
+            detail="no short history",
+        )
     worst = 0.0
     mismatched = 0
     for history in short:
@@ -112,4 +135,10 @@ def padding_invariance(
         f"largest score change {worst:.2e}"
     )
     value = float(f"{worst:.3g}")
-    return Check("padding_invariance", "pass" if ok else "fail", value, tolerance, detail)
+    return Check(
+        name="padding_invariance",
+        status="pass" if ok else "fail",
+        value=value,
+        threshold=tolerance,
+        detail=detail,
+    )

@@ -1,6 +1,6 @@
 """Stage ``evaluate``: the regression gate of the candidate against the production model.
 
-    python -m pipelines.gate.judge --params params.yaml --candidate models/candidate \\
+    python -m pipelines.stages.evaluate --params params.yaml --candidate models/candidate \\
         --prepared data/prepared --out models/candidate/evaluation --metrics metrics/evaluate.json
 
 Both models answer through their shipped artifacts (``<model>/optimized``, opened by the
@@ -11,40 +11,49 @@ serving runtime), on a fixed golden set of test users. The gate checks, in order
 - behaviour: finite scores, no duplicate items, catalog items only, a cold-start user gets a
   full list, answers do not change with padding or with the rest of the batch;
 - latency: p99 of batch-1 requests within budget;
-- quality: NDCG@10 and Recall@10 above their minimums and, against production, not worse than
-  the allowed drop with bootstrap confidence (``pipelines/gate.py``).
+- quality: NDCG@10 and Recall@10 on the golden set (``pipelines.gate.golden``) above their
+  minimums and, against production, not worse than the allowed drop with bootstrap confidence
+  (``pipelines.gate.rules``).
 
 With no production model (``evaluate.production`` does not exist) the bootstrap rule applies:
-every check but the comparison must pass. ``--out`` receives ``verdict.json``, ``report.md``
-and ``report.html`` in every case; a blocked candidate then exits with code 3.
+every check but the comparison must pass. ``--out`` receives ``verdict.json``
+(:class:`~pipelines.gate.verdict.Verdict`), ``verdict.schema.json``, ``report.md`` and
+``report.html`` in every case, the same bytes for the same inputs; the measured latency goes to
+``--metrics``. A blocked candidate then exits with code 3.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.io import atomic_dir, write_json, write_text
 from pipelines.core.params import EvaluateConfig
-from pipelines.data.prepared import load_prepared
 from pipelines.gate import behaviour
+from pipelines.gate.golden import GOLDEN_SEED, answer_quality, golden_set, mean_quality
 from pipelines.gate.report import render_html, render_markdown
-from pipelines.gate.rules import Check, absolute_check, comparative_check, verdict
+from pipelines.gate.rules import absolute_check, comparative_check, verdict
+from pipelines.gate.verdict import (
+    QUALITY_METRICS,
+    VERDICT_VERSION,
+    CandidateResult,
+    Check,
+    ProductionResult,
+    QualityMetric,
+    Verdict,
+    write_verdict,
+)
 from pipelines.model.saved import load_model
-from pipelines.serving.latency import measure
-from pipelines.serving.manifest import ArtifactError, read_manifest
+from pipelines.serving.latency import Timing, measure
+from pipelines.serving.manifest import ArtifactError, ArtifactManifest, read_manifest
+from pipelines.serving.parity import Scorer, eager_scorer
 from pipelines.serving.runtime import Recommender
 
 log = logging.getLogger("recflow.evaluate")
-
-GOLDEN_SEED = 7
-METRICS = ("ndcg@10", "recall@10")
 
 
 class GateBlocked(RecflowError):
@@ -53,48 +62,9 @@ class GateBlocked(RecflowError):
     exit_code = 3
 
 
-def golden_set(
-    prepared: Path, users: int, *, event_types: bool = False
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """A fixed, seeded sample of test users: their histories and next items.
-
-    With ``event_types`` the histories are step tokens (``pipelines.model.sasrec.step_tokens``), for
-    an artifact that reads them; the users are the same either way.
-    """
-    data = load_prepared(prepared, event_types=event_types)
-    rng = np.random.default_rng(GOLDEN_SEED)
-    count = min(users, len(data.test_target))
-    rows = np.sort(rng.choice(len(data.test_target), size=count, replace=False))
-    histories = data.model_inputs("test", event_types)
-    return [histories[row] for row in rows], data.test_target[rows]
-
-
-def per_user_quality(items: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-    """NDCG@10 and Recall@10 of each user from its top-k list (one held-out item per user)."""
-    top = items[:, :10]
-    hit = top == targets[:, None]
-    found = hit.any(axis=1)
-    rank = hit.argmax(axis=1)
-    ndcg = np.where(found, 1.0 / np.log2(rank + 2.0), 0.0)
-    return {"ndcg@10": ndcg, "recall@10": found.astype(np.float64)}
-
-
-def _answer(recommender: Recommender, histories: list[np.ndarray]) -> np.ndarray:
-    padded = recommender.pad(histories)
-    return np.concatenate(
-        [recommender.recommend(padded[i : i + 256])[0] for i in range(0, len(padded), 256)]
-    )
-
-
-def _reference(model_path: Path) -> Callable[[np.ndarray], np.ndarray] | None:
-    if not model_path.is_file():
-        return None
-    model = load_model(model_path)
-
-    def score(history: np.ndarray) -> np.ndarray:
-        return model.score(torch.from_numpy(history)).numpy()
-
-    return score
+def _reference(model_path: Path) -> Scorer | None:
+    """The PyTorch model's scores, where the candidate's ``model.pt`` is there to load."""
+    return eager_scorer(load_model(model_path)) if model_path.is_file() else None
 
 
 def _infra_checks(
@@ -106,46 +76,57 @@ def _infra_checks(
         recommender = Recommender.load(optimized)
     except ArtifactError as exc:
         histories, targets = golden_set(prepared, cfg.golden_users)
-        return [Check("infra_load", "fail", None, None, str(exc))], None, histories, targets
+        return [Check(name="infra_load", status="fail", detail=str(exc))], None, histories, targets
     histories, targets = golden_set(prepared, cfg.golden_users, event_types=recommender.event_types)
-    checks = [Check("infra_load", "pass", recommender.name, None, f"{recommender.name} loads")]
+    loaded = f"{recommender.name} loads"
+    checks = [Check(name="infra_load", status="pass", value=recommender.name, detail=loaded)]
     try:
         items, _ = recommender.recommend(recommender.pad(histories[:4] or [np.zeros(0, np.int64)]))
-        checks.append(Check("infra_request", "pass", list(items.shape), None, "answers a request"))
+        shape = [int(n) for n in items.shape]
+        answers = "answers a request"
+        checks.append(Check(name="infra_request", status="pass", value=shape, detail=answers))
     except (ArtifactError, ValueError) as exc:
-        checks.append(Check("infra_request", "fail", None, None, str(exc)))
+        checks.append(Check(name="infra_request", status="fail", detail=str(exc)))
         return checks, None, histories, targets
-    parity = recommender.entry.get("parity") or {}
-    passed = bool(parity.get("passed")) and recommender.entry.get("status") == "shipped"
+    checks.append(_parity_check(recommender))
+    file = recommender.entry.file or ""
+    size_mb = (optimized / file).stat().st_size / 2**20
     checks.append(
         Check(
-            "parity",
-            "pass" if passed else "fail",
-            {k: parity.get(k) for k in ("max_abs_error", "top10_overlap")},
-            parity.get("thresholds"),
-            "parity with the PyTorch model passed at optimize time"
-            if passed
-            else f"shipped artifact has no passing parity record: {parity.get('reason')}",
-        )
-    )
-    size_mb = (optimized / recommender.entry["file"]).stat().st_size / 2**20
-    checks.append(
-        Check(
-            "artifact_size_mb",
-            "pass" if size_mb <= cfg.max_artifact_mb else "fail",
-            round(size_mb, 3),
-            cfg.max_artifact_mb,
-            f"{recommender.entry['file']} is {size_mb:.2f} MB",
+            name="artifact_size_mb",
+            status="pass" if size_mb <= cfg.max_artifact_mb else "fail",
+            value=round(size_mb, 3),
+            threshold=cfg.max_artifact_mb,
+            detail=f"{file} is {size_mb:.2f} MB",
         )
     )
     return checks, recommender, histories, targets
+
+
+def _parity_check(recommender: Recommender) -> Check:
+    """The manifest's record of the shipped artifact's parity with the PyTorch model."""
+    entry, parity = recommender.entry, recommender.entry.parity
+    if parity is None or not parity.passed or entry.status != "shipped":
+        reason = parity.reason if parity else "none recorded"
+        return Check(
+            name="parity",
+            status="fail",
+            detail=f"shipped artifact has no passing parity record: {reason}",
+        )
+    return Check(
+        name="parity",
+        status="pass",
+        value={"max_abs_error": parity.max_abs_error, "top10_overlap": parity.top10_overlap},
+        threshold=parity.thresholds.model_dump(),
+        detail="parity with the PyTorch model passed at optimize time",
+    )
 
 
 def _behaviour_checks(
     cfg: EvaluateConfig,
     recommender: Recommender,
     histories: list[np.ndarray],
-    reference: Callable[[np.ndarray], np.ndarray] | None,
+    reference: Scorer | None,
 ) -> list[Check]:
     sample = recommender.pad(histories[:256])
     checks = []
@@ -159,7 +140,7 @@ def _behaviour_checks(
         try:
             checks.append(run())
         except ArtifactError as exc:
-            checks.append(Check("behaviour", "fail", None, None, str(exc)))
+            checks.append(Check(name="behaviour", status="fail", detail=str(exc)))
     if reference is not None:
         checks.append(
             behaviour.padding_invariance(
@@ -169,7 +150,14 @@ def _behaviour_checks(
     return checks
 
 
-def _latency_check(cfg: EvaluateConfig, recommender: Recommender, history: np.ndarray) -> Check:
+def _latency_check(
+    cfg: EvaluateConfig, recommender: Recommender, history: np.ndarray
+) -> tuple[Check, Timing]:
+    """Batch-1 latency against its budget.
+
+    The check records only pass or fail: the measured p50 and p99 differ from run to run and
+    go to the metrics file, so the verdict and report stay the same bytes on a rerun.
+    """
     timing = measure(
         recommender.backend,
         recommender.precision,
@@ -180,14 +168,16 @@ def _latency_check(cfg: EvaluateConfig, recommender: Recommender, history: np.nd
         iterations=cfg.latency_requests,
     )[0]
     ok = timing.p99_ms <= cfg.latency_p99_ms
-    return Check(
-        "latency_p99_ms",
-        "pass" if ok else "fail",
-        timing.p99_ms,
-        cfg.latency_p99_ms,
-        f"batch-1 p99 {timing.p99_ms:.3f} ms (p50 {timing.p50_ms:.3f} ms) over "
-        f"{cfg.latency_requests} requests",
+    budget = f"{cfg.latency_p99_ms:g} ms"
+    where = "within" if ok else "over"
+    check = Check(
+        name="latency_p99_ms",
+        status="pass" if ok else "fail",
+        threshold=cfg.latency_p99_ms,
+        detail=f"batch-1 p99 {where} the {budget} budget over {cfg.latency_requests} requests "
+        "(measured values in the evaluate metrics)",
     )
+    return check, timing
 
 
 def evaluate(
@@ -198,8 +188,16 @@ def evaluate(
     *,
     production: Path | None = None,
     metrics: Path | None = None,
-) -> dict[str, Any]:
+) -> Verdict:
     """Judge ``candidate`` against ``production`` (default ``cfg.production``); write the verdict.
+
+    Args:
+        cfg: The ``evaluate`` section.
+        candidate: The candidate's folder (``model.pt`` and ``optimized/``).
+        prepared: The prepare stage's folder (the golden set's users).
+        out: Folder for ``verdict.json``, its schema and the reports (replaced as a whole).
+        production: The production model's folder; ``cfg.production`` when not given.
+        metrics: Where to write the verdict's numbers and the measured latency for DVC.
 
     Returns:
         The verdict (also written to ``out/verdict.json``).
@@ -211,24 +209,24 @@ def evaluate(
     production = cfg.production if production is None else production
     checks, recommender, histories, targets = _infra_checks(cfg, candidate, prepared)
     log.info("golden set: %d test users", len(targets))
-    quality: dict[str, Any] = {}
-    production_quality: dict[str, Any] | None = None
+    quality: dict[QualityMetric, float] = {}
+    production_quality: dict[QualityMetric, float] = {}
+    timing: Timing | None = None
     bootstrap = not (production / "optimized").exists()
     if recommender is not None:
         checks += _behaviour_checks(cfg, recommender, histories, _reference(candidate / "model.pt"))
-        checks.append(_latency_check(cfg, recommender, recommender.pad(histories)))
-        candidate_users = per_user_quality(_answer(recommender, histories), targets)
-        quality = {m: round(float(candidate_users[m].mean()), 6) for m in METRICS}
-        checks += [absolute_check(m, quality[m], cfg.quality) for m in METRICS]
+        latency, timing = _latency_check(cfg, recommender, recommender.pad(histories))
+        checks.append(latency)
+        candidate_users = answer_quality(recommender, histories, targets)
+        quality = mean_quality(candidate_users)
+        checks += [absolute_check(m, quality[m], cfg.quality) for m in QUALITY_METRICS]
         if bootstrap:
             checks.append(
                 Check(
-                    "quality_vs_production",
-                    "skipped",
-                    None,
-                    None,
-                    f"no production model at {production}: bootstrap rule (every other check "
-                    "must pass, quality must meet its minimums)",
+                    name="quality_vs_production",
+                    status="skipped",
+                    detail=f"no production model at {production}: bootstrap rule (every other "
+                    "check must pass, quality must meet its minimums)",
                 )
             )
         else:
@@ -242,35 +240,36 @@ def evaluate(
             )
             checks += comparisons
     outcome, blocked = verdict(checks, cfg.on_inconclusive)
-    manifest = _manifest_or_none(candidate / "optimized")
-    result = {
-        "verdict": outcome,
-        "blocked": blocked,
-        "bootstrap": bootstrap,
-        "on_inconclusive": cfg.on_inconclusive,
-        "golden_users": len(targets),
-        "candidate": {
-            "path": str(candidate),
-            "artifact": recommender.name if recommender else None,
-            "model_sha256": (manifest or {}).get("model_sha256"),
-            "quality": quality,
-        },
-        "production": None
+    manifest = recommender.manifest if recommender else _manifest_or_none(candidate / "optimized")
+    result = Verdict(
+        schema_version=VERDICT_VERSION,
+        outcome=outcome,
+        blocked=blocked,
+        bootstrap=bootstrap,
+        on_inconclusive=cfg.on_inconclusive,
+        golden_users=len(targets),
+        candidate=CandidateResult(
+            path=str(candidate),
+            artifact=recommender.name if recommender else None,
+            model_sha256=manifest.model_sha256 if manifest else None,
+            quality=quality,
+        ),
+        production=None
         if bootstrap
-        else {"path": str(production), "quality": production_quality},
-        "checks": [check.to_dict() for check in checks],
-    }
+        else ProductionResult(path=str(production), quality=production_quality),
+        checks=tuple(checks),
+    )
     with atomic_dir(out) as folder:
-        write_json(folder / "verdict.json", result)
+        write_verdict(folder, result)
         write_text(folder / "report.md", render_markdown(result))
         write_text(folder / "report.html", render_html(result))
     if metrics is not None:
-        write_json(metrics, _metrics(result))
-    failed = [c.name for c in checks if c.status in ("fail", "inconclusive")]
-    log.info("verdict: %s%s", outcome, f" ({', '.join(failed)})" if failed else "")
+        write_json(metrics, _metrics(result, timing))
+    stopping = result.stopping
+    log.info("verdict: %s%s", outcome, f" ({', '.join(stopping)})" if stopping else "")
     if blocked:
         raise GateBlocked(
-            f"candidate blocked ({outcome}): {', '.join(failed)}; see {out / 'report.md'}"
+            f"candidate blocked ({outcome}): {', '.join(stopping)}; see {out / 'report.md'}"
         )
     return result
 
@@ -281,8 +280,8 @@ def _compare(
     prepared: Path,
     golden: tuple[list[np.ndarray], np.ndarray],
     event_types: bool,
-    candidate_users: dict[str, np.ndarray],
-) -> tuple[dict[str, float], list[Check]]:
+    candidate_users: dict[QualityMetric, np.ndarray],
+) -> tuple[dict[QualityMetric, float], list[Check]]:
     """Paired quality of production against the candidate's per-user quality.
 
     ``golden`` is the golden set in the candidate's form (step tokens when ``event_types``);
@@ -291,13 +290,14 @@ def _compare(
     try:
         serving = Recommender.load(production / "optimized")
     except ArtifactError as exc:
-        return {}, [Check("production_load", "fail", None, None, f"production model: {exc}")]
+        detail = f"production model: {exc}"
+        return {}, [Check(name="production_load", status="fail", detail=detail)]
     histories, targets = golden
     if serving.event_types != event_types:
         histories, targets = golden_set(prepared, cfg.golden_users, event_types=serving.event_types)
-    production_users = per_user_quality(_answer(serving, histories), targets)
+    production_users = answer_quality(serving, histories, targets)
     checks = []
-    for index, metric in enumerate(METRICS):
+    for index, metric in enumerate(QUALITY_METRICS):
         check, _ = comparative_check(
             metric,
             candidate_users[metric],
@@ -306,32 +306,32 @@ def _compare(
             seed=GOLDEN_SEED + index,
         )
         checks.append(check)
-    return {m: round(float(production_users[m].mean()), 6) for m in METRICS}, checks
+    return mean_quality(production_users), checks
 
 
-def _manifest_or_none(folder: Path) -> dict[str, Any] | None:
+def _manifest_or_none(folder: Path) -> ArtifactManifest | None:
     try:
         return read_manifest(folder)
     except ArtifactError:
         return None
 
 
-def _metrics(result: dict[str, Any]) -> dict[str, Any]:
+def _metrics(result: Verdict, timing: Timing | None) -> dict[str, Any]:
+    """The verdict's numbers for DVC, with the latency the verdict leaves out."""
     values: dict[str, Any] = {
-        "verdict": result["verdict"],
-        "blocked": result["blocked"],
-        "bootstrap": result["bootstrap"],
-        **{f"candidate_{k}": v for k, v in result["candidate"]["quality"].items()},
+        "verdict": result.outcome,
+        "blocked": result.blocked,
+        "bootstrap": result.bootstrap,
+        **{f"candidate_{k}": v for k, v in result.candidate.quality.items()},
     }
-    for check in result["checks"]:
-        if check["name"] == "latency_p99_ms":
-            values["latency_p99_ms"] = check["value"]
-        elif check["name"] == "artifact_size_mb":
-            values["artifact_size_mb"] = check["value"]
-        elif check["name"].startswith("quality_vs_production_") and isinstance(
-            check["value"], dict
-        ):
-            metric = check["name"].removeprefix("quality_vs_production_")
-            values[f"diff_{metric}"] = check["value"]["difference"]
-            values[f"diff_{metric}_ci"] = check["value"]["ci"]
+    if timing is not None:
+        values["latency_p50_ms"] = timing.p50_ms
+        values["latency_p99_ms"] = timing.p99_ms
+    for check in result.checks:
+        if check.name == "artifact_size_mb":
+            values["artifact_size_mb"] = check.value
+        elif check.name.startswith("quality_vs_production_") and isinstance(check.value, dict):
+            metric = check.name.removeprefix("quality_vs_production_")
+            values[f"diff_{metric}"] = check.value["difference"]
+            values[f"diff_{metric}_ci"] = check.value["ci"]
     return values

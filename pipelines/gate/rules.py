@@ -16,29 +16,18 @@ absolute minimum.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from scipy import stats
 
 from pipelines.core.params import QualityGate
+from pipelines.gate.verdict import Check, CheckStatus, Outcome
 
-Status = Literal["pass", "fail", "inconclusive", "skipped"]
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check of the gate and its outcome."""
-
-    name: str
-    status: Status
-    value: Any = None
-    threshold: Any = None
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values."""
-        return asdict(self)
+# resampled values held at once: samples x users floats
+_BATCH_VALUES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -53,31 +42,52 @@ class Interval:
 def bootstrap_difference(
     candidate: np.ndarray, production: np.ndarray, samples: int, confidence: float, seed: int
 ) -> Interval:
-    """Paired bootstrap CI of ``mean(candidate - production)`` over users (seeded)."""
-    diff = np.asarray(candidate, dtype=np.float64) - np.asarray(production, dtype=np.float64)
-    if diff.size == 0:
+    """Paired bootstrap CI of ``mean(candidate - production)`` over users (seeded).
+
+    ``scipy.stats.bootstrap`` with ``paired=True`` resamples the users, each with both of its
+    values, and gives the percentile interval of the mean difference. One user is its own
+    every resample: the interval is that user's difference (scipy refuses a single value).
+
+    Raises:
+        ValueError: There are no users, or the two arrays differ in length.
+    """
+    cand = np.asarray(candidate, dtype=np.float64)
+    prod = np.asarray(production, dtype=np.float64)
+    if cand.shape != prod.shape:
+        raise ValueError(f"{cand.size} candidate values but {prod.size} production values")
+    if cand.size == 0:
         raise ValueError("no golden users to compare on")
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples)
-    # in chunks: samples x users indices would be large for big golden sets
-    chunk = max(1, 2_000_000 // diff.size)
-    for start in range(0, samples, chunk):
-        count = min(chunk, samples - start)
-        rows = rng.integers(0, diff.size, size=(count, diff.size))
-        means[start : start + count] = diff[rows].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return Interval(mean=float(diff.mean()), low=float(low), high=float(high))
+    mean = float(np.mean(cand - prod))
+    if cand.size == 1:
+        return Interval(mean=mean, low=mean, high=mean)
+
+    def mean_difference(c: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(c - p, axis=axis)
+
+    result = stats.bootstrap(
+        (cand, prod),
+        mean_difference,
+        n_resamples=samples,
+        batch=max(1, _BATCH_VALUES // cand.size),
+        vectorized=True,
+        paired=True,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return Interval(mean=mean, low=float(interval.low), high=float(interval.high))
 
 
 def absolute_check(metric: str, value: float, gate: QualityGate) -> Check:
     """The candidate's metric against its absolute minimum."""
+    name = f"quality_min_{metric}"
     minimum = gate.min_absolute.get(metric)  # type: ignore[call-overload]
     if minimum is None:
-        return Check(f"quality_min_{metric}", "pass", round(value, 6), None, "no minimum set")
-    status: Status = "pass" if value >= minimum else "fail"
+        return Check(name=name, status="pass", value=round(value, 6), detail="no minimum set")
+    status: CheckStatus = "pass" if value >= minimum else "fail"
     detail = f"{metric} {value:.4f} {'>=' if status == 'pass' else '<'} minimum {minimum:g}"
-    return Check(f"quality_min_{metric}", status, round(value, 6), minimum, detail)
+    return Check(name=name, status=status, value=round(value, 6), threshold=minimum, detail=detail)
 
 
 def comparative_check(
@@ -91,7 +101,7 @@ def comparative_check(
     allowed = max(gate.max_absolute_drop, gate.max_relative_drop * base)
     ci = f"[{interval.low:+.4f}, {interval.high:+.4f}]"
     if interval.low >= -allowed:
-        status: Status = "pass"
+        status: CheckStatus = "pass"
         detail = (
             f"{metric} difference {interval.mean:+.4f}, {gate.confidence:.0%} CI {ci} "
             f"above -{allowed:.4f}"
@@ -106,20 +116,22 @@ def comparative_check(
             f"-{allowed:.4f}: the golden set cannot tell"
         )
     check = Check(
-        f"quality_vs_production_{metric}",
-        status,
-        {
+        name=f"quality_vs_production_{metric}",
+        status=status,
+        value={
             "difference": round(interval.mean, 6),
             "ci": [round(interval.low, 6), round(interval.high, 6)],
         },
-        {"allowed_drop": round(allowed, 6)},
-        detail,
+        threshold={"allowed_drop": round(allowed, 6)},
+        detail=detail,
     )
     return check, interval
 
 
-def verdict(checks: list[Check], on_inconclusive: Literal["block", "pass"]) -> tuple[str, bool]:
-    """The overall verdict and whether it blocks the candidate."""
+def verdict(
+    checks: Sequence[Check], on_inconclusive: Literal["block", "pass"]
+) -> tuple[Outcome, bool]:
+    """The overall outcome and whether it blocks the candidate."""
     statuses = {check.status for check in checks}
     if "fail" in statuses:
         return "fail", True

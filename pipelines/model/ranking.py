@@ -57,17 +57,26 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return ranks.masked_fill(torch.isneginf(target_scores.squeeze(1)), math.inf)
 
 
-def metric_sums(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
-    """Sums over users of HR@K, NDCG@K and MRR@K for the given ``ranks`` (0-based)."""
-    sums: dict[str, float] = {}
+def per_user_metrics(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, torch.Tensor]:
+    """HR@K, NDCG@K and MRR@K of each user for the given ``ranks`` (0-based), as float64.
+
+    With one target per user, NDCG@K is ``1 / log2(rank + 2)`` for a rank below K, else 0.
+    """
+    values: dict[str, torch.Tensor] = {}
     for k in ks:
         hit = ranks < k
         # ranks of misses may be inf: the where() keeps them out of the arithmetic
-        safe = torch.where(hit, ranks, torch.zeros_like(ranks))
-        sums[f"hr@{k}"] = float(hit.sum())
-        sums[f"ndcg@{k}"] = float(torch.where(hit, 1.0 / torch.log2(safe + 2.0), 0.0).sum())
-        sums[f"mrr@{k}"] = float(torch.where(hit, 1.0 / (safe + 1.0), 0.0).sum())
-    return sums
+        safe = torch.where(hit, ranks, torch.zeros_like(ranks)).double()
+        zero = torch.zeros_like(safe)
+        values[f"hr@{k}"] = hit.double()
+        values[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(safe + 2.0), zero)
+        values[f"mrr@{k}"] = torch.where(hit, 1.0 / (safe + 1.0), zero)
+    return values
+
+
+def metric_sums(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
+    """Sums over users of HR@K, NDCG@K and MRR@K for the given ``ranks`` (0-based)."""
+    return {name: float(value.sum()) for name, value in per_user_metrics(ranks, ks).items()}
 
 
 def metric_names(ks: Sequence[int] = KS) -> list[str]:

@@ -15,19 +15,19 @@
 4. ships the first passing artifact of ``optimize.ship_order``;
 5. times torch eager and every kept artifact at each batch size into ``--metrics``.
 
-``--out`` holds ``manifest.json`` and the kept files, written as a whole or not at all; the
+``--out`` holds ``manifest.json`` (:class:`~pipelines.serving.manifest.ArtifactManifest`),
+its schema ``manifest.schema.json`` and the kept files, written as a whole or not at all; the
 manifest has no timings, so a rerun on the same model gives the same bytes.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,13 +40,30 @@ from pipelines.data.sequences import left_pad
 from pipelines.model.sasrec import ModelSpec, SASRec
 from pipelines.model.saved import load_model
 from pipelines.serving.backends.onnxruntime import quantize_int8
-from pipelines.serving.backends.selection import Capabilities, Plan, detect, select_backends
+from pipelines.serving.backends.selection import (
+    Capabilities,
+    Plan,
+    detect,
+    package_version,
+    select_backends,
+)
 from pipelines.serving.backends.tensorrt import build_tensorrt_engine
 from pipelines.serving.graph.onnxruntime import build_onnxruntime_graph
 from pipelines.serving.graph.torch_export import INPUT, export_onnx
 from pipelines.serving.latency import Timing, measure_side_by_side
-from pipelines.serving.manifest import MANIFEST, MANIFEST_FORMAT
-from pipelines.serving.parity import ParityResult, check_parity
+from pipelines.serving.manifest import (
+    MANIFEST_VERSION,
+    Artifact,
+    ArtifactManifest,
+    CpuDevice,
+    CudaDevice,
+    Device,
+    HistoryInput,
+    ModelSpecRecord,
+    OutputTensor,
+    write_manifest,
+)
+from pipelines.serving.parity import ParityResult, Scorer, check_parity, eager_scorer
 from pipelines.serving.runtime import Recommender
 
 log = logging.getLogger("recflow.optimize")
@@ -64,27 +81,32 @@ class NoArtifactPassed(RecflowError):
 
 
 def _versions(*packages: str) -> dict[str, str]:
+    """Python's version and those of the ``packages`` that are installed."""
     found = {"python": platform.python_version()}
     for package in packages:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        version = package_version(package)
+        if version is not None:
+            found[package] = version
     return found
 
 
-def _signature(spec: ModelSpec, top_k: int) -> dict[str, list[dict[str, Any]]]:
-    max_len, n_items = spec.max_len, spec.n_items
-    # "tokens": each step is item + (n_items + 1) * event code (pipelines.model.sasrec.step_tokens)
-    steps = "tokens" if spec.event_types else "items"
-    return {
-        "inputs": [{"name": INPUT, "dtype": "int64", "shape": ["batch", max_len], "steps": steps}],
-        "outputs": [
-            {"name": "scores", "dtype": "float32", "shape": ["batch", n_items + 1]},
-            {"name": "top_items", "dtype": "int64", "shape": ["batch", top_k]},
-            {"name": "top_scores", "dtype": "float32", "shape": ["batch", top_k]},
-        ],
-    }
+def _new_artifact(plan: Plan, spec: ModelSpec, top_k: int) -> Artifact:
+    """The manifest entry of an artifact about to be built: its name and signature."""
+    # "tokens": each step is item + (n_items + 1) * event code (pipelines.data.sequences)
+    steps: Literal["items", "tokens"] = "tokens" if spec.event_types else "items"
+    history = HistoryInput(name=INPUT, dtype="int64", shape=("batch", spec.max_len), steps=steps)
+    return Artifact(
+        name=plan.name,
+        backend=plan.backend,
+        precision=plan.precision,
+        status="candidate",
+        inputs=(history,),
+        outputs=(
+            OutputTensor(name="scores", dtype="float32", shape=("batch", spec.n_items + 1)),
+            OutputTensor(name="top_items", dtype="int64", shape=("batch", top_k)),
+            OutputTensor(name="top_scores", dtype="float32", shape=("batch", top_k)),
+        ),
+    )
 
 
 def held_out_histories(prepared: Path, spec: ModelSpec, count: int) -> np.ndarray:
@@ -102,15 +124,6 @@ def calibration_histories(prepared: Path, spec: ModelSpec, count: int) -> np.nda
     return left_pad(data.model_inputs("valid", spec.event_types)[:count], spec.max_len)
 
 
-def eager_scorer(model: SASRec) -> Callable[[np.ndarray], np.ndarray]:
-    """``SASRec.score`` in fp32 as a numpy function (the reference every artifact matches)."""
-
-    def score(history: np.ndarray) -> np.ndarray:
-        return model.score(torch.from_numpy(history)).numpy()
-
-    return score
-
-
 def _build(
     plan: Plan,
     folder: Path,
@@ -119,16 +132,16 @@ def _build(
     model_path: Path,
     prepared: Path,
     spec: ModelSpec,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, Device]:
     """Build one artifact in ``folder``; returns its file name and device details."""
     onnx_file = folder / "model.onnx"
     if plan.name == "onnxruntime-fp32":
-        return "model.onnx", {"type": "cpu"}
+        return "model.onnx", CpuDevice()
     if plan.name == "onnxruntime-int8":
         signed = caps.cpu_int8_dot
         quantize_int8(onnx_file, folder / "model.int8.onnx", signed_weights=signed)
         # an s8 artifact still loads on a CPU without VNNI, but is slower there and may saturate
-        return "model.int8.onnx", {"type": "cpu", "int8_kernels": "u8s8" if signed else "u8u8"}
+        return "model.int8.onnx", CpuDevice(int8_kernels="u8s8" if signed else "u8u8")
     if plan.backend == "tensorrt":
         calibration = None
         if plan.precision == "int8":
@@ -146,20 +159,15 @@ def _build(
             calibration,
             folder / "timing.cache",
         )
-        return engine, {
-            "type": "cuda",
-            "gpu": caps.gpu_name,
-            "compute_capability": list(caps.compute_capability or ()),
-            "tensorrt": caps.tensorrt_version,
-        }
+        return engine, CudaDevice(
+            gpu=caps.gpu_name,
+            compute_capability=caps.compute_capability,
+            tensorrt=caps.tensorrt_version,
+        )
     if plan.backend == "torch-compile":
         target = folder / "model.pt"
         target.write_bytes(model_path.read_bytes())
-        return "model.pt", {
-            "type": "cuda",
-            "gpu": caps.gpu_name,
-            "compute_capability": list(caps.compute_capability or ()),
-        }
+        return "model.pt", CudaDevice(gpu=caps.gpu_name, compute_capability=caps.compute_capability)
     raise ValueError(f"no builder for {plan.name}")
 
 
@@ -171,7 +179,7 @@ def optimize(
     *,
     metrics: Path | None = None,
     caps: Capabilities | None = None,
-) -> dict[str, Any]:
+) -> ArtifactManifest:
     """Build, check and record the serving artifacts of ``model_path`` in ``out``.
 
     Args:
@@ -207,9 +215,20 @@ def optimize(
     for backend, reason in selection.skipped.items():
         log.info("skipping %s: %s", backend, reason)
     reference = eager_scorer(model)
-    signature = _signature(spec, cfg.top_k)
+    # the manifest without its artifacts: each artifact is opened through one while it is checked
+    base = ArtifactManifest(
+        schema_version=MANIFEST_VERSION,
+        model_sha256=sha256_file(model_path),
+        spec=ModelSpecRecord(**spec.to_dict()),
+        max_len=spec.max_len,
+        n_items=spec.n_items,
+        top_k=cfg.top_k,
+        shipped="",
+        skipped=dict(sorted(selection.skipped.items())),
+        artifacts=(),
+    )
 
-    artifacts: list[dict[str, Any]] = []
+    artifacts: list[Artifact] = []
     with atomic_dir(out) as folder:
         started = time.perf_counter()
         graph = build_onnxruntime_graph(model, cfg.top_k, opset=cfg.opset)
@@ -217,30 +236,36 @@ def optimize(
         log.info("exported the serving graph to ONNX in %.1f s", time.perf_counter() - started)
         for plan in selection.plans:
             started = time.perf_counter()
-            entry: dict[str, Any] = {
-                "name": plan.name,
-                "backend": plan.backend,
-                "precision": plan.precision,
-                **signature,
-            }
+            entry = _new_artifact(plan, spec, cfg.top_k)
             try:
                 file, device = _build(plan, folder, cfg, caps, model_path, prepared, spec)
             except Exception as exc:  # a backend that cannot build is reported, not fatal
                 log.warning("%s could not be built: %s", plan.name, exc)
-                artifacts.append({**entry, "status": "rejected", "reason": f"build failed: {exc}"})
+                update = {"status": "rejected", "reason": f"build failed: {exc}"}
+                artifacts.append(entry.model_copy(update=update))
                 continue
-            entry.update(file=file, device=device)
-            entry.update(sha256=sha256_file(folder / file), bytes=(folder / file).stat().st_size)
-            entry["versions"] = _versions(
-                "torch",
-                "onnx",
-                "onnxruntime",
-                *(("tensorrt",) if plan.backend == "tensorrt" else ()),
+            entry = entry.model_copy(
+                update={
+                    "file": file,
+                    "device": device,
+                    "sha256": sha256_file(folder / file),
+                    "size_bytes": (folder / file).stat().st_size,
+                    "versions": _versions(
+                        "torch",
+                        "onnx",
+                        "onnxruntime",
+                        *(("tensorrt",) if plan.backend == "tensorrt" else ()),
+                    ),
+                }
             )
-            parity = _parity(plan, folder, entry, reference, histories, cfg)
-            entry["parity"] = parity.to_dict()
-            entry["status"] = "candidate" if parity.passed else "rejected"
-            entry["reason"] = parity.reason
+            parity = _parity(plan, folder, base, entry, reference, histories, cfg)
+            entry = entry.model_copy(
+                update={
+                    "parity": parity.record(),
+                    "status": "candidate" if parity.passed else "rejected",
+                    "reason": parity.reason,
+                }
+            )
             if parity.passed:
                 log.info(
                     "%s built in %.1f s: max abs error %.2g, top-10 overlap %.4f (%d sequences)",
@@ -254,22 +279,14 @@ def optimize(
                 log.warning("%s", parity.reason)
             artifacts.append(entry)
         shipped = _ship(artifacts, cfg)
-        _prune(folder, artifacts)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "model_sha256": sha256_file(model_path),
-            "spec": spec.to_dict(),
-            "max_len": spec.max_len,
-            "n_items": spec.n_items,
-            "top_k": cfg.top_k,
-            "shipped": shipped,
-            "skipped": dict(sorted(selection.skipped.items())),
-            "artifacts": artifacts,
-        }
-        write_json(folder / MANIFEST, manifest)
+        kept = _prune(folder, [_shipped(a, shipped) for a in artifacts])
+        manifest = base.model_copy(update={"shipped": shipped, "artifacts": tuple(kept)})
+        # validated once whole: the copies above are not
+        manifest = ArtifactManifest.model_validate(manifest.model_dump())
+        write_manifest(folder, manifest)
         log.info("shipping %s", shipped)
     if metrics is not None:
-        timings = time_artifacts(model, out, artifacts, histories, cfg)
+        timings = time_artifacts(model, out, manifest, histories, cfg)
         write_json(metrics, _metrics(manifest, timings))
     return manifest
 
@@ -277,48 +294,33 @@ def optimize(
 def _parity(
     plan: Plan,
     folder: Path,
-    entry: dict[str, Any],
-    reference: Callable[[np.ndarray], np.ndarray],
+    base: ArtifactManifest,
+    entry: Artifact,
+    reference: Scorer,
     histories: np.ndarray,
     cfg: OptimizeConfig,
 ) -> ParityResult:
-    threshold = cfg.parity.thresholds.get(plan.precision)  # type: ignore[call-overload]
+    threshold = cfg.parity.thresholds.get(plan.precision)
     if threshold is None:
         raise InputError(f"optimize.parity.thresholds has no entry for {plan.precision}")
+    # a manifest of this one artifact, to open it as serving will
+    alone = base.model_copy(update={"shipped": entry.name, "artifacts": (entry,)})
     try:
-        recommender = _recommender(folder, entry, cfg)
+        recommender = Recommender.open(alone, folder, entry.name, threads=cfg.threads)
     except RecflowError as exc:
-        return ParityResult(float("nan"), 0.0, 0, False, f"{plan.name} rejected: {exc}", {})
+        return ParityResult(
+            float("nan"), 0.0, 0, False, f"{plan.name} rejected: {exc}", threshold.model_dump()
+        )
     return check_parity(plan.name, reference, recommender.scores, histories, threshold)
 
 
-def _recommender(folder: Path, entry: dict[str, Any], cfg: OptimizeConfig) -> Recommender:
-    """Open one artifact of a folder whose manifest is not written yet."""
-    n_items = entry["outputs"][0]["shape"][1] - 1
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "max_len": entry["inputs"][0]["shape"][1],
-        "n_items": n_items,
-        "top_k": cfg.top_k,
-        "shipped": entry["name"],
-        "artifacts": [{**entry, "status": "candidate"}],
-    }
-    write_json(folder / MANIFEST, manifest)
-    try:
-        return Recommender.load(folder, entry["name"], threads=cfg.threads)
-    finally:
-        (folder / MANIFEST).unlink()
-
-
-def _ship(artifacts: list[dict[str, Any]], cfg: OptimizeConfig) -> str:
-    passing = {a["name"] for a in artifacts if a["status"] == "candidate"}
+def _ship(artifacts: Sequence[Artifact], cfg: OptimizeConfig) -> str:
+    """The name of the first artifact of ``optimize.ship_order`` that passed parity."""
+    passing = {a.name for a in artifacts if a.status == "candidate"}
     for name in cfg.ship_order:
         if name in passing:
-            for artifact in artifacts:
-                if artifact["name"] == name:
-                    artifact["status"] = "shipped"
             return name
-    reasons = "; ".join(a["reason"] or a["name"] for a in artifacts if a["status"] == "rejected")
+    reasons = "; ".join(a.reason or a.name for a in artifacts if a.status == "rejected")
     if passing:
         raise NoArtifactPassed(
             f"artifacts {sorted(passing)} passed parity but none is in optimize.ship_order"
@@ -326,21 +328,33 @@ def _ship(artifacts: list[dict[str, Any]], cfg: OptimizeConfig) -> str:
     raise NoArtifactPassed(f"no artifact passed parity, nothing is shipped: {reasons}")
 
 
-def _prune(folder: Path, artifacts: list[dict[str, Any]]) -> None:
-    """Remove the files of rejected artifacts (the fp32 ONNX stays: others derive from it)."""
-    kept = {a.get("file") for a in artifacts if a["status"] != "rejected"} | {"model.onnx"}
+def _shipped(artifact: Artifact, shipped: str) -> Artifact:
+    return (
+        artifact.model_copy(update={"status": "shipped"}) if artifact.name == shipped else artifact
+    )
+
+
+def _prune(folder: Path, artifacts: Sequence[Artifact]) -> list[Artifact]:
+    """Remove the files of rejected artifacts (the fp32 ONNX stays: others derive from it).
+
+    Returns:
+        The artifacts, a rejected one whose file stays saying why.
+    """
+    kept = {a.file for a in artifacts if a.status != "rejected"} | {"model.onnx"}
     for path in folder.iterdir():
         if path.name not in kept and path.name != "timing.cache":
             path.unlink()
-    for artifact in artifacts:
-        if artifact["status"] == "rejected" and artifact.get("file") in kept:
-            artifact["kept_because"] = "the other artifacts are built from it"
+    because = {"kept_because": "the other artifacts are built from it"}
+    return [
+        a.model_copy(update=because) if a.status == "rejected" and a.file in kept else a
+        for a in artifacts
+    ]
 
 
 def time_artifacts(
     model: SASRec,
     folder: Path,
-    artifacts: Sequence[dict[str, Any]],
+    manifest: ArtifactManifest,
     histories: np.ndarray,
     cfg: OptimizeConfig,
     extra: Mapping[tuple[str, str], Callable[[np.ndarray], object]] | None = None,
@@ -353,10 +367,10 @@ def time_artifacts(
     scorers: dict[tuple[str, str], Callable[[np.ndarray], object]] = {
         ("torch-eager", "fp32"): eager_scorer(model)
     }
-    for artifact in artifacts:
-        if artifact["status"] != "rejected":
-            recommender = Recommender.load(folder, artifact["name"], threads=cfg.threads)
-            scorers[(artifact["backend"], artifact["precision"])] = recommender.scores
+    for artifact in manifest.artifacts:
+        if artifact.status != "rejected":
+            recommender = Recommender.open(manifest, folder, artifact.name, threads=cfg.threads)
+            scorers[(artifact.backend, artifact.precision)] = recommender.scores
     scorers.update(extra or {})
     timings = measure_side_by_side(
         scorers,
@@ -380,14 +394,14 @@ def time_artifacts(
     return timings
 
 
-def _metrics(manifest: dict[str, Any], timings: Sequence[Timing]) -> dict[str, Any]:
+def _metrics(manifest: ArtifactManifest, timings: Sequence[Timing]) -> dict[str, Any]:
     parity = {
-        a["name"]: {
-            "passed": a["status"] != "rejected",
-            "max_abs_error": (a.get("parity") or {}).get("max_abs_error"),
-            "top10_overlap": (a.get("parity") or {}).get("top10_overlap"),
+        a.name: {
+            "passed": a.status != "rejected",
+            "max_abs_error": a.parity.max_abs_error if a.parity else None,
+            "top10_overlap": a.parity.top10_overlap if a.parity else None,
         }
-        for a in manifest["artifacts"]
+        for a in manifest.artifacts
     }
     # keyed by backend, then batch size
     latency: dict[str, dict[str, dict[str, float]]] = {
@@ -399,4 +413,4 @@ def _metrics(manifest: dict[str, Any], timings: Sequence[Timing]) -> dict[str, A
             "p99_ms": t.p99_ms,
             "items_per_s": t.items_per_s,
         }
-    return {"shipped": manifest["shipped"], "parity": parity, "latency": latency}
+    return {"shipped": manifest.shipped, "parity": parity, "latency": latency}

@@ -7,8 +7,22 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipelines.core.params import ParityThreshold
+from pipelines.model.sasrec import SASRec
+from pipelines.serving.manifest import ParityRecord, ParityThresholds
+
+Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+def eager_scorer(model: SASRec) -> Scorer:
+    """``SASRec.score`` in fp32 as a numpy function: the reference every artifact matches."""
+
+    def score(history: np.ndarray) -> np.ndarray:
+        return model.score(torch.from_numpy(history)).numpy()
+
+    return score
 
 
 @dataclass(frozen=True)
@@ -23,10 +37,21 @@ class ParityResult:
     thresholds: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values for the manifest (NaN becomes None)."""
+        """Plain values (NaN becomes None)."""
         values = asdict(self)
         values["max_abs_error"] = _finite_or_none(self.max_abs_error)
         return values
+
+    def record(self) -> ParityRecord:
+        """The result as the manifest records it (NaN becomes None)."""
+        return ParityRecord(
+            passed=self.passed,
+            max_abs_error=_finite_or_none(self.max_abs_error),
+            top10_overlap=self.top10_overlap,
+            sequences=self.sequences,
+            reason=self.reason,
+            thresholds=ParityThresholds(**self.thresholds),
+        )
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -43,8 +68,8 @@ def top10_overlap(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def check_parity(
     name: str,
-    reference: Callable[[np.ndarray], np.ndarray],
-    candidate: Callable[[np.ndarray], np.ndarray],
+    reference: Scorer,
+    candidate: Scorer,
     histories: np.ndarray,
     threshold: ParityThreshold,
     batch_size: int = 256,

@@ -3,39 +3,78 @@
     recommender = Recommender.load(Path("models/candidate/optimized"))
     items, scores = recommender.recommend(recommender.pad([[12, 7, 31], []]))
 
-``load`` trusts nothing: the manifest must name the artifact, the file must exist and match its
-sha256, the session must open, and every answer is checked against the manifest's output
-signature. Any of these failing raises :class:`ArtifactError` naming the file and the problem,
-so a broken artifact is refused where it is loaded, never served.
+``load`` reads ``manifest.json`` and calls ``open``, which opens an artifact of a manifest
+already in hand. Neither trusts anything: the manifest must name the artifact, the file must
+exist and match its sha256, the session must open, and every answer is checked against the
+manifest's output signature. Any of these failing raises :class:`ArtifactError` naming the
+file and the problem, so a broken artifact is refused where it is loaded, never served.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pipelines.data.sequences import N_EVENT_TYPES, left_pad
 from pipelines.serving.backends.onnxruntime import Runner
-from pipelines.serving.manifest import ArtifactError, artifact_entry, read_manifest, verify_file
+from pipelines.serving.manifest import (
+    Artifact,
+    ArtifactError,
+    ArtifactManifest,
+    OutputTensor,
+    read_manifest,
+    verify_file,
+)
 
 
 class Recommender:
     """One loaded artifact, answering ``history -> scores`` and ``history -> top-k`` requests."""
 
-    def __init__(self, entry: dict[str, Any], manifest: dict[str, Any], runner: Runner) -> None:
-        self.name: str = entry["name"]
-        self.backend: str = entry["backend"]
-        self.precision: str = entry["precision"]
-        self.max_len: int = int(manifest["max_len"])
-        self.n_items: int = int(manifest["n_items"])
-        self.top_k: int = int(manifest["top_k"])
-        # True: the history steps are step tokens with event types (data.sequences.step_tokens)
-        self.event_types: bool = entry["inputs"][0].get("steps") == "tokens"
+    def __init__(self, manifest: ArtifactManifest, entry: Artifact, runner: Runner) -> None:
+        self.manifest = manifest
         self.entry = entry
+        self.name: str = entry.name
+        self.backend: str = entry.backend
+        self.precision: str = entry.precision
+        self.max_len: int = manifest.max_len
+        self.n_items: int = manifest.n_items
+        self.top_k: int = manifest.top_k
+        # True: the history steps are step tokens with event types (data.sequences.step_tokens)
+        self.event_types: bool = entry.inputs[0].steps == "tokens"
         self._runner = runner
+
+    @classmethod
+    def open(
+        cls,
+        manifest: ArtifactManifest,
+        folder: Path,
+        artifact: str | None = None,
+        *,
+        threads: int | None = None,
+    ) -> Recommender:
+        """Open the artifact of ``manifest`` named ``artifact`` (default: the shipped one).
+
+        Args:
+            manifest: The manifest describing the artifacts of ``folder``.
+            folder: Where the artifact files are.
+            artifact: Name of the artifact; ``None`` for the shipped one.
+            threads: Intra-op threads of a CPU runtime (``None``: its default).
+
+        Raises:
+            ArtifactError: The manifest does not list the artifact (or rejected it), its file
+                is missing or does not match its sha256, or the runtime cannot open it.
+        """
+        entry = manifest.artifact(artifact, folder=folder)
+        path = verify_file(folder, entry)
+        try:
+            runner = _open(entry, path, manifest, threads)
+        except ArtifactError:
+            raise
+        except Exception as exc:  # each runtime raises its own types for a bad file
+            raise ArtifactError(f"artifact {entry.name}: {path} does not load: {exc}") from exc
+        return cls(manifest, entry, runner)
 
     @classmethod
     def load(
@@ -43,20 +82,12 @@ class Recommender:
     ) -> Recommender:
         """Open the shipped artifact of ``optimized_dir`` (or the one named ``artifact``).
 
+        Reads ``manifest.json`` and calls :meth:`open`.
+
         Raises:
-            ArtifactError: The manifest or file is missing, the file does not match its
-                sha256, or the runtime cannot open it.
+            ArtifactError: The manifest is missing or invalid, or :meth:`open` refuses.
         """
-        manifest = read_manifest(optimized_dir)
-        entry = artifact_entry(manifest, optimized_dir, artifact)
-        path = verify_file(optimized_dir, entry)
-        try:
-            runner = _open(entry, path, manifest, threads)
-        except ArtifactError:
-            raise
-        except Exception as exc:  # each runtime raises its own types for a bad file
-            raise ArtifactError(f"artifact {entry['name']}: {path} does not load: {exc}") from exc
-        return cls(entry, manifest, runner)
+        return cls.open(read_manifest(optimized_dir), optimized_dir, artifact, threads=threads)
 
     def pad(self, histories: Sequence[Sequence[int]] | Sequence[np.ndarray]) -> np.ndarray:
         """Left-pad histories to ``[B, max_len]`` (newest steps kept; empty = cold start)."""
@@ -78,14 +109,14 @@ class Recommender:
             outputs = self._runner(list(names), history)
         except Exception as exc:
             raise ArtifactError(f"artifact {self.name} failed on a request: {exc}") from exc
-        expected = {spec["name"]: spec for spec in self.entry["outputs"]}
+        expected: dict[str, OutputTensor] = {spec.name: spec for spec in self.entry.outputs}
         for name, value in zip(names, outputs, strict=True):
             spec = expected[name]
-            shape = (len(history), *spec["shape"][1:])
-            if tuple(value.shape) != shape or str(value.dtype) != spec["dtype"]:
+            shape = (len(history), *spec.shape[1:])
+            if tuple(value.shape) != shape or str(value.dtype) != spec.dtype:
                 raise ArtifactError(
                     f"artifact {self.name}: output {name} is {value.dtype}{list(value.shape)}, "
-                    f"the manifest promises {spec['dtype']}{list(shape)}"
+                    f"the manifest promises {spec.dtype}{list(shape)}"
                 )
         return outputs
 
@@ -99,11 +130,9 @@ class Recommender:
         return items, scores
 
 
-def _open(
-    entry: dict[str, Any], path: Path, manifest: dict[str, Any], threads: int | None
-) -> Runner:
+def _open(entry: Artifact, path: Path, manifest: ArtifactManifest, threads: int | None) -> Runner:
     """The runner of ``entry``'s backend; GPU backends import their libraries only here."""
-    backend = entry.get("backend")
+    backend = entry.backend
     if backend == "onnxruntime":
         from pipelines.serving.backends import onnxruntime
 
@@ -115,5 +144,5 @@ def _open(
     if backend == "torch-compile":
         from pipelines.serving.backends import torch_compile
 
-        return torch_compile.open_runner(entry, path, int(manifest["top_k"]))
-    raise ArtifactError(f"artifact {entry.get('name')}: unknown backend {backend!r}")
+        return torch_compile.open_runner(entry, path, manifest.top_k)
+    raise ArtifactError(f"artifact {entry.name}: unknown backend {backend!r}")

@@ -3,8 +3,9 @@
     python -m pipelines.stages.evaluate --params params.yaml --candidate models/candidate \\
         --prepared data/prepared --out models/candidate/evaluation --metrics metrics/evaluate.json
 
-Writes ``verdict.json``, ``report.md`` and ``report.html`` in every case
-(``pipelines.gate.judge``); a blocked candidate exits with code 3.
+Writes ``verdict.json`` (with ``verdict.schema.json``), ``report.md`` and ``report.html`` in
+every case (``pipelines.gate.judge``); the measured latency goes to ``--metrics``. A blocked
+candidate exits with code 3.
 """
 
 from __future__ import annotations

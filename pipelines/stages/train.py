@@ -14,23 +14,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from pipelines.core.cli import run_cli, stage_parser
-from pipelines.core.params import (
-    ConfigError,
-    RunConfig,
-    TrainConfig,
-    format_errors,
-    load_params,
-)
+from pipelines.core.params import ConfigError, RunConfig, TrainConfig, load_params, with_overrides
 from pipelines.model.training.loop import train
 
 
 def load_config(params: Path, overrides: str | None = None) -> tuple[TrainConfig, RunConfig]:
     """The ``train`` and ``run`` sections of ``params``, with JSON ``overrides`` on top.
 
-    A params file without a ``train`` section gives the defaults of :class:`TrainConfig`.
+    A params file without a ``train`` section gives the defaults of :class:`TrainConfig`. The
+    overrides are checked as strictly as the file (``{"epochs": "3"}`` is an error naming
+    ``train.epochs``).
 
     Raises:
         ConfigError: The file, a section or the overrides are invalid.
@@ -44,11 +38,8 @@ def load_config(params: Path, overrides: str | None = None) -> tuple[TrainConfig
         raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
     if not isinstance(extra, dict):
         raise ConfigError("--config-json must be a JSON object")
-    section = {**checked.train.model_dump(mode="json"), **extra}
-    try:
-        return TrainConfig.model_validate(section), checked.run
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc, f"{params} section train")) from exc
+    merged = with_overrides(checked, "train", extra, f"--config-json over {params}")
+    return merged.train, merged.run
 
 
 def _main(argv: Sequence[str] | None) -> int:

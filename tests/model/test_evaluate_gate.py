@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from pipelines.core.contracts import schema_text
 from pipelines.core.io import sha256_file
 from pipelines.core.params import EvaluateConfig
+from pipelines.gate.golden import golden_set
 from pipelines.gate.judge import GateBlocked, evaluate
+from pipelines.gate.verdict import Verdict, read_verdict
 from pipelines.model.sasrec import SASRec
 from pipelines.model.saved import load_model
 from pipelines.serving.graph.torch_export import export_onnx
+from pipelines.serving.runtime import Recommender
 from pipelines.stages.evaluate import main
 from tests.model.conftest import model_dir
 
@@ -40,7 +46,7 @@ def _blocked(
     with pytest.raises(GateBlocked) as info:
         evaluate(_cfg(**cfg), candidate, prepared, out, production=production)
     verdict = json.loads((out / "verdict.json").read_text())
-    assert verdict["blocked"] is True
+    assert verdict["blocked"] is True and verdict["outcome"] != "pass"
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     failed = {c["name"] for c in verdict["checks"] if c["status"] == "fail"}
     assert all(name in str(info.value) for name in failed)
@@ -68,8 +74,10 @@ def test_first_run_passes_under_the_bootstrap_rule(
     good: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
     result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=tmp_path / "none")
-    assert result["verdict"] == "pass" and result["bootstrap"] is True
-    statuses = {c["name"]: c["status"] for c in result["checks"]}
+    assert result.outcome == "pass" and result.bootstrap is True and result.production is None
+    assert read_verdict(tmp_path / "eval") == result
+    assert (tmp_path / "eval" / "verdict.schema.json").read_text() == schema_text(Verdict)
+    statuses = {c.name: c.status for c in result.checks}
     assert statuses["quality_vs_production"] == "skipped"
     for name in (
         "infra_load",
@@ -91,9 +99,11 @@ def test_same_model_as_production_passes_not_inconclusive(
     good: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
     result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=good)
-    assert result["verdict"] == "pass" and result["bootstrap"] is False
-    compared = [c for c in result["checks"] if c["name"].startswith("quality_vs_production_")]
-    assert [c["status"] for c in compared] == ["pass", "pass"]
+    assert result.outcome == "pass" and result.bootstrap is False
+    compared = [c for c in result.checks if c.name.startswith("quality_vs_production_")]
+    assert [c.status for c in compared] == ["pass", "pass"]
+    assert result.production is not None
+    assert result.production.quality == result.candidate.quality
 
 
 def test_nan_scores_are_blocked(
@@ -178,3 +188,57 @@ def test_cli_exits_3_when_blocked(
     assert "candidate blocked (fail): latency_p99_ms" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["blocked"] is True and metrics["verdict"] == "fail"
+
+
+def _ndcg_by_hand(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean NDCG@10 with numpy: rank = items scored above + tied items of a smaller index."""
+    values = []
+    for row, target in zip(scores, targets, strict=True):
+        real = row.copy()
+        real[0] = -np.inf  # padding never ranks
+        above = int((real > real[target]).sum())
+        tied_before = int((real[:target] == real[target]).sum())
+        rank = above + tied_before
+        values.append(1.0 / math.log2(rank + 2) if rank < 10 else 0.0)
+    return float(np.mean(values))
+
+
+def test_candidate_quality_is_ndcg_of_the_artifacts_scores(
+    good: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=tmp_path / "none")
+    histories, targets = golden_set(tiny_prepared, 300)
+    recommender = Recommender.load(good / "optimized", threads=1)
+    scores = recommender.scores(recommender.pad(histories))
+    assert result.golden_users == len(targets) > 100
+    assert result.candidate.quality["ndcg@10"] == pytest.approx(
+        _ndcg_by_hand(scores, targets), abs=1e-6
+    )
+
+
+def test_rerun_writes_the_same_verdict_and_report_bytes(
+    good: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    outputs = []
+    for run in ("first", "second"):
+        evaluate(
+            _cfg(),
+            good,
+            tiny_prepared,
+            tmp_path / run,
+            production=good,
+            metrics=tmp_path / f"{run}.json",
+        )
+        outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / run).iterdir())})
+    assert set(outputs[0]) == {"verdict.json", "verdict.schema.json", "report.md", "report.html"}
+    assert outputs[0] == outputs[1]
+    # the measured latency goes to the metrics only
+    metrics = json.loads((tmp_path / "first.json").read_text())
+    assert metrics["latency_p99_ms"] >= metrics["latency_p50_ms"] > 0
+    verdict = read_verdict(tmp_path / "first")
+    latency = next(c for c in verdict.checks if c.name == "latency_p99_ms")
+    assert latency.status == "pass" and latency.value is None and latency.threshold == 50.0
+    assert latency.detail == (
+        "batch-1 p99 within the 50 ms budget over 20 requests (measured values in the evaluate "
+        "metrics)"
+    )

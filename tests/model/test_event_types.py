@@ -17,7 +17,8 @@ from pipelines.core.errors import InputError
 from pipelines.core.params import EvaluateConfig, TrainConfig
 from pipelines.data.prepared import load_prepared
 from pipelines.data.sequences import left_pad, step_tokens
-from pipelines.gate.judge import evaluate
+from pipelines.gate.judge import GateBlocked, evaluate
+from pipelines.gate.verdict import read_verdict
 from pipelines.model.sasrec import ModelSpec, SASRec, split_tokens
 from pipelines.model.saved import load_model
 from pipelines.model.training.loop import train
@@ -99,7 +100,10 @@ def test_training_with_event_types_records_them(event_model: Path, tiny_prepared
     model = load_model(event_model / "model.pt")
     assert model.spec.event_types and model.event_emb is not None
     metrics = json.loads((event_model / "metrics.json").read_text())
-    assert 0.0 < metrics["test"]["ndcg@10"] <= 1.0
+    # about 1.36x most-popular after three epochs on this data; the margin leaves room for
+    # other CPUs' float rounding
+    popular = metrics["baselines"]["most_popular"]["ndcg@10"]
+    assert metrics["test"]["ndcg@10"] > 1.2 * popular, metrics
     # the embedding of each event code was trained (padding row stays zero)
     weight = model.event_emb.weight.detach()
     assert torch.all(weight[0] == 0) and weight[1:].abs().sum() > 0
@@ -113,6 +117,7 @@ def test_serving_artifact_reads_step_tokens(event_model: Path, tiny_prepared: Pa
     manifest = json.loads((optimized / "manifest.json").read_text())
     shipped = next(a for a in manifest["artifacts"] if a["name"] == manifest["shipped"])
     assert shipped["inputs"][0]["steps"] == "tokens"
+    assert manifest["spec"]["event_types"] is True
     assert shipped["parity"]["passed"] and shipped["parity"]["max_abs_error"] < 1e-3
     recommender = Recommender.load(optimized, threads=1)
     assert recommender.event_types
@@ -145,29 +150,60 @@ def test_runtime_refuses_steps_outside_its_vocabulary(
         recommender.recommend(recommender.pad([[1, -2]]))
 
 
+def _untrained(trained: Path, root: Path, prepared: Path) -> Path:
+    """A model folder with the spec of ``trained`` and random weights, optimized for the gate."""
+    model = load_model(trained)
+    torch.manual_seed(0)
+    untrained = SASRec(model.spec, model.item_category)
+    root.mkdir(parents=True)
+    path = root / "untrained.pt"
+    torch.save({"model": untrained.state_dict(), "spec": model.spec.to_dict()}, path)
+    return model_dir(root / "model", path, prepared)
+
+
+# the default allowed drop (the larger of 0.005 and 2 % of production): a worse candidate blocks
+GATE = EvaluateConfig.model_validate(
+    {
+        "golden_users": 300,
+        "latency_requests": 20,
+        "quality": {
+            "bootstrap_samples": 200,
+            "min_absolute": {"ndcg@10": 0.0, "recall@10": 0.0},
+        },
+    }
+)
+
+
 def test_gate_compares_an_event_type_candidate_with_a_plain_production_model(
     event_model: Path, tiny_model: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
-    production = model_dir(tmp_path / "production", tiny_model, tiny_prepared)
-    cfg = EvaluateConfig.model_validate(
-        {
-            "golden_users": 300,
-            "latency_requests": 20,
-            "on_inconclusive": "pass",
-            "quality": {
-                "bootstrap_samples": 200,
-                "min_absolute": {"ndcg@10": 0.0, "recall@10": 0.0},
-                "max_absolute_drop": 1.0,
-            },
-        }
-    )
-    verdict = evaluate(cfg, event_model, tiny_prepared, tmp_path / "eval", production=production)
-    checks = {c["name"]: c for c in verdict["checks"]}
-    assert verdict["bootstrap"] is False
-    assert all(c["status"] != "fail" for c in checks.values()), checks
-    assert "quality_vs_production_ndcg@10" in checks
-    # the plain model answered its own (item-index) histories of the same users
-    assert verdict["production"]["quality"]["ndcg@10"] > 0
+    # each model answers the same golden users in its own form: the event-type one step
+    # tokens, the plain one item indices
+    plain = model_dir(tmp_path / "plain", tiny_model, tiny_prepared)
+    alone = evaluate(GATE, plain, tiny_prepared, tmp_path / "alone", production=tmp_path / "none")
+
+    # a worse event-type candidate (untrained) is blocked by the comparison
+    worse = _untrained(event_model / "model.pt", tmp_path / "worse", tiny_prepared)
+    with pytest.raises(GateBlocked, match="quality_vs_production_ndcg@10"):
+        evaluate(GATE, worse, tiny_prepared, tmp_path / "blocked", production=plain)
+    blocked = read_verdict(tmp_path / "blocked")
+    checks = {c.name: c for c in blocked.checks}
+    assert blocked.bootstrap is False and blocked.blocked
+    for metric in ("ndcg@10", "recall@10"):
+        comparison = checks[f"quality_vs_production_{metric}"]
+        assert comparison.status == "fail", comparison
+        assert "worse than production" in comparison.detail
+    # the plain production model was judged on its own item-index histories of the same users
+    assert blocked.production is not None
+    assert blocked.production.quality == alone.candidate.quality
+
+    # the trained event-type candidate against an untrained plain production model passes
+    weak = _untrained(tiny_model, tmp_path / "weak", tiny_prepared)
+    passed = evaluate(GATE, event_model, tiny_prepared, tmp_path / "passed", production=weak)
+    assert passed.outcome == "pass" and not passed.blocked
+    compared = [c for c in passed.checks if c.name.startswith("quality_vs_production_")]
+    assert [c.status for c in compared] == ["pass", "pass"]
+    assert passed.candidate.quality["ndcg@10"] > passed.production.quality["ndcg@10"]  # type: ignore[union-attr]
 
 
 def test_missing_event_columns_are_named(tiny_prepared: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from pipelines.core.contracts import schema_text
 from pipelines.core.errors import InputError
 from pipelines.core.io import sha256_file
 from pipelines.core.params import OptimizeConfig
@@ -22,7 +23,14 @@ from pipelines.serving.backends.onnxruntime import ort_session
 from pipelines.serving.backends.selection import Capabilities
 from pipelines.serving.graph.onnxruntime import build_onnxruntime_graph
 from pipelines.serving.graph.torch_export import export_onnx
-from pipelines.serving.manifest import ArtifactError
+from pipelines.serving.manifest import (
+    ArtifactError,
+    ArtifactManifest,
+    CpuDevice,
+    CudaDevice,
+    ModelSpecRecord,
+    read_manifest,
+)
 from pipelines.serving.runtime import Recommender
 from pipelines.stages.optimize import main
 
@@ -50,8 +58,10 @@ def optimized(
 
 def test_manifest_lists_checked_artifacts_and_ships_fp32(optimized: Path, tiny_model: Path) -> None:
     manifest = json.loads((optimized / "manifest.json").read_text())
+    assert manifest["schema_version"] == 2
     assert manifest["shipped"] == "onnxruntime-fp32"
     assert manifest["model_sha256"] == sha256_file(tiny_model)
+    assert manifest["spec"] == load_model(tiny_model).spec.to_dict()
     assert "no CUDA GPU" in manifest["skipped"]["tensorrt"]
     by_name = {a["name"]: a for a in manifest["artifacts"]}
     fp32 = by_name["onnxruntime-fp32"]
@@ -59,12 +69,82 @@ def test_manifest_lists_checked_artifacts_and_ships_fp32(optimized: Path, tiny_m
     assert fp32["parity"]["passed"] and fp32["parity"]["max_abs_error"] < 1e-3
     assert fp32["parity"]["top10_overlap"] == 1.0
     assert fp32["sha256"] == sha256_file(optimized / fp32["file"])
+    assert fp32["size_bytes"] == (optimized / fp32["file"]).stat().st_size
+    assert fp32["device"] == {"type": "cpu", "int8_kernels": None}
     assert fp32["inputs"] == [
         {"name": "history", "dtype": "int64", "shape": ["batch", 20], "steps": "items"}
     ]
-    assert [o["name"] for o in fp32["outputs"]] == ["scores", "top_items", "top_scores"]
+    assert fp32["outputs"] == [
+        {
+            "name": "scores",
+            "dtype": "float32",
+            "shape": ["batch", load_model(tiny_model).spec.n_items + 1],
+        },
+        {"name": "top_items", "dtype": "int64", "shape": ["batch", 10]},
+        {"name": "top_scores", "dtype": "float32", "shape": ["batch", 10]},
+    ]
     assert {"torch", "onnx", "onnxruntime"} <= set(fp32["versions"])
     assert by_name["onnxruntime-int8"]["precision"] == "int8"
+    # the typed reader sees the same
+    typed = read_manifest(optimized)
+    assert typed.artifact().name == "onnxruntime-fp32" and typed.artifact().file == "model.onnx"
+
+
+def test_manifest_schema_is_written_beside_it(optimized: Path) -> None:
+    text = (optimized / "manifest.schema.json").read_text()
+    assert text == schema_text(ArtifactManifest)
+    schema = json.loads(text)
+    assert schema["properties"]["schema_version"]["const"] == 2
+    assert "sha256 of the train stage" in schema["properties"]["model_sha256"]["description"]
+    # the manifest's spec mirrors the model's spec field for field
+    assert set(ModelSpecRecord.model_fields) == set(ModelSpec.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.pop("top_k"), r"not a valid artifact manifest: top_k: Field required"),
+        (
+            lambda m: m["artifacts"][0].update(sha256=12),
+            r"artifacts\.0\.sha256: Input should be a valid string",
+        ),
+        (
+            lambda m: m["artifacts"][0].update(status="great"),
+            r"artifacts\.0\.status: Input should be 'shipped', 'candidate' or 'rejected'",
+        ),
+        (lambda m: m.update(extra=1), r"extra: unknown field"),
+        (
+            lambda m: m.update(schema_version=1),
+            r"schema version 1, but this code reads version 2",
+        ),
+        (lambda m: m.clear(), r"schema_version: Field required"),
+    ],
+)
+def test_invalid_manifest_is_refused_naming_the_problem(
+    optimized: Path, tmp_path: Path, edit: object, message: str
+) -> None:
+    folder = _copy(optimized, tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)  # type: ignore[operator]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=message):
+        Recommender.load(folder)
+    (folder / "manifest.json").write_text("{not json")
+    with pytest.raises(
+        ArtifactError, match=r"not a valid artifact manifest: not JSON \(key must be a string"
+    ):
+        Recommender.load(folder)
+
+
+def test_recommender_opens_from_a_manifest_in_hand(optimized: Path, tmp_path: Path) -> None:
+    folder = _copy(optimized, tmp_path)
+    manifest = read_manifest(folder)
+    (folder / "manifest.json").unlink()  # open() needs no file, only the manifest object
+    recommender = Recommender.open(manifest, folder, threads=1)
+    assert recommender.name == "onnxruntime-fp32" and recommender.manifest == manifest
+    assert Recommender.open(manifest, folder, "onnxruntime-int8").precision == "int8"
+    with pytest.raises(ArtifactError, match="lists no artifact named 'tensorrt-fp16'"):
+        Recommender.open(manifest, folder, "tensorrt-fp16")
 
 
 def test_latency_metrics_time_eager_beside_each_artifact(optimized: Path) -> None:
@@ -155,12 +235,36 @@ def test_int8_weights_follow_the_cpu(
     # s8 weights for the u8s8 kernels of VNNI/AMX CPUs; u8 elsewhere (no 16-bit saturation)
     caps = Capabilities(onnxruntime_version="1.32.0", cpu_int8_dot=vnni)
     manifest = optimize(_cfg(), tiny_model, tiny_prepared, tmp_path / "out", caps=caps)
-    int8 = next(a for a in manifest["artifacts"] if a["name"] == "onnxruntime-int8")
-    assert int8["status"] == "candidate" and int8["parity"]["passed"]
-    assert int8["device"] == {"type": "cpu", "int8_kernels": "u8s8" if vnni else "u8u8"}
-    graph = onnx.load(tmp_path / "out" / int8["file"])
+    int8 = manifest.artifact("onnxruntime-int8")
+    assert int8.status == "candidate" and int8.parity and int8.parity.passed
+    assert int8.device == CpuDevice(int8_kernels="u8s8" if vnni else "u8u8")
+    graph = onnx.load(tmp_path / "out" / str(int8.file))
     weights = {t.data_type for t in graph.graph.initializer if t.name.endswith("_quantized")}
     assert weights == {onnx.TensorProto.INT8 if vnni else onnx.TensorProto.UINT8}
+
+
+def test_gpu_artifact_that_cannot_run_here_is_rejected_with_its_device(
+    tiny_model: Path, tiny_prepared: Path, tmp_path: Path
+) -> None:
+    # a GPU without TensorRT plans a torch.compile artifact; this CPU build of torch cannot
+    # open it, so it is rejected with the reason and its file is not kept
+    caps = Capabilities(cuda=True, gpu_name="NVIDIA A10", compute_capability=(8, 6))
+    manifest = optimize(
+        _cfg(onnxruntime_int8=False), tiny_model, tiny_prepared, tmp_path / "o", caps=caps
+    )
+    compiled = next(a for a in manifest.artifacts if a.name == "torch-compile-bf16")
+    assert compiled.status == "rejected" and "does not load" in str(compiled.reason)
+    assert compiled.device == CudaDevice(gpu="NVIDIA A10", compute_capability=(8, 6))
+    assert manifest.shipped == "onnxruntime-fp32"
+    assert not (tmp_path / "o" / "model.pt").exists()
+    saved = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert saved["artifacts"][1]["device"] == {
+        "type": "cuda",
+        "gpu": "NVIDIA A10",
+        "compute_capability": [8, 6],
+        "tensorrt": None,
+    }
+    assert read_manifest(tmp_path / "o") == manifest
 
 
 def test_rerun_gives_the_same_folder(
@@ -168,7 +272,7 @@ def test_rerun_gives_the_same_folder(
 ) -> None:
     again = tmp_path / "optimized"
     optimize(_cfg(), tiny_model, tiny_prepared, again)
-    for name in ("manifest.json", "model.onnx", "model.int8.onnx"):
+    for name in ("manifest.json", "manifest.schema.json", "model.onnx", "model.int8.onnx"):
         assert (again / name).read_bytes() == (optimized / name).read_bytes(), name
 
 
@@ -186,12 +290,15 @@ def test_artifact_failing_parity_is_rejected_with_numbers(
         }
     )
     manifest = optimize(cfg, tiny_model, tiny_prepared, tmp_path / "out")
-    int8 = next(a for a in manifest["artifacts"] if a["name"] == "onnxruntime-int8")
-    assert int8["status"] == "rejected"
-    assert int8["reason"].startswith("onnxruntime-int8 rejected: max abs error")
-    assert "> 1e-09 allowed" in int8["reason"]
+    int8 = next(a for a in manifest.artifacts if a.name == "onnxruntime-int8")
+    assert int8.status == "rejected" and int8.reason is not None
+    assert int8.reason.startswith("onnxruntime-int8 rejected: max abs error")
+    assert "> 1e-09 allowed" in int8.reason
     assert not (tmp_path / "out" / "model.int8.onnx").exists()
-    assert manifest["shipped"] == "onnxruntime-fp32"
+    assert manifest.shipped == "onnxruntime-fp32"
+    assert read_manifest(tmp_path / "out") == manifest
+    with pytest.raises(ArtifactError, match=r"artifact onnxruntime-int8 was rejected: .*1e-09"):
+        Recommender.load(tmp_path / "out", "onnxruntime-int8")
 
 
 def test_nan_model_is_never_shipped_and_nothing_is_written(

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipelines.core.contracts import schema_text
+from pipelines.core.errors import InputError
 from pipelines.core.io import sha256_file
 from pipelines.core.params import PrepareConfig, TrainConfig
 from pipelines.data.sequences import left_pad
 from pipelines.model.sasrec import SASRec
 from pipelines.model.training.loop import TrainResult, train
+from pipelines.model.training.metrics import TrainingMetrics, read_training_metrics
 from tests.model.conftest import RUN
 
 SMALL = {"hidden": 32, "batch_size": 64, "threads": 1, "progress": False, "max_len": 20}
@@ -47,8 +50,10 @@ def test_outputs_of_a_run(trained: tuple[TrainResult, Path]) -> None:
     assert csv_lines[0].startswith("epoch,loss,valid_hr@10,valid_ndcg@10")
     assert len(csv_lines) == result.epochs_run + 1
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["schema_version"] == 1
     assert metrics["test"] == result.test
     assert set(metrics["baselines"]) == {"most_popular", "item_transition"}
+    assert metrics["baselines"]["most_popular"] == result.baselines["most_popular"]
     best_valid = max(row["valid"]["ndcg@10"] for row in history)
     assert metrics["best_valid"]["ndcg@10"] == best_valid
     assert (out / "checkpoints" / "last.pt").is_file()
@@ -80,8 +85,11 @@ def test_rerun_gives_the_same_bytes_and_resume_matches_an_uninterrupted_run(
     straight = train(_cfg(epochs=3), RUN, tiny_prepared, tmp_path / "straight")
     again = train(_cfg(epochs=3), RUN, tiny_prepared, tmp_path / "again")
     assert again == straight
-    for name in ("model.pt", "metrics.json", "history.jsonl", "plots/train.csv"):
+    for name in ("model.pt", "metrics.json", "metrics.schema.json", "history.jsonl"):
         assert sha256_file(tmp_path / "again" / name) == sha256_file(tmp_path / "straight" / name)
+    assert sha256_file(tmp_path / "again" / "plots/train.csv") == sha256_file(
+        tmp_path / "straight" / "plots/train.csv"
+    )
 
     first = train(_cfg(epochs=2), RUN, tiny_prepared, tmp_path / "resumed")
     assert (first.resumed_from, first.epochs_run) == (0, 2)
@@ -97,12 +105,38 @@ def test_rerun_gives_the_same_bytes_and_resume_matches_an_uninterrupted_run(
     assert done.test == straight.test
 
 
-def test_sampled_softmax_training_runs(tiny_prepared: Path, tmp_path: Path) -> None:
-    result = train(
-        _cfg(epochs=2, loss="sampled_softmax", num_negatives=32), RUN, tiny_prepared, tmp_path
+def test_sampled_softmax_training_beats_most_popular(tiny_prepared: Path, tmp_path: Path) -> None:
+    cfg = _cfg(epochs=4, lr=3e-3, loss="sampled_softmax", num_negatives=32)
+    result = train(cfg, RUN, tiny_prepared, tmp_path)
+    assert result.epochs_run == 4
+    # about 1.5x on this data; the margin leaves room for other CPUs' float rounding
+    popular = result.baselines["most_popular"]["ndcg@10"]
+    assert result.test["ndcg@10"] > 1.3 * popular, (result.test, result.baselines)
+
+
+def test_metrics_are_a_contract_with_a_schema(trained: tuple[TrainResult, Path]) -> None:
+    result, out = trained
+    metrics = read_training_metrics(out)
+    assert metrics.test.ndcg_at_10 == result.test["ndcg@10"]
+    assert metrics.baselines.most_popular.hr_at_10 == result.baselines["most_popular"]["hr@10"]
+    assert (metrics.best_epoch, metrics.epochs_run) == (result.best_epoch, result.epochs_run)
+    assert (out / "metrics.schema.json").read_text() == schema_text(TrainingMetrics)
+    schema = json.loads((out / "metrics.schema.json").read_text())
+    assert "ndcg@10" in schema["$defs"]["RankingMetrics"]["required"]
+
+
+def test_invalid_metrics_are_refused_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"metrics\.json not found"):
+        read_training_metrics(tmp_path)
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({"schema_version": 1, "best_epoch": "3", "test": {"hr@10": 0.5}})
     )
-    assert result.epochs_run == 2
-    assert 0.0 < result.test["ndcg@10"] <= 1.0
+    with pytest.raises(InputError, match="not valid training metrics") as info:
+        read_training_metrics(tmp_path)
+    message = str(info.value)
+    assert "best_epoch: Input should be a valid integer" in message
+    assert "test.ndcg@10: Field required" in message
+    assert "epochs_run: Field required" in message
 
 
 def test_early_stopping_stops_after_patience(tiny_prepared: Path, tmp_path: Path) -> None:

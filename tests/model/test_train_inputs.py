@@ -49,16 +49,21 @@ def test_defaults_without_a_train_section(params: Path) -> None:
 
 def test_train_section_and_json_overrides(params: Path) -> None:
     params.write_text(PARAMS + "train:\n  hidden: 32\n  epochs: 5\n", encoding="utf-8")
-    cfg, _ = load_config(params, '{"epochs": 3, "loss": "sampled_softmax"}')
-    assert (cfg.hidden, cfg.epochs, cfg.loss) == (32, 3, "sampled_softmax")
+    cfg, _ = load_config(params, '{"epochs": 3, "loss": "sampled_softmax", "dropout": 0}')
+    assert (cfg.hidden, cfg.epochs, cfg.loss, cfg.dropout) == (32, 3, "sampled_softmax", 0.0)
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ('{"hiden": 3}', "hiden: unknown key"),
-        ('{"loss": "bpr"}', "loss: Input should be 'full_softmax' or 'sampled_softmax'"),
-        ('{"epochs": 0}', "epochs: Input should be greater than or equal to 1"),
+        ('{"hiden": 3}', "train.hiden: unknown key"),
+        ('{"loss": "bpr"}', "train.loss: Input should be 'full_softmax' or 'sampled_softmax'"),
+        ('{"epochs": 0}', "train.epochs: Input should be greater than or equal to 1"),
+        # as strict as params.yaml: nothing is converted from another type
+        ('{"epochs": "3"}', "train.epochs: Input should be a valid integer, got '3' (str)"),
+        ('{"epochs": 3.0}', "train.epochs: Input should be a valid integer, got 3.0 (float)"),
+        ('{"progress": "false"}', "train.progress: Input should be a valid boolean"),
+        ('{"lr": "0.01"}', "train.lr: Input should be a valid number, got '0.01' (str)"),
         ('{"epochs": 3', "--config-json is not valid JSON"),
         ("[1, 2]", "--config-json must be a JSON object"),
     ],

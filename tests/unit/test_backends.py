@@ -9,6 +9,7 @@ from pipelines.serving.backends.selection import (
     INT8_DOT_FLAGS,
     Capabilities,
     cpu_flags,
+    package_version,
     select_backends,
 )
 
@@ -70,3 +71,10 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert cpu_flags(tmp_path / "missing") == frozenset()
     cpuinfo.write_text("processor\t: 0\n")
     assert cpu_flags(cpuinfo) == frozenset()
+
+
+def test_package_version_reads_the_installed_distribution() -> None:
+    import numpy
+
+    assert package_version("numpy") == numpy.__version__
+    assert package_version("no-such-package-recflow") is None

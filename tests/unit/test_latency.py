@@ -46,11 +46,16 @@ def test_scorers_take_turns_on_the_same_requests() -> None:
 def test_every_timed_request_is_used_once() -> None:
     histories = np.arange(30, dtype=np.int64).reshape(30, 1)
     timed: list[int] = []
-    requests = request_batches(histories, 1, 3 + 10)
     measure(
         "x", "fp32", lambda r: timed.append(int(r[0, 0])), histories, [1], warmup=3, iterations=10
     )
-    # warmup calls, then 5 rounds of one untimed call and two timed ones
-    after_warmup = timed[3:]
-    timed_only = [v for i, v in enumerate(after_warmup) if i % 3 != 0]
-    assert sorted(timed_only) == sorted(int(r[0, 0]) for r in requests[3:])
+    # requests are histories 0, 1, 2, ... in turn: 0-2 warm up, 3-12 are timed, in 5 rounds
+    # of one untimed call (the round's first request) and its two timed ones
+    assert timed[:3] == [0, 1, 2]
+    assert timed[3:] == [3, 3, 8, 4, 4, 9, 5, 5, 10, 6, 6, 11, 7, 7, 12]
+
+
+def test_request_batches_cycle_through_the_histories() -> None:
+    histories = np.arange(5, dtype=np.int64).reshape(5, 1)
+    batches = request_batches(histories, 2, 4)
+    assert [b[:, 0].tolist() for b in batches] == [[0, 1], [2, 3], [4, 0], [1, 2]]

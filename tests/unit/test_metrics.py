@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from pipelines.data.sequences import step_tokens
-from pipelines.model.ranking import evaluate, mask_scores, metric_names, metric_sums, target_ranks
+from pipelines.model.ranking import (
+    evaluate,
+    mask_scores,
+    metric_names,
+    metric_sums,
+    per_user_metrics,
+    target_ranks,
+)
 
 INF = float("inf")
 
@@ -45,6 +52,17 @@ def test_metric_sums_by_hand() -> None:
     assert sums["ndcg@20"] == pytest.approx(1.0 + 0.5 + 1.0 / math.log2(14))
     assert sums["mrr@10"] == pytest.approx(1.0 + 1.0 / 3)
     assert sums["mrr@20"] == pytest.approx(1.0 + 1.0 / 3 + 1.0 / 13)
+
+
+def test_per_user_metrics_by_hand() -> None:
+    ranks = torch.tensor([0.0, 2.0, 12.0, INF], dtype=torch.float64)
+    values = per_user_metrics(ranks, ks=(10, 20))
+    assert values["hr@10"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert values["hr@20"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert values["ndcg@10"].tolist() == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert values["ndcg@20"].tolist() == pytest.approx([1.0, 0.5, 1 / math.log2(14), 0.0])
+    assert values["mrr@20"].tolist() == pytest.approx([1.0, 1 / 3, 1 / 13, 0.0])
+    assert all(value.dtype == torch.float64 for value in values.values())
 
 
 def test_metric_names_order() -> None:

@@ -8,8 +8,9 @@ prepare stage and writes into ``out`` (rank 0 only):
   not trained again;
 - ``history.jsonl`` and ``plots/train.csv``: one row per epoch (loss, validation metrics);
 - ``model.pt``: the best weights with the model spec and config;
-- ``metrics.json``: test metrics of the best model beside the most-popular and item-to-item
-  transition baselines.
+- ``metrics.json`` (:class:`~pipelines.model.training.metrics.TrainingMetrics`) and its schema
+  ``metrics.schema.json``: test metrics of the best model beside the most-popular and
+  item-to-item transition baselines.
 
 Under ``torchrun`` every rank trains on its shard of the windows (``DistributedSampler``), rank 0
 evaluates and broadcasts the early-stopping decision. Backend: NCCL when CUDA is available,
@@ -25,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +38,8 @@ from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from pipelines.core.io import write_json, write_text
+from pipelines.core.contracts import write_contract
+from pipelines.core.io import write_text
 from pipelines.core.params import RunConfig, TrainConfig
 from pipelines.data.prepared import Prepared, load_prepared, prepared_fingerprint
 from pipelines.model.baselines import ItemTransition, MostPopular, item_counts
@@ -52,6 +54,13 @@ from pipelines.model.sasrec import (
 )
 from pipelines.model.training.checkpoint import resume, rng_states, save, seed_everything
 from pipelines.model.training.distributed import Dist, init_distributed
+from pipelines.model.training.metrics import (
+    METRICS,
+    TRAINING_METRICS_VERSION,
+    Baselines,
+    RankingMetrics,
+    TrainingMetrics,
+)
 from pipelines.model.training.windows import shard_batches, training_windows
 
 log = logging.getLogger("recflow.train")
@@ -376,8 +385,19 @@ def _finish(
         test=test,
         baselines=baselines,
     )
-    payload = {k: v for k, v in asdict(result).items() if k != "resumed_from"}
-    write_json(out / "metrics.json", payload)
+    metrics = TrainingMetrics(
+        schema_version=TRAINING_METRICS_VERSION,
+        best_epoch=result.best_epoch,
+        epochs_run=result.epochs_run,
+        stopped_early=result.stopped_early,
+        best_valid=RankingMetrics.model_validate(best_valid) if best_valid else None,
+        test=RankingMetrics.model_validate(test),
+        baselines=Baselines(
+            most_popular=RankingMetrics.model_validate(baselines["most_popular"]),
+            item_transition=RankingMetrics.model_validate(baselines["item_transition"]),
+        ),
+    )
+    write_contract(out / METRICS, metrics)
     log.info(
         "test metrics (best epoch %d):\n%s",
         result.best_epoch,

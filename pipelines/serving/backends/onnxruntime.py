@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.serving.manifest import ArtifactError
+from pipelines.serving.manifest import Artifact, ArtifactError
 
 Runner = Callable[[list[str], np.ndarray], list[np.ndarray]]
 
@@ -62,12 +62,12 @@ def quantize_int8(model: Path, out: Path, *, signed_weights: bool) -> None:
         logging.disable(logging.NOTSET)
 
 
-def open_runner(entry: dict[str, Any], path: Path, threads: int | None) -> Runner:
+def open_runner(entry: Artifact, path: Path, threads: int | None) -> Runner:
     """A runner of the ONNX artifact at ``path``: ``(output names, history) -> outputs``."""
     session = ort_session(path, threads)
     inputs = [node.name for node in session.get_inputs()]
     if inputs != ["history"]:
-        raise ArtifactError(f"artifact {entry['name']}: inputs {inputs}, expected ['history']")
+        raise ArtifactError(f"artifact {entry.name}: inputs {inputs}, expected ['history']")
 
     def run_onnx(names: list[str], history: np.ndarray) -> list[np.ndarray]:
         return list(session.run(names, {"history": history}))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.core.params import OptimizeConfig
+from pipelines.serving.manifest import Backend, Precision
 
 log = logging.getLogger("recflow.optimize")
 
@@ -45,8 +46,8 @@ class Capabilities:
 class Plan:
     """One artifact to build: ``name`` is ``<backend>-<precision>``."""
 
-    backend: str
-    precision: str
+    backend: Backend
+    precision: Precision
 
     @property
     def name(self) -> str:
@@ -61,7 +62,8 @@ class Selection:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
+    """The installed version of ``package``; ``None`` where it is not installed."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -92,13 +94,17 @@ def detect() -> Capabilities:
     cuda = torch.cuda.is_available()
     name = torch.cuda.get_device_name(0) if cuda else None
     capability = tuple(torch.cuda.get_device_capability(0)) if cuda else None
-    tensorrt = _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt_cu12")
+    tensorrt = (
+        package_version("tensorrt")
+        or package_version("tensorrt-cu12")
+        or package_version("tensorrt_cu12")
+    )
     return Capabilities(
         cuda=cuda,
         gpu_name=name,
         compute_capability=capability,  # type: ignore[arg-type]
         tensorrt_version=tensorrt,
-        onnxruntime_version=_version("onnxruntime"),
+        onnxruntime_version=package_version("onnxruntime"),
         cpu_int8_dot=bool(cpu_flags() & INT8_DOT_FLAGS),
     )
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from pipelines.core.params import OptimizeConfig
 from pipelines.serving.backends.onnxruntime import Runner
-from pipelines.serving.manifest import ArtifactError
+from pipelines.serving.manifest import Artifact, ArtifactError, CudaDevice
 
 
 def _calibration_batches(histories: np.ndarray, batch: int) -> Iterator[np.ndarray]:
@@ -104,18 +103,20 @@ def build_tensorrt_engine(
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
 
 
-def open_runner(entry: dict[str, Any], path: Path) -> Runner:
+def open_runner(entry: Artifact, path: Path) -> Runner:
     """A TensorRT engine on the current GPU (built for its compute capability)."""
     import tensorrt as trt
     import torch
 
-    device = entry.get("device") or {}
+    device = entry.device
+    if not isinstance(device, CudaDevice):
+        raise ArtifactError(f"artifact {entry.name}: a TensorRT engine needs a cuda device")
     here = tuple(torch.cuda.get_device_capability(0))
-    built = tuple(device.get("compute_capability") or ())
-    if built != here or device.get("tensorrt") != trt.__version__:
+    built = tuple(device.compute_capability or ())
+    if built != here or device.tensorrt != trt.__version__:
         raise ArtifactError(
             f"engine {path} was built for compute capability {built} with TensorRT "
-            f"{device.get('tensorrt')}; this GPU is {here} with TensorRT {trt.__version__}"
+            f"{device.tensorrt}; this GPU is {here} with TensorRT {trt.__version__}"
         )
     engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
     if engine is None:

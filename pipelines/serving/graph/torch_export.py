@@ -14,14 +14,14 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import torch
 from torch import nn
 
 from pipelines.model.sasrec import SASRec, _Block, split_tokens
 
-INPUT = "history"
+INPUT: Final = "history"
 OUTPUTS = ("scores", "top_items", "top_scores")
 
 
