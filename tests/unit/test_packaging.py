@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -45,3 +47,26 @@ def test_ci_runs_the_readme_test_command(project_root: Path) -> None:
     readme = (project_root / "README.md").read_text()
     assert "make test" in ci
     assert "make test" in readme and "make run" in readme
+
+
+def test_dockerfile_passes_hadolint(project_root: Path) -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    result = subprocess.run(
+        [str(hadolint), str(project_root / "docker" / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gpu_image_installs_a_cuda_torch_and_tensorrt_10(project_root: Path) -> None:
+    text = (project_root / "docker" / "Dockerfile").read_text()
+    assert re.search(r"^FROM \S+ AS gpu$", text, re.MULTILINE)
+    assert "grep -v '^torch==' requirements.lock" in text
+    gpu = (project_root / "docker" / "requirements-gpu.txt").read_text()
+    pins = dict(line.split("==") for line in gpu.splitlines() if line and not line.startswith("#"))
+    # PyPI's Linux torch is the CUDA build; "+cpu" would be the CPU one
+    assert pins["torch"] == "2.13.0"
+    # the engine builder uses the TensorRT 10 API that 11.x removes
+    assert pins["tensorrt-cu13"].startswith("10.")
