@@ -1,4 +1,5 @@
-"""``recflow``: one subcommand per stage of the registry (``python -m pipelines.stages.<name>``)."""
+"""``recflow``: one subcommand per stage of the registry (``python -m pipelines.stages.<name>``)
+and per CLI-only command (``COMMANDS``, e.g. ``recflow serve``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-from pipelines.stages.registry import STAGES
+from pipelines.stages.registry import COMMANDS, STAGES
 
 
 def _usage() -> str:
-    width = max(len(spec.name) for spec in STAGES)
+    width = max(len(spec.name) for spec in (*STAGES, *COMMANDS))
     lines = ["usage: recflow <stage> [options]   (recflow <stage> --help: its options)", ""]
     lines += [f"  {spec.name:<{width}}  {spec.help}" for spec in STAGES]
+    lines += ["", "commands:"] + [f"  {spec.name:<{width}}  {spec.help}" for spec in COMMANDS]
     return "\n".join(lines)
 
 
@@ -27,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recflow {importlib.metadata.version('recflow')}")
         return 0
     name, rest = args[0], args[1:]
-    modules = {spec.name: spec.module for spec in STAGES}
+    modules = {spec.name: spec.module for spec in (*STAGES, *COMMANDS)}
     if name not in modules:
         print(f"recflow: unknown stage {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
