@@ -6,8 +6,6 @@ optimized with the fast fp32-only config and gets its item table beside the arti
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from pipelines.core.params import ServeConfig
 from pipelines.serving.artifacts import optimize
 from pipelines.serving.server import state as run_state
 from pipelines.serving.server.items import write_item_table
+from pipelines.serving.server.registry import FolderRegistry
 from tests.model.conftest import FAST_OPTIMIZE, tiny_model, tiny_prepared
 
 __all__ = ["tiny_model", "tiny_prepared"]
@@ -57,8 +56,13 @@ def init_run(cfg: ServeConfig, folder: Path, version: str = "v1") -> None:
 
 
 @pytest.fixture
-def model_copy(served_folder: Path, tmp_path: Path) -> Iterator[Path]:
-    """A private copy of the served folder (for tests that damage it)."""
-    target = tmp_path / "copy"
-    shutil.copytree(served_folder, target)
-    yield target
+def registry(served_folder: Path, tmp_path: Path) -> Path:
+    """A registry with the served folder as v1 and v2, and a tampered copy as v-bad."""
+    root = tmp_path / "registry"
+    reg = FolderRegistry(root)
+    reg.publish(served_folder, "v1")
+    reg.publish(served_folder, "v2")
+    bad = reg.publish(served_folder, "v-bad")
+    onnx = bad / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-16] + bytes(16))
+    return root

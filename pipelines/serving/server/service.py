@@ -348,12 +348,12 @@ class Service:
         key = (bundle.version, recent, width)
         cached = self.cache.get(key) if self.cfg.cache.enabled else None
         fallback, reason = False, ""
+        row = np.zeros(max_len, dtype=np.int64)
+        if recent:
+            row[max_len - len(recent) :] = recent
         if cached is not None:
             items, scores = cached[0][:k], cached[1][:k]
         else:
-            row = np.zeros(max_len, dtype=np.int64)
-            if recent:
-                row[max_len - len(recent) :] = recent
             try:
                 answer = await served.batcher.submit(row, width)
             except ModelFailure as failure:
@@ -364,8 +364,8 @@ class Service:
                 if self.cfg.cache.enabled:
                     self.cache.put(key, answer)
                 items, scores = answer[0][:k], answer[1][:k]
-            if arms.shadow is not None and arm == "stable" and not fallback:
-                self._shadow(arms.shadow, row, width, items)
+        if arms.shadow is not None and arm == "stable" and not fallback:
+            self._shadow(arms.shadow, row, width, items)
         ids = bundle.items.ids
         body = _ENCODE(
             {
