@@ -108,9 +108,10 @@ def rollback(state: DesiredState) -> DesiredState:
 class Admin:
     """The admin operations of one worker."""
 
-    def __init__(self, service: Service, source: ModelSource | None) -> None:
+    def __init__(self, service: Service, source: ModelSource | None, workers: int = 1) -> None:
         self.service = service
         self.source = source
+        self.workers = workers
         self.run_dir = service.run_dir
 
     async def load(self, version: str) -> dict[str, Any]:
@@ -153,12 +154,15 @@ class Admin:
         deadline = time.monotonic() + self.service.cfg.admin_timeout_s
         while True:
             workers = run_state.read_reports(self.run_dir)
-            if all(w.get("generation", -1) >= desired.generation for w in workers):
+            done = [w for w in workers if w.get("generation", -1) >= desired.generation]
+            # a worker still starting has no report yet: it must show up too
+            if len(done) >= self.workers and len(done) == len(workers):
                 return state_report(self.run_dir)
             if time.monotonic() > deadline:
-                late = [w["pid"] for w in workers if w.get("generation", -1) < desired.generation]
                 raise AdminRefused(
-                    504, f"workers {late} did not apply generation {desired.generation} in time"
+                    504,
+                    f"{len(done)} of {self.workers} workers applied generation "
+                    f"{desired.generation} within serve.admin_timeout_s",
                 )
             await asyncio.sleep(0.05)
 

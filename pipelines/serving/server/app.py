@@ -169,7 +169,7 @@ def build_app(
             cfg.request_log.dir, cfg.request_log.window_s, cfg.request_log.max_rows, worker_name()
         )
     service = Service(cfg, run_dir, metrics, pseudonymize, request_log)
-    admin = ops.Admin(service, source)
+    admin = ops.Admin(service, source, workers)
     decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request_struct(cfg.limits))
     limiter = RateLimiter(
         cfg.rate_limit.requests_per_s / workers, max(1.0, cfg.rate_limit.burst / workers)
