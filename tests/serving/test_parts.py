@@ -104,7 +104,7 @@ def test_registry_fetch_verifies_every_object(served_folder: Path, tmp_path: Pat
     assert not (tmp_path / "local" / "v1").exists()  # nothing half-fetched is left
     stored.write_bytes(original)
     (tmp_path / "registry" / "v1" / "manifest.json").unlink()
-    with pytest.raises(RegistryError, match="object manifest.json is missing"):
+    with pytest.raises(RegistryError, match=r"object manifest\.json is missing"):
         registry.fetch("v1", tmp_path / "local")
     with pytest.raises(RegistryError, match="not in the registry"):
         registry.fetch("v7", tmp_path / "local")
@@ -139,9 +139,9 @@ def test_item_table_follows_the_prepared_catalog(tiny_prepared: Path, tmp_path: 
     assert np.all(np.diff(shares) <= 0)  # most popular first
     with pytest.raises(InputError, match=r"indices 1\.\.\d+"):
         ItemTable.read(tmp_path, len(item_map) + 1)
-    with pytest.raises(InputError, match="items.parquet not found.*write_item_table"):
+    with pytest.raises(InputError, match=r"items\.parquet not found.*write_item_table"):
         ItemTable.read(tmp_path / "elsewhere", 5)
-    with pytest.raises(InputError, match="item map not found.*run the prepare stage"):
+    with pytest.raises(InputError, match=r"item map not found.*run the prepare stage"):
         write_item_table(tmp_path / "no-prepared", tmp_path)
 
 
@@ -273,9 +273,37 @@ def test_start_up_refuses_what_cannot_serve(
     bare = tmp_path / "bare"
     shutil.copytree(served_folder, bare)
     (bare / ITEMS_FILE).unlink()
-    with pytest.raises(InputError, match="items.parquet not found"):
+    with pytest.raises(InputError, match=r"items\.parquet not found"):
         prepare_run(cfg, model=bare, registry=None, version=None, workers=1)
     desired = prepare_run(cfg, model=served_folder, registry=None, version="dev", workers=1)
     assert desired.stable == "dev" and run_state.read_desired(cfg.run_dir) == desired
     settings = (cfg.run_dir / run_state.SETTINGS).read_text()
     assert CLIENT not in settings and PSEUDONYM_KEY not in settings  # secrets stay in env
+
+
+def test_recflow_serve_is_a_command_with_clear_start_up_errors(
+    served_folder: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from pipelines import cli
+    from tests.serving.live import PROJECT_ROOT, write_params
+
+    assert "serve" in cli._modules() and cli._modules()["serve"] == "pipelines.commands.serve"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECFLOW_")}
+    params = write_params(tmp_path)
+    base = [sys.executable, "-m", "pipelines.cli", "serve", "--params", str(params)]
+    shown = subprocess.run([*base, "--help"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "--model" in shown.stdout and "--registry" in shown.stdout
+    refused = subprocess.run(
+        [*base, "--model", str(served_folder)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2
+    assert "RECFLOW_API_TOKENS is not set" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -78,7 +78,7 @@ def request_struct(limits: ServeLimits) -> type[msgspec.Struct]:
         ("user_id", ident),
         (
             "history",
-            Annotated[list[ident], Meta(max_length=limits.max_history)],  # type: ignore[valid-type]
+            Annotated[list[ident], Meta(max_length=limits.max_history)],
             msgspec.field(default_factory=list),
         ),
         ("k", Annotated[int, Meta(ge=1, le=MAX_K)], 10),
@@ -126,8 +126,8 @@ def openapi(limits: ServeLimits) -> dict[str, Any]:
     request = request_struct(limits)
     bodies = [request, RecommendResponse, ErrorBody, LoadBody, CanaryBody, ShadowBody, PromoteBody]
     _, components = msgspec.json.schema_components(bodies, ref_template=_REF)
-    client = [{"clientToken": []}]
-    admin = [{"adminToken": []}]
+    client: list[dict[str, list[str]]] = [{"clientToken": []}]
+    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
     auth_errors = {
         "401": _error("Missing or unknown token"),
         "403": _error("The token may not use this endpoint"),
