@@ -16,6 +16,7 @@ tokens are never logged or echoed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -319,6 +320,9 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
+        # what loaded so far lives as long as the worker: keep it out of every later GC pass
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
