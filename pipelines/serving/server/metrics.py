@@ -10,6 +10,7 @@ requests refused before a model was chosen).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -30,6 +31,17 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OVERLAP_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+@dataclass(frozen=True)
+class ArmMetrics:
+    """The per-request metrics of one version and arm, labelled once."""
+
+    answered: Counter
+    latency: Histogram
+    cache_hits: Counter
+    cache_misses: Counter
+    unknown_items: Counter
 
 
 class Metrics:
@@ -88,6 +100,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             **kw,
         )
+        self._arms: dict[tuple[str, str], ArmMetrics] = {}
         gauge_kw = {**kw, "multiprocess_mode": "liveall"} if self.multiprocess else kw
         self.model = Gauge(
             "recflow_model_loaded",
@@ -95,6 +108,20 @@ class Metrics:
             ("version", "arm", "artifact"),
             **gauge_kw,
         )
+
+    def arm(self, version: str, arm: str) -> ArmMetrics:
+        """The labelled metrics of one version and arm (looked up once, then reused)."""
+        key = (version, arm)
+        found = self._arms.get(key)
+        if found is None:
+            found = self._arms[key] = ArmMetrics(
+                answered=self.requests.labels(version, arm, "200"),
+                latency=self.latency.labels(version, arm),
+                cache_hits=self.cache_hits.labels(version, arm),
+                cache_misses=self.cache_misses.labels(version, arm),
+                unknown_items=self.unknown_items.labels(version, arm),
+            )
+        return found
 
     def render(self) -> bytes:
         """The exposition text of every metric (of all workers in multiprocess mode)."""

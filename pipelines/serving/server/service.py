@@ -394,16 +394,16 @@ class Service:
         unknown: int,
         latency: float,
     ) -> None:
-        m = self.metrics
-        m.requests.labels(version, arm, "200").inc()
-        m.latency.labels(version, arm).observe(latency)
+        labelled = self.metrics.arm(version, arm)
+        labelled.answered.inc()
+        labelled.latency.observe(latency)
         if self.cfg.cache.enabled:
-            (m.cache_hits if hit else m.cache_misses).labels(version, arm).inc()
+            (labelled.cache_hits if hit else labelled.cache_misses).inc()
         if fallback:
-            m.fallbacks.labels(version, arm, reason).inc()
-            m.errors.labels(version, arm, reason).inc()
+            self.metrics.fallbacks.labels(version, arm, reason).inc()
+            self.metrics.errors.labels(version, arm, reason).inc()
         if unknown:
-            m.unknown_items.labels(version, arm).inc(unknown)
+            labelled.unknown_items.inc(unknown)
 
     def _log(
         self,
