@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from pipelines.core.io import read_parquet
-from tests.serving.conftest import ADMIN, CLIENT
+from tests.serving.conftest import ADMIN, CLIENT, PSEUDONYM_KEY
 from tests.serving.live import call, live_server
 
 pytestmark = pytest.mark.slow
@@ -137,6 +137,12 @@ def test_shutdown_writes_each_workers_request_log(served_folder: Path, tmp_path:
     files = list((tmp_path / "requests").rglob("*.parquet"))
     assert files and sum(len(read_parquet(f, "log")) for f in files) == 40
     assert not list((tmp_path / "requests").rglob("*.tmp"))
+    # no token or key reaches the log, the run folder or the request log
+    written = [tmp_path / "server.log", *(p for p in tmp_path.rglob("*") if p.is_file())]
+    for path in written:
+        data = path.read_bytes()
+        for secret in (CLIENT, ADMIN, PSEUDONYM_KEY):
+            assert secret.encode() not in data, (path, secret)
 
 
 def test_the_api_conforms_to_its_schema(server: tuple[int, Path]) -> None:

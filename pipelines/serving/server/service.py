@@ -132,9 +132,8 @@ class Service:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, self._deadline_s * 2)
+        if self._tasks:  # shadow copies, draining models, request log windows being written
+            await asyncio.wait(list(self._tasks), timeout=30)
         for served in list(self.loaded.values()):
             await served.batcher.close()
         if self.request_log is not None:
