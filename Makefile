@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 # imports of the large stack (Airflow, GX, DVC) are several times faster from bytecode
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup lock run test test-fast lint format bench bench-recbole recbole-env clean
+.PHONY: help setup lock run test test-fast lint format bench bench-recbole recbole-env clean wrk serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -29,7 +29,18 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed ## Create the virtual environment from the lock file (idempotent)
+setup: $(VENV)/.installed wrk ## Create the virtual environment from the lock file (idempotent)
+
+wrk: ## Install Debian's wrk, the serving benchmark's load generator (as root, with apt-get)
+	@command -v wrk >/dev/null && exit 0; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q wrk >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } || \
+	  echo "wrk could not be installed: the serving benchmark and its tests will skip"; \
+	else echo "wrk not installed (needs apt-get as root): the serving benchmark will skip"; fi
+
+serve: setup ## Serve models/candidate/optimized (RECFLOW_API_TOKENS, RECFLOW_ADMIN_TOKEN, RECFLOW_PSEUDONYM_KEY)
+	$(BIN)/recflow serve --model models/candidate/optimized
 
 lock: | $(BIN)/uv ## Re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --no-header \

@@ -11,6 +11,7 @@ BENCHMARKS = (
     "benchmarks.bench_pipeline",
     "benchmarks.bench_train_memory",  # trains on data/prepared: after `make run`
     "benchmarks.bench_inference",  # times models/candidate/model.pt: after `make run`
+    "benchmarks.bench_serving",  # serves models/candidate/optimized: after `make run`
 )
 
 

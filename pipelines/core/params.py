@@ -356,6 +356,77 @@ class ExecutionConfig(StrictModel):
     training: TrainingTopology = TrainingTopology()
 
 
+class ServeBatching(StrictModel):
+    """Dynamic batching: concurrent requests grouped into one model call."""
+
+    enabled: bool = True
+    max_batch: int = Field(64, ge=1, le=4096)
+    # after the first request of a batch, wait this long for more (0: take what is queued;
+    # requests that arrive while a model call runs form the next batch either way)
+    max_wait_ms: float = Field(0.0, ge=0.0, le=100.0)
+
+
+class ServeCache(StrictModel):
+    """The recommendation cache (LRU with a time to live), cleared on every model change."""
+
+    enabled: bool = True
+    size: int = Field(20_000, ge=1)
+    ttl_s: float = Field(60.0, gt=0.0)
+    # at load: the answers for a cold-start user and for the histories of one popular item
+    warm_items: int = Field(100, ge=0)
+
+
+class ServeLimits(StrictModel):
+    """Bounds of a request: larger ones get a 4xx naming the field."""
+
+    max_history: int = Field(500, ge=1)
+    max_body_bytes: int = Field(65_536, ge=1024)
+    max_id_length: int = Field(128, ge=1)
+
+
+class ServeRateLimit(StrictModel):
+    """Requests per second and burst allowed per client token (across all workers)."""
+
+    requests_per_s: float = Field(5_000.0, gt=0.0)
+    burst: int = Field(1_000, ge=1)
+
+
+class ServeRequestLog(StrictModel):
+    """The request log for monitoring: Parquet files, one per window and worker."""
+
+    enabled: bool = True
+    dir: Path = Path("data/serving/requests")
+    window_s: float = Field(60.0, gt=0.0)
+    # a window is written early when it holds this many requests
+    max_rows: int = Field(100_000, ge=1)
+
+
+class ServeConfig(StrictModel):
+    """The inference server (``recflow serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    # None: one worker process per core
+    workers: int | None = Field(None, ge=1, le=256)
+    # intra-op threads of the model per worker
+    threads: int = Field(1, ge=1)
+    # a model call slower than this is answered from the popularity fallback
+    model_deadline_ms: float = Field(100.0, gt=0.0)
+    # desired state, worker reports, metrics of the running server
+    run_dir: Path = Path("data/serving/run")
+    # how often each worker compares its models with the desired state
+    reconcile_interval_s: float = Field(0.2, gt=0.0, le=60.0)
+    # how long an admin call waits for every worker to apply a change
+    admin_timeout_s: float = Field(60.0, gt=0.0)
+    # shadow copies waiting to be scored; more are skipped (and counted) rather than queued
+    shadow_max_pending: int = Field(256, ge=1)
+    batching: ServeBatching = ServeBatching()
+    cache: ServeCache = ServeCache()
+    limits: ServeLimits = ServeLimits()
+    rate_limit: ServeRateLimit = ServeRateLimit()
+    request_log: ServeRequestLog = ServeRequestLog()
+
+
 class Params(StrictModel):
     """The whole of ``params.yaml``: unknown sections are an error."""
 
@@ -369,6 +440,7 @@ class Params(StrictModel):
     evaluate: EvaluateConfig = EvaluateConfig()
     airflow: AirflowConfig = AirflowConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

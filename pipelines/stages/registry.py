@@ -163,6 +163,30 @@ STAGES: tuple[StageSpec, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class CommandSpec:
+    """A command of ``recflow`` that is not a stage of the chain (no DVC stage, no DAG task).
+
+    Attributes:
+        name: Subcommand of ``recflow``.
+        help: One line for ``recflow --help``.
+        module: The module whose ``main`` runs it.
+    """
+
+    name: str
+    help: str
+    module: str
+
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec(
+        name="serve",
+        help="serve recommendations over HTTP (an optimized folder or a registry version)",
+        module="pipelines.commands.serve",
+    ),
+)
+
+
 def stage(name: str) -> StageSpec:
     """Look a stage up by name.
 
