@@ -63,7 +63,7 @@ def _free_port() -> int:
 
 def build_bundle(work: Path, preset: str) -> tuple[Path, Path]:
     """The served folder (artifact, ``model.pt``, ``items.parquet``) and the prepared folder."""
-    from pipelines.serving.server.items import write_item_table
+    from pipelines.serving.items import write_item_table
 
     model = PROJECT_ROOT / "models" / "candidate" / "model.pt"
     optimized = PROJECT_ROOT / "models" / "candidate" / "optimized"
@@ -111,7 +111,7 @@ def build_bundle(work: Path, preset: str) -> tuple[Path, Path]:
 def write_bodies(prepared: Path, bundle: Path, out: Path, count: int = 5000) -> int:
     """Request bodies from held-out test histories (item ids, newest last), one per line."""
     from pipelines.data.prepared import load_prepared
-    from pipelines.serving.server.items import ItemTable
+    from pipelines.serving.items import ItemTable
 
     data = load_prepared(prepared)
     items = ItemTable.read(bundle, data.n_items)

@@ -18,8 +18,8 @@ from typing import Any
 import litserve as ls
 import numpy as np
 
+from pipelines.serving.items import ItemTable
 from pipelines.serving.runtime import Recommender
-from pipelines.serving.server.items import ItemTable
 
 
 class RecommendAPI(ls.LitAPI):  # type: ignore[misc]

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
 from pipelines.model.saved import load_model
-from pipelines.serving.server.items import ItemTable
+from pipelines.serving.items import ItemTable
 
 FOLDER_ENV = "RECFLOW_NAIVE_FOLDER"
 

@@ -395,7 +395,7 @@ class ServeRequestLog(StrictModel):
     """The request log for monitoring: Parquet files, one per window and worker."""
 
     enabled: bool = True
-    dir: Path = Path("data/serving/requests")
+    dir: FilePath = Path("data/serving/requests")
     window_s: float = Field(60.0, gt=0.0)
     # a window is written early when it holds this many requests
     max_rows: int = Field(100_000, ge=1)
@@ -413,7 +413,7 @@ class ServeConfig(StrictModel):
     # a model call slower than this is answered from the popularity fallback
     model_deadline_ms: float = Field(100.0, gt=0.0)
     # desired state, worker reports, metrics of the running server
-    run_dir: Path = Path("data/serving/run")
+    run_dir: FilePath = Path("data/serving/run")
     # how often each worker compares its models with the desired state
     reconcile_interval_s: float = Field(0.2, gt=0.0, le=60.0)
     # how long an admin call waits for every worker to apply a change

@@ -50,6 +50,7 @@ from pipelines.serving.backends.selection import (
 from pipelines.serving.backends.tensorrt import build_tensorrt_engine
 from pipelines.serving.graph.onnxruntime import build_onnxruntime_graph
 from pipelines.serving.graph.torch_export import INPUT, export_onnx
+from pipelines.serving.items import write_item_table
 from pipelines.serving.latency import Timing, measure_side_by_side
 from pipelines.serving.manifest import (
     MANIFEST_VERSION,
@@ -280,6 +281,8 @@ def optimize(
             artifacts.append(entry)
         shipped = _ship(artifacts, cfg)
         kept = _prune(folder, [_shipped(a, shipped) for a in artifacts])
+        # what the item indices mean in the catalog: a served bundle needs it beside the model
+        write_item_table(prepared, folder)
         manifest = base.model_copy(update={"shipped": shipped, "artifacts": tuple(kept)})
         # validated once whole: the copies above are not
         manifest = ArtifactManifest.model_validate(manifest.model_dump())

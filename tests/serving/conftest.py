@@ -12,8 +12,8 @@ import pytest
 
 from pipelines.core.params import ServeConfig
 from pipelines.serving.artifacts import optimize
+from pipelines.serving.items import write_item_table
 from pipelines.serving.server import state as run_state
-from pipelines.serving.server.items import write_item_table
 from pipelines.serving.server.registry import FolderRegistry
 from tests.model.conftest import FAST_OPTIMIZE, tiny_model, tiny_prepared
 

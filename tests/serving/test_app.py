@@ -11,9 +11,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from pipelines.core.io import read_parquet
+from pipelines.serving.items import ItemTable
 from pipelines.serving.server.app import build_app
 from pipelines.serving.server.auth import Tokens
-from pipelines.serving.server.items import ItemTable
 from pipelines.serving.server.registry import FolderRegistry, KeyedHash
 from tests.serving.conftest import ADMIN, CLIENT, PSEUDONYM_KEY, init_run, serve_config
 

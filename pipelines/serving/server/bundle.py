@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from pipelines.serving.backends.selection import Capabilities
-from pipelines.serving.manifest import ArtifactError, read_manifest
+from pipelines.serving.items import ItemTable
+from pipelines.serving.manifest import ArtifactError, ArtifactManifest, read_manifest
 from pipelines.serving.runtime import Recommender
-from pipelines.serving.server.items import ItemTable
 
 log = logging.getLogger("recflow.serve")
 
@@ -50,7 +50,8 @@ def runs_here(entry: dict[str, Any], caps: Capabilities | None) -> bool:
 
 
 def choose_artifact(
-    manifest: dict[str, Any], detect: Callable[[], Capabilities] | None = None
+    manifest: ArtifactManifest | dict[str, Any],
+    detect: Callable[[], Capabilities] | None = None,
 ) -> str:
     """The artifact of ``manifest`` to serve on this machine.
 
@@ -61,6 +62,8 @@ def choose_artifact(
     Raises:
         ArtifactError: No artifact of the manifest runs here.
     """
+    if isinstance(manifest, ArtifactManifest):
+        manifest = manifest.model_dump(mode="json")
     usable = [a for a in manifest.get("artifacts", []) if a.get("status") != "rejected"]
     caps: Capabilities | None = None
     if any((a.get("device") or {}).get("type", "cpu") != "cpu" for a in usable):

@@ -15,10 +15,10 @@ from pathlib import Path
 from pipelines.core.errors import InputError
 from pipelines.core.io import write_json
 from pipelines.core.params import ServeConfig
+from pipelines.serving.items import ItemTable
 from pipelines.serving.manifest import read_manifest
 from pipelines.serving.server import state as run_state
 from pipelines.serving.server.auth import ADMIN_TOKEN_ENV, API_TOKENS_ENV, Tokens
-from pipelines.serving.server.items import ItemTable
 from pipelines.serving.server.registry import FolderRegistry, KeyedHash, check_version_name
 from pipelines.serving.server.state import MULTIPROC_ENV, RUN_DIR_ENV, SETTINGS
 
@@ -41,7 +41,7 @@ def check_model_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise InputError(f"model folder {folder} not found")
     manifest = read_manifest(folder)
-    ItemTable.read(folder, int(manifest["n_items"]))
+    ItemTable.read(folder, manifest.n_items)
 
 
 def prepare_run(
@@ -81,7 +81,7 @@ def prepare_run(
         if registry is not None and version is not None:
             raise InputError("give --model or a registry --version to serve, not both")
         check_model_folder(model)
-        name = version or f"local-{str(read_manifest(model).get('model_sha256', 'model'))[:12]}"
+        name = version or f"local-{read_manifest(model).model_sha256[:12]}"
         folder = model.resolve()
     elif registry is not None and version is not None:
         name = check_version_name(version)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.io import write_parquet
-from pipelines.serving.server.items import ItemTable
+from pipelines.serving.items import ItemTable
 
 log = logging.getLogger("recflow.serve")
 

@@ -113,7 +113,7 @@ class ItemTable:
         if not path.is_file():
             raise InputError(
                 f"{path} not found: a served folder needs its item table beside the artifact "
-                "(pipelines.serving.server.items.write_item_table(prepared, folder))"
+                "(written by the optimize stage: run it again)"
             )
         table = read_parquet(path, "the item table", require=_COLUMNS)
         idx = table.column("item_idx").to_numpy().astype(np.int64)
