@@ -54,10 +54,7 @@ def ingest_figure(root: Path) -> str:
     """``ingest``: the size of the run's raw batch, from its manifest."""
     date = _logical_date(root)
     manifest = _json(root / stage_path("ingest", "--out", date, "manifest.json"))
-    return (
-        f"batch {date}: {manifest['rows']:,} events, {manifest['users']:,} users, "
-        f"{manifest['items']:,} items"
-    )
+    return f"{manifest['rows']:,} events, {manifest['users']:,} users, {manifest['items']:,} items"
 
 
 def validate_figure(root: Path) -> str:
@@ -77,12 +74,12 @@ def prepare_figure(root: Path) -> str:
 
 
 def train_figure(root: Path) -> str:
-    """``train``: epochs run and test NDCG@10 against the item-transition baseline."""
+    """``train``: epochs run, and test NDCG@10 against the item-transition baseline's."""
     m = _json(root / stage_path("train", "--out", "metrics.json"))
     figure = f"{m['epochs_run']} epochs, test NDCG@10 {m['test']['ndcg@10']:.4f}"
     baseline = m.get("baselines", {}).get(BASELINE, {}).get("ndcg@10")
     if baseline is not None:
-        figure += f" vs transition baseline {baseline:.4f}"
+        figure += f" vs transition {baseline:.4f}"
     return figure
 
 

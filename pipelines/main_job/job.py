@@ -94,7 +94,7 @@ def run_dag(
     *,
     log: TextIO,
     echo: Echo = echo_line,
-    width: int | None = None,
+    terminal_width: int | None = None,
 ) -> DagRunResult:
     """Run the DAG once for ``logical_date`` and follow it on the console.
 
@@ -104,7 +104,8 @@ def run_dag(
         logical_date: The run's date (``YYYY-MM-DD``), passed as the run's conf.
         log: The full log file.
         echo: Writes a console line.
-        width: Cut console lines to this width (None: never).
+        terminal_width: The console is a terminal this wide: lines are cut to it, and a
+            finished task's line replaces its start line. None: a log or a pipe.
 
     Returns:
         The run's exit code, id, state and tasks.
@@ -115,7 +116,13 @@ def run_dag(
     conf = json.dumps({"logical_date": logical_date})
     command = airflow_command("dags", "test", DAG_ID, "--conf", conf)
     log.write(f"$ {' '.join(command)}\n")
-    follower = RunFollower(echo, log, lambda name: key_figure(name, root), width)
+    follower = RunFollower(
+        echo,
+        log,
+        lambda name: key_figure(name, root),
+        width=terminal_width,
+        rewrite=terminal_width is not None,
+    )
     with subprocess.Popen(
         command,
         cwd=root,
@@ -246,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
     echo = echo_line
-    echo(f"recflow main job for logical date {logical_date}: Airflow DAG {DAG_ID}, then dvc repro")
+    echo(f"recflow: Airflow DAG {DAG_ID} for logical date {logical_date}, then dvc repro")
     echo(f"full log: {shown(log_path)}")
     env = airflow_env(root, airflow_home)
     try:
@@ -255,9 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 migrate = run_step(airflow_command("db", "migrate"), cwd=root, env=env, log=log)
                 if migrate.returncode:
                     return _step_failed("airflow db migrate", migrate, log_path, echo)
-                database = shown(airflow_home / "airflow.db")
-                echo(status_line("ready", f"{database} ({duration(migrate.seconds)})"))
-                result = run_dag(root, airflow_home, logical_date, log=log, echo=echo, width=width)
+                result = run_dag(
+                    root, airflow_home, logical_date, log=log, echo=echo, terminal_width=width
+                )
                 if not result.succeeded:
                     return _dag_failed(result, log_path, echo)
             dvc_env = interpreter_env()
@@ -277,8 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     echo("")
     elapsed = duration(time.perf_counter() - started)
-    echo(f"recflow: chain finished for logical date {logical_date} in {elapsed}")
+    more = "more: dvc metrics show, make airflow (the UI)"
+    echo(f"recflow: chain done for {logical_date} in {elapsed}; {more}")
     for line in summary_lines(root):
         echo(line)
-    echo(f"  more: dvc metrics show; make airflow (the UI, runs in {shown(airflow_home)}/)")
     return 0

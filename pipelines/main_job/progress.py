@@ -45,13 +45,18 @@ CLI_ERROR = "error: "
 TRACEBACK = "Traceback (most recent call last):"
 CHAINED = ("During handling of the above exception", "The above exception was the direct cause")
 
-STATE_WIDTH = 8
+STATE_WIDTH = 7
 NAME_WIDTH = 16
+DURATION_WIDTH = 6
 # stage lines sit under the task name, two columns further in
 INDENT = " " * (9 + STATE_WIDTH + 1 + 2)
 OUTPUT_KEPT = 400
 ERROR_LINES = 12
 TAIL_LINES = 8
+
+
+# ANSI: cursor to the start of the line above, and clear that line
+CURSOR_UP_AND_CLEAR = "\x1b[1F\x1b[2K"
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -65,13 +70,18 @@ def clock(moment: dt.datetime) -> str:
 
 
 def duration(seconds: float) -> str:
-    """``6.2 s``, ``42 s`` or ``3 min 05 s``."""
+    """``6.2s``, ``42s`` or ``3m05s``."""
     if seconds < 10:
-        return f"{seconds:.1f} s"
+        return f"{seconds:.1f}s"
     if seconds < 60:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.0f}s"
     minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest:02d} s"
+    return f"{minutes}m{rest:02d}s"
+
+
+def start_line(moment: dt.datetime, task: str) -> str:
+    """The console line of a task that starts."""
+    return f"{clock(moment)} {'start':<{STATE_WIDTH}} {task}"
 
 
 def live_line(text: str) -> str | None:
@@ -215,6 +225,8 @@ class RunFollower:
         log: The full log file; every line read is written there, as text.
         figure: The key figure of a stage that succeeded (``figures.key_figure``), or None.
         width: Cut console lines to this many characters (None: never).
+        rewrite: On a terminal: a task's end line replaces its start line when nothing was
+            printed in between, so a finished task takes one line of the screen.
     """
 
     def __init__(
@@ -223,11 +235,14 @@ class RunFollower:
         log: TextIO,
         figure: Callable[[str], str | None],
         width: int | None = None,
+        rewrite: bool = False,
     ) -> None:
         self._echo = echo
         self._log = log
         self._figure = figure
         self._width = width
+        self._rewrite = rewrite
+        self._last_said: str | None = None
         self.tasks: list[TaskRun] = []
         self.run_id: str | None = None
         self.state: str | None = None
@@ -277,10 +292,15 @@ class RunFollower:
         if text.strip():
             self.tail.append(text)
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, replace: str | None = None) -> None:
+        """Echo ``text``; on a terminal, over the last line if that line is ``replace``."""
         if self._width is not None and len(text) > self._width:
             text = text[: self._width - 3] + "..."
+        said = text
+        if self._rewrite and replace is not None and self._last_said == replace:
+            text = CURSOR_UP_AND_CLEAR + text
         self._echo(text)
+        self._last_said = said
 
     def _follow(self, record: dict[str, Any], logger: str) -> None:
         event = str(record.get("event", ""))
@@ -288,7 +308,7 @@ class RunFollower:
         task = self.current
         if match := STARTED.match(event):
             self.tasks.append(TaskRun(match["task"], moment))
-            self._say(f"{clock(moment)} {'start':<{STATE_WIDTH}} {match['task']}")
+            self._say(start_line(moment, match["task"]))
         elif (match := ENDED.match(event)) and task is not None and task.name == match["task"]:
             task.ended = moment
             self._ended(task)
@@ -330,8 +350,8 @@ class RunFollower:
         line = (
             f"{clock(task.ended or task.started)} {state:<{STATE_WIDTH}} {task.name:<{NAME_WIDTH}}"
         )
-        line += f" {duration(task.seconds):>10}  {'; '.join(notes)}"
-        self._say(line.rstrip())
+        line += f" {duration(task.seconds):>{DURATION_WIDTH}}  {'; '.join(notes)}"
+        self._say(line.rstrip(), replace=start_line(task.started, task.name))
         if state != "success":
             for text in self.failure_lines(task):
                 self._say(INDENT + text)

@@ -167,8 +167,8 @@ def test_the_summary_names_each_output_and_where_it_is(first_run: JobRun) -> Non
     assert first_run.returncode == 0, first_run.failure()
     text = first_run.stdout
     assert "dvc repro: Data and pipelines are up to date." in text
-    assert f"recflow: chain finished for logical date {RUN_DATE} in " in text
-    summary = text[text.index("recflow: chain finished") :].splitlines()
+    assert f"recflow: chain done for {RUN_DATE} in " in text
+    summary = text[text.index("recflow: chain done") :].splitlines()
     places = {
         "validate": "report reports/validation/data_docs/index.html",
         "prepare": "in data/prepared/",

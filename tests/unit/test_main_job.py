@@ -22,6 +22,7 @@ from pipelines.main_job import figures, job, ui
 from pipelines.main_job.airflow_cli import airflow_env
 from pipelines.main_job.figures import KEY_FIGURES, key_figure, stage_path, summary_lines
 from pipelines.main_job.progress import (
+    CURSOR_UP_AND_CLEAR,
     INDENT,
     RunFollower,
     clock,
@@ -91,11 +92,11 @@ def _run(tasks: list[str], state: str) -> list[str]:
 
 
 def _follow(
-    lines: list[str], figure: Any = None, width: int | None = None
+    lines: list[str], figure: Any = None, width: int | None = None, rewrite: bool = False
 ) -> tuple[RunFollower, list[str], str]:
     console: list[str] = []
     log = io.StringIO()
-    follower = RunFollower(console.append, log, figure or (lambda name: None), width)
+    follower = RunFollower(console.append, log, figure or (lambda name: None), width, rewrite)
     follower.feed_all(line + "\n" for line in lines)
     return follower, console, log.getvalue()
 
@@ -128,14 +129,14 @@ def test_a_run_shows_a_line_when_each_task_starts_and_one_when_it_ends() -> None
     follower, console, _ = _follow(lines, shown.get)
 
     assert console == [
-        f"{_at(1)} start    set_logical_date",
-        f"{_at(2.5)} success  set_logical_date      1.5 s  run.logical_date 2026-11-22",
-        f"{_at(3)} start    train",
+        f"{_at(1)} start   set_logical_date",
+        f"{_at(2.5)} success set_logical_date   1.5s  run.logical_date 2026-11-22",
+        f"{_at(3)} start   train",
         f"{INDENT}WARNING torch/distributed/run.py:874: Setting OMP_NUM_THREADS to 1",
         f"{INDENT}epoch 1: loss 4.9011, valid ndcg@10 0.2747, 0.24 s (1684 w/s)",
         f"{INDENT}epoch 2: loss 4.6193, valid ndcg@10 0.3165, 0.10 s (3981 w/s)",
         f"{INDENT}WARNING recflow.train: no GPU: training on the CPU",
-        f"{_at(75)} success  train            1 min 12 s  2 epochs",
+        f"{_at(75)} success train             1m12s  2 epochs",
     ]
     assert follower.run_id == RUN_ID
     assert follower.state == "success"
@@ -146,7 +147,23 @@ def test_a_run_shows_a_line_when_each_task_starts_and_one_when_it_ends() -> None
 def test_an_up_to_date_stage_says_so_beside_its_figure() -> None:
     lines = _run(_task("prepare", 1, 2, ["prepare is up to date"]), "success")
     _, console, _ = _follow(lines, lambda name: "5 users")
-    assert console[-1] == f"{_at(2)} success  prepare               1.0 s  up to date; 5 users"
+    assert console[-1] == f"{_at(2)} success prepare            1.0s  up to date; 5 users"
+
+
+def test_on_a_terminal_a_task_s_end_line_replaces_its_start_line() -> None:
+    lines = _run(
+        _task("generate", 1, 2, ["02:00:01 INFO    recflow.generate: 13455 events"])
+        + _task("train", 3, 75, TRAIN_OUTPUT),
+        "success",
+    )
+    _, console, _ = _follow(lines, width=100, rewrite=True)
+    assert console[:2] == [
+        f"{_at(1)} start   generate",
+        f"{CURSOR_UP_AND_CLEAR}{_at(2)} success generate           1.0s",
+    ]
+    # lines under a task keep its start line: its end line comes below them
+    assert console[2] == f"{_at(3)} start   train"
+    assert console[-1] == f"{_at(75)} success train             1m12s"
 
 
 def test_the_full_log_gets_every_line_as_text() -> None:
@@ -174,9 +191,9 @@ def test_a_rejected_batch_shows_its_error_lines_under_the_failed_task() -> None:
     follower, console, _ = _follow(lines, lambda name: "must not be asked")
 
     assert console == [
-        f"{_at(1)} start    validate",
+        f"{_at(1)} start   validate",
         f"{INDENT}WARNING recflow.validate: removed the stale validated batch data/validated",
-        f"{_at(7.5)} failed   validate              6.5 s",
+        f"{_at(7.5)} failed  validate           6.5s",
         f"{INDENT}error: batch 2026-11-21 rejected: 41 of 43 expectations passed (events.parquet)",
         f"{INDENT}  - events: expect_column_values_to_be_between(price): 10766 unexpected",
         f"{INDENT}  - catalog: expect_column_values_to_be_between(price): 150 unexpected",
@@ -265,7 +282,8 @@ def test_render_writes_a_traceback_for_a_structured_exception() -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0.04, "0.0 s"), (6.25, "6.2 s"), (42.4, "42 s"), (185, "3 min 05 s")]
+    ("seconds", "text"),
+    [(0.04, "0.0s"), (6.25, "6.2s"), (42.4, "42s"), (185, "3m05s"), (3600, "60m00s")],
 )
 def test_duration(seconds: float, text: str) -> None:
     assert duration(seconds) == text
@@ -331,10 +349,10 @@ def test_key_figures_come_from_the_files_the_stages_wrote(ran: Path) -> None:
     assert {spec.name: key_figure(spec.name, ran) for spec in STAGES} == {
         "set_logical_date": "run.logical_date 2026-11-22",
         "generate": None,
-        "ingest": "batch 2026-11-22: 366,914 events, 5,096 users, 2,000 items",
+        "ingest": "366,914 events, 5,096 users, 2,000 items",
         "validate": "366,914 rows accepted (43/43 expectations)",
         "prepare": "4,886 users, 4,886 sequences, 2,000 items",
-        "train": "19 epochs, test NDCG@10 0.4998 vs transition baseline 0.5046",
+        "train": "19 epochs, test NDCG@10 0.4998 vs transition 0.5046",
         "optimize": "ships onnxruntime-fp32, 3.0x torch eager at batch 1",
         "evaluate": "gate verdict: pass",
     }
@@ -345,8 +363,7 @@ def test_the_summary_has_a_line_per_output_with_its_figure_and_place(ran: Path) 
         "  validate  366,914 rows accepted (43/43 expectations); "
         "report reports/validation/data_docs/index.html",
         "  prepare   4,886 users, 4,886 sequences, 2,000 items; in data/prepared/",
-        "  train     19 epochs, test NDCG@10 0.4998 vs transition baseline 0.5046; "
-        "in models/candidate/",
+        "  train     19 epochs, test NDCG@10 0.4998 vs transition 0.5046; in models/candidate/",
         "  optimize  ships onnxruntime-fp32, 3.0x torch eager at batch 1; "
         "in models/candidate/optimized/",
         "  evaluate  gate verdict: pass; report models/candidate/evaluation/report.html",
