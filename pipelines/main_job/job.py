@@ -205,12 +205,19 @@ def _dag_failed(result: DagRunResult, log_path: Path, echo: Echo) -> int:
     return result.returncode or 1
 
 
-def _dvc_summary(repro: StepResult, push: StepResult | None) -> str:
+def _outcome(output: str) -> str:
+    """DVC's last line, shortened: "Data and pipelines are up to date." is "up to date"."""
+    last = _last_line(output)
+    return "up to date" if last.endswith("up to date.") else last.rstrip(".") or "done"
+
+
+def dvc_summary(repro: StepResult, push: StepResult | None) -> str:
+    """One line for ``dvc repro`` and ``dvc push``: what each did, and how long it took."""
     ran = repro.output.count("Running stage")
-    repro_note = f"ran {ran} stages" if ran else _last_line(repro.output) or "done"
-    text = f"dvc repro: {repro_note} ({duration(repro.seconds)})"
+    text = f"dvc repro: {f'ran {ran} stages' if ran else _outcome(repro.output)}"
+    text += f" ({duration(repro.seconds)})"
     if push is not None:
-        text += f"; dvc push: {_last_line(push.output) or 'done'} ({duration(push.seconds)})"
+        text += f"; dvc push: {_outcome(push.output)} ({duration(push.seconds)})"
     return text
 
 
@@ -277,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 push = run_step([python, "-m", "dvc", "push"], cwd=root, env=dvc_env, log=log)
                 if push.returncode:
                     return _step_failed("dvc push", push, log_path, echo)
-            echo(status_line("done", _dvc_summary(repro, push)))
+            echo(status_line("done", dvc_summary(repro, push)))
     except KeyboardInterrupt:
         echo(f"recflow: interrupted; full log: {shown(log_path)}")
         return 130

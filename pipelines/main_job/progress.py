@@ -342,15 +342,15 @@ class RunFollower:
 
     def _ended(self, task: TaskRun) -> None:
         state = task.state or "unknown"
-        notes = []
+        notes = ""
         if state == "success":
-            notes = ["up to date"] if task.up_to_date else []
-            figure = self._figure(task.name)
-            notes += [figure] if figure else []
+            # the figure first: on a narrow terminal the line's end is cut
+            notes = self._figure(task.name) or ""
+            notes += " (up to date)" if task.up_to_date else ""
         line = (
             f"{clock(task.ended or task.started)} {state:<{STATE_WIDTH}} {task.name:<{NAME_WIDTH}}"
         )
-        line += f" {duration(task.seconds):>{DURATION_WIDTH}}  {'; '.join(notes)}"
+        line += f" {duration(task.seconds):>{DURATION_WIDTH}}  {notes.strip()}"
         self._say(line.rstrip(), replace=start_line(task.started, task.name))
         if state != "success":
             for text in self.failure_lines(task):

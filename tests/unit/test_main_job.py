@@ -147,7 +147,11 @@ def test_a_run_shows_a_line_when_each_task_starts_and_one_when_it_ends() -> None
 def test_an_up_to_date_stage_says_so_beside_its_figure() -> None:
     lines = _run(_task("prepare", 1, 2, ["prepare is up to date"]), "success")
     _, console, _ = _follow(lines, lambda name: "5 users")
-    assert console[-1] == f"{_at(2)} success prepare            1.0s  up to date; 5 users"
+    assert console[-1] == f"{_at(2)} success prepare            1.0s  5 users (up to date)"
+    # a stage without a figure
+    lines = _run(_task("generate", 1, 2, ["generate is up to date"]), "success")
+    _, console, _ = _follow(lines)
+    assert console[-1] == f"{_at(2)} success generate           1.0s  (up to date)"
 
 
 def test_on_a_terminal_a_task_s_end_line_replaces_its_start_line() -> None:
@@ -419,6 +423,27 @@ def test_the_job_refuses_a_bad_logical_date(
         job.main(["--root", str(project_root), *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("repro", "push", "line"),
+    [
+        (
+            "Data and pipelines are up to date.\n",
+            "Everything is up to date.\n",
+            "dvc repro: up to date (1.5s); dvc push: up to date (2.0s)",
+        ),
+        (
+            "Running stage 'prepare':\n> python -m ...\nRunning stage 'train':\n",
+            "62 files pushed\n",
+            "dvc repro: ran 2 stages (1.5s); dvc push: 62 files pushed (2.0s)",
+        ),
+    ],
+)
+def test_dvc_steps_take_one_line(repro: str, push: str, line: str) -> None:
+    steps = job.StepResult(0, repro, 1.5), job.StepResult(0, push, 2.0)
+    assert job.dvc_summary(*steps) == line
+    assert job.dvc_summary(steps[0], None) == line.split(";")[0]
 
 
 def test_the_ui_uses_the_main_job_s_airflow_on_this_machine_only(tmp_path: Path) -> None:
