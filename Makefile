@@ -6,6 +6,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
+AIRFLOW_PORT ?= 8080
 # Folder holding the CPU build of torch (the lock pins torch==2.13.0+cpu); pip's own
 # find-links setting when there is one. Elsewhere set UV_EXTRA_INDEX_URL to a CPU torch index.
 WHEELS ?= $(shell pip config get global.find-links 2>/dev/null || echo /opt/wheels)
@@ -15,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 # imports of the large stack (Airflow, GX, DVC) are several times faster from bytecode
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup lock run test test-fast lint format bench bench-recbole recbole-env clean wrk serve
+.PHONY: help setup lock run airflow test test-fast lint format bench bench-recbole recbole-env clean wrk serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -50,7 +51,10 @@ lock: | $(BIN)/uv ## Re-resolve requirements.lock from pyproject.toml
 	  cat requirements.lock; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 run: setup ## Run the chain on the embedded default: the Airflow DAG, then dvc repro (a no-op)
-	$(BIN)/python -m pipelines.run_all
+	@$(BIN)/python -m pipelines.main_job
+
+airflow: setup ## Open the Airflow UI for this project on 127.0.0.1 (AIRFLOW_PORT, default 8080)
+	@$(BIN)/python -m pipelines.main_job.ui --port $(AIRFLOW_PORT)
 
 test: setup ## Run the whole test suite (unit, data, dags, model, integration)
 	$(BIN)/python -m pytest

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="recflow-bench-") as tmp:
         cold = copy_project(Path(tmp) / "cold")
-        total = timed([python, "-m", "pipelines.run_all", "--no-push"], cold)
+        total = timed([python, "-m", "pipelines.main_job", "--no-push"], cold)
         staged = copy_project(Path(tmp) / "staged")
         per_stage = {
             stage: round(timed([python, "-m", "dvc", "repro", "--single-item", stage], staged), 2)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     make_run = {
         "machine": machine,
         "command": (
-            "python -m pipelines.run_all --no-push (what make run runs after setup: the "
+            "python -m pipelines.main_job --no-push (what make run runs after setup: the "
             "Airflow DAG run, then dvc repro) on a fresh copy, default preset"
         ),
         "seconds": round(total, 2),

@@ -1,10 +1,15 @@
 """Set the run's logical date in ``params.yaml``, the way ``dvc exp run -S`` sets a value.
 
 The Airflow DAG's first task calls this so that every stage of the run reads the DAG run's
-date from ``run.logical_date``. Only that one line changes: comments, quoting and the rest of
-the file stay as they are, the file is replaced atomically, and an equal date writes nothing.
+date from ``run.logical_date``. Only that value changes: comments, quoting, spacing, line
+ends and the rest of the file stay byte for byte, the file is replaced atomically, and an
+equal date writes nothing.
 
-    python -m pipelines.core.run_date --params params.yaml --set-logical-date 2026-11-22
+    python -m pipelines.stages.set_logical_date --params params.yaml --set-logical-date 2026-11-22
+
+ruamel.yaml's round-trip parser finds the value: its events carry the exact position of each
+scalar in the text, so the edit replaces the date's own characters (and keeps its quotes) where
+a dump of the whole document would re-indent and re-space lines it did not need to touch.
 """
 
 from __future__ import annotations
@@ -13,9 +18,20 @@ import datetime as dt
 import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import (
+    CollectionEndEvent,
+    CollectionStartEvent,
+    Event,
+    MappingStartEvent,
+    ScalarEvent,
+)
+from ruamel.yaml.tokens import ScalarToken
 
 from pipelines.core.io import atomic_path
 from pipelines.core.params import ConfigError, load_params
@@ -23,14 +39,6 @@ from pipelines.core.params import ConfigError, load_params
 log = logging.getLogger("recflow.run_params")
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_SECTION = re.compile(r"^run:\s*(#.*)?$")
-_TOP_LEVEL = re.compile(r"^[^\s#]")
-# indent, key, value (optionally quoted), then spacing and an optional trailing comment
-_LOGICAL_DATE = re.compile(
-    r"^(?P<head>[ \t]+logical_date:[ \t]*)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s#]+)"
-    r"(?P<tail>[ \t]*(#.*)?)$"
-)
 
 
 def parse_logical_date(text: str) -> dt.date:
@@ -53,19 +61,53 @@ def parse_logical_date(text: str) -> dt.date:
         raise ValueError(f"logical date {text!r} is not a calendar date: {exc}") from exc
 
 
-def _logical_date_line(lines: list[str]) -> tuple[int, re.Match[str]]:
-    """The ``logical_date:`` line directly under the top-level ``run:`` section, and its parts."""
-    start = next((i for i, line in enumerate(lines) if _SECTION.match(line)), None)
-    if start is None:
-        raise ConfigError("params file has no block-style top-level 'run:' section")
-    for index in range(start + 1, len(lines)):
-        line = lines[index]
-        if _TOP_LEVEL.match(line):
-            break
-        match = _LOGICAL_DATE.match(line.rstrip("\r\n"))
-        if match:
-            return index, match
-    raise ConfigError("params file has no 'logical_date: <date>' line under 'run:'")
+def _skip_node(first: Event, events: Iterator[Event]) -> None:
+    """Consume the rest of the node that starts with ``first``."""
+    depth = 1 if isinstance(first, CollectionStartEvent) else 0
+    while depth:
+        event = next(events)
+        if isinstance(event, CollectionStartEvent):
+            depth += 1
+        elif isinstance(event, CollectionEndEvent):
+            depth -= 1
+
+
+def _mapping_value(events: Iterator[Event], key: str) -> Event | None:
+    """In a mapping whose start event was just read, the first event of ``key``'s value."""
+    for event in events:
+        if isinstance(event, CollectionEndEvent):
+            return None
+        value = next(events)
+        if isinstance(event, ScalarEvent) and event.value == key:
+            return value
+        _skip_node(event, events)
+        _skip_node(value, events)
+    return None
+
+
+def _logical_date_span(text: str) -> tuple[int, int, str]:
+    """Where the value of ``run.logical_date`` is written in ``text``: start, end and quote."""
+    events = iter(YAML().parse(text))
+    root = next((e for e in events if isinstance(e, CollectionStartEvent | ScalarEvent)), None)
+    if not isinstance(root, MappingStartEvent):
+        raise ConfigError("params file is not a mapping of sections")
+    run = _mapping_value(events, "run")
+    if not isinstance(run, MappingStartEvent):
+        raise ConfigError("params file has no 'run:' section holding keys")
+    value = _mapping_value(events, "logical_date")
+    if value is None:
+        raise ConfigError("params file has no 'logical_date' under 'run:'")
+    if not isinstance(value, ScalarEvent):
+        raise ConfigError("run.logical_date in the params file is not a single value")
+    if value.style not in (None, '"', "'"):
+        raise ConfigError("run.logical_date is a block scalar; write it as YYYY-MM-DD")
+    # the event's span also covers a tag or an anchor before the value: the scalar token that
+    # ends where the event ends is the value's own text
+    end = value.end_mark.index
+    token = next(
+        t for t in YAML().scan(text) if isinstance(t, ScalarToken) and t.end_mark.index == end
+    )
+    return token.start_mark.index, end, value.style or ""
 
 
 def set_logical_date(params_path: Path, logical_date: dt.date) -> bool:
@@ -79,7 +121,7 @@ def set_logical_date(params_path: Path, logical_date: dt.date) -> bool:
         True when the file changed, False when it already held this date.
 
     Raises:
-        ConfigError: The file is missing or invalid, or has no ``run.logical_date`` line.
+        ConfigError: The file is missing or invalid, or has no ``run.logical_date`` value.
     """
     current = load_params(params_path).run.logical_date
     if current == logical_date:
@@ -88,16 +130,13 @@ def set_logical_date(params_path: Path, logical_date: dt.date) -> bool:
 
     # bytes, not text mode: text mode would turn CRLF line ends into LF
     text = params_path.read_bytes().decode("utf-8")
-    lines = text.splitlines(keepends=True)
-    index, match = _logical_date_line(lines)
-    newline = lines[index][len(lines[index].rstrip("\r\n")) :]
-    quote = match["value"][0] if match["value"][0] in "\"'" else ""
-    lines[index] = (
-        f"{match['head']}{quote}{logical_date.isoformat()}{quote}{match['tail']}{newline}"
-    )
-    edited = "".join(lines)
+    try:
+        start, end, quote = _logical_date_span(text)
+    except YAMLError as exc:
+        raise ConfigError(f"cannot parse {params_path}: {exc}") from exc
+    edited = f"{text[:start]}{quote}{logical_date.isoformat()}{quote}{text[end:]}"
 
-    # The line edit must mean what we think it means before the file is replaced.
+    # The edit must mean what we think it means before the file is replaced.
     written = (yaml.safe_load(edited) or {}).get("run", {}).get("logical_date")
     if str(written) != logical_date.isoformat():
         raise ConfigError(

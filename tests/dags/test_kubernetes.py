@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,27 +102,76 @@ def test_gpu_for_an_unknown_stage_is_an_error(params: Params) -> None:
         render_stage_pod(stage("prepare"), _on_kubernetes(params, gpu_stages=("trian",)))
 
 
+def _image_user(project_root: Path) -> int:
+    """The numeric user the image runs as (``USER`` in the Dockerfile)."""
+    text = (project_root / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    (user,) = re.findall(r"^USER\s+(\d+)\s*$", text, re.MULTILINE)
+    return int(user)
+
+
 def test_factory_builds_pod_operators_on_kubernetes(params: Params, project_root: Path) -> None:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk import DAG
 
-    on_k8s = _on_kubernetes(params, gpu_stages=("prepare",))
+    resources = type(params.execution.requests)
+    on_k8s = _on_kubernetes(
+        params,
+        image="registry.example/recflow:2.0.0",
+        gpu_stages=("prepare",),
+        requests=resources(cpu="500m", memory="1Gi"),
+        limits=resources(cpu="3", memory="6Gi"),
+    )
+    execution = on_k8s.execution
     with DAG(dag_id="recsys_retrain_k8s_probe", schedule=None):
-        task = stage_task("prepare", on_k8s, project_root)
+        gpu_task = stage_task("prepare", on_k8s, project_root)
+        cpu_task = stage_task("ingest", on_k8s, project_root)
 
-    assert isinstance(task, KubernetesPodOperator)
-    assert task.task_id == "prepare"
-    assert task.pod_template_dict == render_stage_pod(stage("prepare"), on_k8s)
+    assert isinstance(gpu_task, KubernetesPodOperator)
+    assert isinstance(cpu_task, KubernetesPodOperator)
+    assert (gpu_task.task_id, cpu_task.task_id) == ("prepare", "ingest")
+    for task, name in ((gpu_task, "prepare"), (cpu_task, "ingest")):
+        pod = task.pod_template_dict
+        (container,) = pod["spec"]["containers"]
+        assert container["image"] == "registry.example/recflow:2.0.0"
+        # bash runs the stage's script: the DVC check, the stage's own command, the DVC record
+        shell, flag, script = container["command"]
+        assert (shell, flag) == ("bash", "-c")
+        assert script.startswith("set -euo pipefail\n")
+        assert f"python -m pipelines.stages.{name} --params params.yaml" in script
+        assert f'status="$(python -m dvc status --json {name})"' in script
+        assert script.rstrip().endswith(f"python -m dvc commit --force --quiet {name}")
+        assert container["workingDir"] == execution.workspace_dir
+        # the image's non-root user, allowed to write the shared workspace
+        assert pod["spec"]["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": _image_user(project_root),
+            "fsGroup": _image_user(project_root),
+        }
+        (volume,) = pod["spec"]["volumes"]
+        assert volume["persistentVolumeClaim"] == {"claimName": execution.workspace_volume_claim}
+        assert container["volumeMounts"] == [
+            {"name": volume["name"], "mountPath": execution.workspace_dir}
+        ]
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        assert (requests["cpu"], requests["memory"]) == ("500m", "1Gi")
+        assert (limits["cpu"], limits["memory"]) == ("3", "6Gi")
+
+    # one GPU, requested and limited alike, only for the stage listed in gpu_stages
+    gpu_resources = gpu_task.pod_template_dict["spec"]["containers"][0]["resources"]
+    assert gpu_resources["requests"]["nvidia.com/gpu"] == "1"
+    assert gpu_resources["limits"]["nvidia.com/gpu"] == "1"
+    cpu_resources = cpu_task.pod_template_dict["spec"]["containers"][0]["resources"]
+    assert not any("gpu" in key for key in (*cpu_resources["requests"], *cpu_resources["limits"]))
 
     # what the operator would submit, built without a cluster
-    pod = task.build_pod_request_obj(dry_run=True)
+    pod = gpu_task.build_pod_request_obj(dry_run=True)
     (container,) = pod.spec.containers
-    assert container.command == task.pod_template_dict["spec"]["containers"][0]["command"]
-    assert container.image == on_k8s.execution.image
-    assert pod.metadata.namespace == on_k8s.execution.namespace
+    assert container.command == gpu_task.pod_template_dict["spec"]["containers"][0]["command"]
+    assert container.image == "registry.example/recflow:2.0.0"
+    assert pod.metadata.namespace == execution.namespace
     assert pod.metadata.name.startswith("recflow-prepare")
-    assert container.resources.limits[GPU_RESOURCE] == "1"
-    assert (
-        pod.spec.volumes[0].persistent_volume_claim.claim_name
-        == on_k8s.execution.workspace_volume_claim
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert pod.spec.security_context.run_as_user == _image_user(project_root)
+    assert pod.spec.volumes[0].persistent_volume_claim.claim_name == (
+        execution.workspace_volume_claim
     )

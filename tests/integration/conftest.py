@@ -1,39 +1,82 @@
-"""Session fixtures for the Airflow run: a copy of the project and one migrated Airflow home.
+"""Session fixtures for the Airflow run: a copy of the project, and the main job run on it.
 
 The copy holds the project's tracked and untracked-not-ignored files (``git ls-files -co
 --exclude-standard``), is its own git repository, and runs the ``tiny`` generator preset with
-small validation thresholds. Migrating Airflow's SQLite database is slow, so one Airflow home
-serves the whole session.
+small validation thresholds. The main job keeps Airflow's home inside the project
+(``.airflow/``), as ``make run`` does; ``airflow_cli`` runs Airflow's command line on it. A test
+that changes a project works on a copy of its own (``copy_after_run``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pipelines.run_all import airflow_env
+from pipelines.core.project import interpreter_env
+from pipelines.main_job.airflow_cli import AIRFLOW_HOME, airflow_command, airflow_env
 from tests.integration.project import TINY_OVERRIDES, copy_project
 
 # a failing stage fails the same way on a retry: do not wait out retry delays in tests
 AIRFLOW_OVERRIDES = {**TINY_OVERRIDES, "airflow": {"retries": 0}}
 
 
-def airflow(
-    root: Path, home: Path, *args: str, timeout: int = 600
-) -> subprocess.CompletedProcess[str]:
-    """Run the ``airflow`` command line for the project at ``root`` with Airflow home ``home``."""
-    return subprocess.run(
-        [sys.executable, "-m", "airflow", *args],
+@dataclass(frozen=True)
+class JobRun:
+    """One run of the main job: its exit, console, and the wall-clock window it ran in."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    started: dt.datetime
+    ended: dt.datetime
+
+    @property
+    def console(self) -> list[str]:
+        """The lines the job printed."""
+        return self.stdout.splitlines()
+
+    def failure(self) -> str:
+        """What to show when the test fails."""
+        return f"exit {self.returncode}\n{self.stdout[-6000:]}\n{self.stderr[-3000:]}"
+
+
+def run_main_job(root: Path, *args: str, timeout: int = 900) -> JobRun:
+    """``python -m pipelines.main_job --no-push <args>`` on the project at ``root``."""
+    started = dt.datetime.now(dt.UTC)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.main_job", "--root", str(root), "--no-push", *args],
         cwd=root,
-        env=airflow_env(root, home),
+        env=interpreter_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+    return JobRun(result.returncode, result.stdout, result.stderr, started, dt.datetime.now(dt.UTC))
+
+
+def airflow(root: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Airflow's command line on the project at ``root`` and the main job's Airflow home."""
+    return subprocess.run(
+        airflow_command(*args),
+        cwd=root,
+        env=airflow_env(root, root / AIRFLOW_HOME),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def copy_after_run(project: Path, dest: Path) -> Path:
+    """A copy of a project that has run (outputs, DVC cache, git), without its Airflow home."""
+    shutil.copytree(project, dest, symlinks=True, ignore=shutil.ignore_patterns(AIRFLOW_HOME))
+    return dest
 
 
 @pytest.fixture(scope="session")
@@ -42,23 +85,14 @@ def airflow_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_project(tmp_path_factory.mktemp("airflow") / "project", AIRFLOW_OVERRIDES)
 
 
-@pytest.fixture(scope="session")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory, airflow_project: Path) -> Path:
-    """An Airflow home with a migrated SQLite metadata database."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    result = airflow(airflow_project, home, "db", "migrate")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return home
-
-
 AirflowCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session")
-def airflow_cli(airflow_project: Path, airflow_home: Path) -> AirflowCli:
+def airflow_cli(airflow_project: Path) -> AirflowCli:
     """``airflow_cli("dags", "list")``: the Airflow command line on the project copy."""
 
     def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-        return airflow(airflow_project, airflow_home, *args, timeout=timeout)
+        return airflow(airflow_project, *args, timeout=timeout)
 
     return run

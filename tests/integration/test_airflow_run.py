@@ -1,76 +1,194 @@
-"""The ``recsys_retrain`` DAG end to end on a copy of the project, with Airflow on SQLite.
+"""The main job end to end on a copy of the project: the ``recsys_retrain`` DAG on SQLite.
 
 The run leaves the project as ``dvc repro`` would: every stage recorded in ``dvc.lock`` and
-``dvc status`` clean; a second run for the same date finds every stage up to date.
+``dvc status`` clean; a second run for the same date finds every stage up to date. Airflow
+records the run with the times it really ran, and the console shows a line per task start and
+end with the stage's key figure. A rejected batch fails the job on a copy of its own.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import subprocess
-from collections.abc import Callable
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from pipelines.core.params import load_params
+from pipelines.main_job.airflow_cli import DAG_ID
+from pipelines.main_job.figures import key_figure
+from pipelines.stages.registry import STAGES
+from tests.integration.conftest import (
+    AirflowCli,
+    JobRun,
+    airflow,
+    copy_after_run,
+    run_main_job,
+)
 from tests.integration.project import dvc
 
 pytestmark = pytest.mark.slow
 
-DAG_ID = "recsys_retrain"
-AirflowCli = Callable[..., subprocess.CompletedProcess[str]]
-STAGES = ("generate", "ingest", "validate", "prepare", "train", "optimize", "evaluate")
-TASKS = {"set_logical_date", *STAGES}
+TASKS = [spec.name for spec in STAGES]
+DVC_STAGES = [spec.name for spec in STAGES if spec.tracked]
 # not the date in params.yaml: the run must set it
 RUN_DATE = "2026-11-20"
+BAD_DATE = "2026-11-21"
+TASK_LINE = re.compile(r"^(?P<clock>\d{2}:\d{2}:\d{2}) (?P<state>\S+)\s+(?P<task>\S+)(?P<rest>.*)$")
+ONE_SCREEN = 40
 
 
-def _json_rows(stdout: str) -> list[dict[str, str]]:
+def _json_rows(stdout: str) -> list[dict[str, Any]]:
     # Airflow may print warnings on stdout before the JSON document
     (document,) = [line for line in stdout.splitlines() if line.startswith("[")][-1:]
-    rows: list[dict[str, str]] = json.loads(document)
+    rows: list[dict[str, Any]] = json.loads(document)
     return rows
 
 
-@pytest.fixture(scope="module")
-def first_run(airflow_project: Path, airflow_cli: AirflowCli) -> subprocess.CompletedProcess[str]:
-    assert load_params(airflow_project / "params.yaml").run.logical_date.isoformat() != RUN_DATE
-    return airflow_cli("dags", "test", DAG_ID, RUN_DATE)
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
 
 
-def test_every_task_succeeds(
-    first_run: subprocess.CompletedProcess[str], airflow_project: Path, airflow_cli: AirflowCli
-) -> None:
-    assert first_run.returncode == 0, first_run.stdout[-6000:] + first_run.stderr[-3000:]
-    runs = airflow_cli("dags", "list-runs", DAG_ID, "-o", "json")
+def _run_in(cli: AirflowCli, job: JobRun) -> dict[str, Any]:
+    """The DAG run that started while ``job`` ran."""
+    runs = cli("dags", "list-runs", DAG_ID, "-o", "json")
     assert runs.returncode == 0, runs.stderr[-3000:]
-    (run,) = [r for r in _json_rows(runs.stdout) if r["logical_date"].startswith(RUN_DATE)]
-    assert run["state"] == "success"
-    states = airflow_cli(
-        "tasks",
-        "states-for-dag-run",
-        DAG_ID,
-        run["run_id"],
-        "-o",
-        "json",
-    )
+    (run,) = [
+        r for r in _json_rows(runs.stdout) if job.started <= _time(r["start_date"]) <= job.ended
+    ]
+    return run
+
+
+def _task_rows(cli: AirflowCli, run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    states = cli("tasks", "states-for-dag-run", DAG_ID, run["run_id"], "-o", "json")
     assert states.returncode == 0, states.stderr[-3000:]
-    by_task = {row["task_id"]: row["state"] for row in _json_rows(states.stdout)}
-    assert by_task == dict.fromkeys(TASKS, "success")
+    return {row["task_id"]: row for row in _json_rows(states.stdout)}
 
 
-def test_the_run_date_reaches_the_stages(
-    first_run: subprocess.CompletedProcess[str], airflow_project: Path
+def _task_lines(job: JobRun) -> list[tuple[str, str, str]]:
+    """(state, task, rest) of each console line about a task."""
+    matches = [TASK_LINE.match(line) for line in job.console]
+    return [(m["state"], m["task"], m["rest"]) for m in matches if m and m["task"] in TASKS]
+
+
+@pytest.fixture(scope="module")
+def first_run(airflow_project: Path) -> JobRun:
+    assert load_params(airflow_project / "params.yaml").run.logical_date.isoformat() != RUN_DATE
+    return run_main_job(airflow_project, "--logical-date", RUN_DATE)
+
+
+@pytest.fixture(scope="module")
+def recorded(
+    first_run: JobRun, airflow_cli: AirflowCli
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """What Airflow recorded of the first run: the DAG run, and its task instances by task."""
+    assert first_run.returncode == 0, first_run.failure()
+    run = _run_in(airflow_cli, first_run)
+    return run, _task_rows(airflow_cli, run)
+
+
+def test_the_job_and_every_task_succeed(
+    recorded: tuple[dict[str, Any], dict[str, dict[str, Any]]],
 ) -> None:
-    assert first_run.returncode == 0
+    run, tasks = recorded
+    assert run["state"] == "success"
+    assert {name: row["state"] for name, row in tasks.items()} == dict.fromkeys(TASKS, "success")
+
+
+def test_the_run_is_recorded_with_the_times_it_really_ran(
+    first_run: JobRun, recorded: tuple[dict[str, Any], dict[str, dict[str, Any]]]
+) -> None:
+    """``dags test DAG <date>`` would record the logical date as the start (days ago)."""
+    run, tasks = recorded
+    window = (first_run.started, first_run.ended)
+    assert window[0] <= _time(run["start_date"]) <= _time(run["end_date"]) <= window[1]
+    assert window[0] <= _time(run["logical_date"]) <= window[1]
+    for name, row in tasks.items():
+        start, end = _time(row["start_date"]), _time(row["end_date"])
+        assert window[0] <= start <= end <= window[1], name
+
+
+def test_the_console_has_a_line_per_task_start_and_end(
+    first_run: JobRun, airflow_project: Path
+) -> None:
+    assert first_run.returncode == 0, first_run.failure()
+    lines = _task_lines(first_run)
+    assert [(state, task) for state, task, _ in lines] == [
+        (state, task) for task in TASKS for state in ("start", "success")
+    ]
+    for state, task, rest in lines:
+        figure = key_figure(task, airflow_project)
+        if state == "success" and figure is not None:
+            assert rest.endswith(f"  {figure}"), (task, rest)
+    # what the figures say, not only that they match the files
+    text = first_run.stdout
+    assert re.search(r"success\s+validate .* [\d,]+ rows accepted \(\d+/\d+ expectations\)", text)
+    assert re.search(r"success\s+prepare .* [\d,]+ users, [\d,]+ sequences", text)
+    assert re.search(r"success\s+train .* 2 epochs, test NDCG@10 0\.\d{4} vs transition", text)
+    assert re.search(r"success\s+optimize .* ships \S+, [\d.]+x torch eager at batch 1", text)
+    assert re.search(r"success\s+evaluate .* gate verdict: pass", text)
+
+
+def test_training_shows_a_rate_line_per_epoch_under_its_task(first_run: JobRun) -> None:
+    assert first_run.returncode == 0, first_run.failure()
+    console = first_run.console
+    start = next(i for i, line in enumerate(console) if re.search(r" start\s+train$", line))
+    end = next(i for i, line in enumerate(console) if re.search(r" success\s+train ", line))
+    epochs = [line.strip() for line in console[start + 1 : end] if "epoch" in line]
+    assert len(epochs) == 2, console[start : end + 1]
+    for number, line in enumerate(epochs, start=1):
+        assert re.fullmatch(
+            rf"epoch {number}: loss [\d.]+, valid ndcg@10 [\d.]+, [\d.]+ s \(\d+ windows/s\)", line
+        )
+
+
+def test_the_console_fits_a_screen_and_the_full_log_is_in_a_file(
+    first_run: JobRun, airflow_project: Path
+) -> None:
+    assert first_run.returncode == 0, first_run.failure()
+    assert len(first_run.console) <= ONE_SCREEN, first_run.stdout
+    # Airflow's own records stay off the console ...
+    for wrapper in ("[DAG TEST]", "SubprocessHook", "Task instance state updated", "::group::"):
+        assert wrapper not in first_run.stdout
+    assert "Metric" not in first_run.stdout  # no `dvc metrics show` table
+    # ... and go to the log file the job names
+    (named,) = [line for line in first_run.console if line.startswith("full log: ")]
+    log = airflow_project / named.removeprefix("full log: ")
+    text = log.read_text(encoding="utf-8")
+    for task in TASKS:
+        assert f"[DAG TEST] starting task_id={task} " in text
+    assert "[train output]" in text and "recflow.train: rank 0 of 2" in text
+
+
+def test_the_summary_names_each_output_and_where_it_is(first_run: JobRun) -> None:
+    assert first_run.returncode == 0, first_run.failure()
+    text = first_run.stdout
+    assert re.search(r" done +dvc repro: up to date \(", text), text
+    assert f"recflow: chain done for {RUN_DATE} in " in text
+    summary = text[text.index("recflow: chain done") :].splitlines()
+    places = {
+        "validate": "report reports/validation/data_docs/index.html",
+        "prepare": "in data/prepared/",
+        "train": "in models/candidate/",
+        "optimize": "in models/candidate/optimized/",
+        "evaluate": "report models/candidate/evaluation/report.html",
+    }
+    for stage, place in places.items():
+        (line,) = [line for line in summary if line.startswith(f"  {stage} ")]
+        assert line.endswith(f"; {place}"), line
+
+
+def test_the_run_date_reaches_the_stages(first_run: JobRun, airflow_project: Path) -> None:
+    assert first_run.returncode == 0, first_run.failure()
     assert load_params(airflow_project / "params.yaml").run.logical_date.isoformat() == RUN_DATE
     assert (airflow_project / "data" / "raw" / "events" / RUN_DATE).is_dir()
 
 
-def test_outputs_exist(first_run: subprocess.CompletedProcess[str], airflow_project: Path) -> None:
-    assert first_run.returncode == 0
+def test_outputs_exist(first_run: JobRun, airflow_project: Path) -> None:
+    assert first_run.returncode == 0, first_run.failure()
     for folder in (
         "data/source/synthetic",
         "data/validated",
@@ -82,68 +200,77 @@ def test_outputs_exist(first_run: subprocess.CompletedProcess[str], airflow_proj
         assert json.loads((airflow_project / metrics).read_text(encoding="utf-8")), metrics
 
 
-def test_dvc_record_matches_dvc_repro(
-    first_run: subprocess.CompletedProcess[str], airflow_project: Path
-) -> None:
-    assert first_run.returncode == 0
+def test_dvc_record_matches_dvc_repro(first_run: JobRun, airflow_project: Path) -> None:
+    assert first_run.returncode == 0, first_run.failure()
     status = dvc(airflow_project, "status", check=False)
     assert status.returncode == 0, status.stderr
     assert "up to date" in status.stdout, status.stdout
     lock = yaml.safe_load((airflow_project / "dvc.lock").read_text(encoding="utf-8"))
-    assert set(lock["stages"]) == set(STAGES)
+    assert set(lock["stages"]) == set(DVC_STAGES)
     dry = dvc(airflow_project, "repro", "--dry", check=False)
     assert dry.returncode == 0, dry.stderr
     assert "Running stage" not in dry.stdout, dry.stdout
 
 
-def test_second_run_finds_every_stage_up_to_date(
-    first_run: subprocess.CompletedProcess[str], airflow_project: Path, airflow_cli: AirflowCli
-) -> None:
-    assert first_run.returncode == 0
+def test_second_run_finds_every_stage_up_to_date(first_run: JobRun, airflow_project: Path) -> None:
+    assert first_run.returncode == 0, first_run.failure()
     lock_before = (airflow_project / "dvc.lock").read_bytes()
-    again = airflow_cli("dags", "test", DAG_ID, RUN_DATE)
-    assert again.returncode == 0, again.stdout[-6000:] + again.stderr[-3000:]
-    for stage in STAGES:
-        assert f"{stage} is up to date" in again.stdout + again.stderr, stage
+    again = run_main_job(airflow_project, "--logical-date", RUN_DATE)
+    assert again.returncode == 0, again.failure()
+    ended = {task: rest for state, task, rest in _task_lines(again) if state == "success"}
+    for stage in DVC_STAGES:
+        assert ended[stage].endswith("(up to date)"), (stage, ended[stage])
     assert (airflow_project / "dvc.lock").read_bytes() == lock_before
 
 
-def _task_states(airflow_cli: AirflowCli, run_date: str) -> tuple[str, dict[str, str]]:
-    runs = airflow_cli("dags", "list-runs", DAG_ID, "-o", "json")
-    assert runs.returncode == 0, runs.stderr[-3000:]
-    (run,) = [r for r in _json_rows(runs.stdout) if r["logical_date"].startswith(run_date)]
-    states = airflow_cli("tasks", "states-for-dag-run", DAG_ID, run["run_id"], "-o", "json")
-    assert states.returncode == 0, states.stderr[-3000:]
-    return run["state"], {row["task_id"]: row["state"] for row in _json_rows(states.stdout)}
-
-
-def test_rejected_batch_stops_the_run_and_is_quarantined(
-    first_run: subprocess.CompletedProcess[str], airflow_project: Path, airflow_cli: AirflowCli
-) -> None:
-    """Runs last: a batch that fails validation fails the run at once; prepare never runs."""
-    assert first_run.returncode == 0
-    bad_date = "2026-11-21"
-    params_path = airflow_project / "params.yaml"
+@pytest.fixture(scope="module")
+def rejected(
+    first_run: JobRun, airflow_project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A copy of the project after the first run, whose next batch fails validation."""
+    assert first_run.returncode == 0, first_run.failure()
+    root = copy_after_run(airflow_project, tmp_path_factory.mktemp("rejected") / "project")
+    params_path = root / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["validate"]["price_max"] = 1.0  # every synthetic price is above this
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    prepared_before = {
-        p.name: p.read_bytes() for p in (airflow_project / "data" / "prepared").iterdir()
-    }
+    return root
 
-    airflow_cli("dags", "test", DAG_ID, bad_date)
 
-    state, tasks = _task_states(airflow_cli, bad_date)
-    assert state == "failed"
+def test_rejected_batch_stops_the_run_and_is_quarantined(rejected: Path) -> None:
+    """A batch that fails validation fails the job at once; prepare never runs."""
+    prepared = rejected / "data" / "prepared"
+    prepared_before = {p.name: p.read_bytes() for p in prepared.iterdir()}
+
+    job = run_main_job(rejected, "--logical-date", BAD_DATE)
+
+    assert job.returncode == 1, job.failure()
+    lines = _task_lines(job)
+    assert lines[-1][:2] == ("failed", "validate")
+    assert [task for state, task, _ in lines if state == "start"] == TASKS[
+        : TASKS.index("validate") + 1
+    ]
+    after = job.console[
+        job.console.index(next(line for line in job.console if " failed " in line)) :
+    ]
+    assert any(f"error: batch {BAD_DATE} rejected" in line for line in after), job.stdout
+    assert any("expect_column_values_to_be_between(price)" in line for line in after)
+    assert "recflow: the DAG run failed at validate" in job.stdout
+    assert "  not run: prepare, train, optimize, evaluate" in job.console
+    assert job.console[-1].startswith("full log: ") and job.console[-1].endswith(".log")
+
+    def cli(*args: str) -> Any:
+        return airflow(rejected, *args)
+
+    run = _run_in(cli, job)
+    assert run["state"] == "failed"
+    tasks = {name: row["state"] for name, row in _task_rows(cli, run).items()}
     assert tasks["validate"] == "failed"
     assert tasks["prepare"] == "upstream_failed"
-    quarantined = airflow_project / "data" / "quarantine" / bad_date
+    quarantined = rejected / "data" / "quarantine" / BAD_DATE
     assert (quarantined / "events.parquet").is_file()
     summary = (quarantined / "summary.txt").read_text()
     assert "expect_column_values_to_be_between" in summary and "price" in summary
     # nothing downstream can run on the rejected batch, and earlier outputs are intact
-    assert not (airflow_project / "data" / "validated").exists()
-    prepared_after = {
-        p.name: p.read_bytes() for p in (airflow_project / "data" / "prepared").iterdir()
-    }
-    assert prepared_after == prepared_before
+    assert not (rejected / "data" / "validated").exists()
+    assert {p.name: p.read_bytes() for p in prepared.iterdir()} == prepared_before

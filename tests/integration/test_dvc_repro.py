@@ -59,11 +59,14 @@ def test_param_change_reruns_only_downstream(reproduced: Path, tmp_path: Path) -
         assert f"Running stage '{stage}'" not in result.stdout
 
 
-def test_push_and_pull_restore_outputs_byte_for_byte(reproduced: Path) -> None:
-    dvc(reproduced, "push")
-    prepared = reproduced / "data" / "prepared"
+def test_push_and_pull_restore_outputs_byte_for_byte(reproduced: Path, tmp_path: Path) -> None:
+    # on a copy: emptying the cache would break every later test of the shared project
+    root = tmp_path / "project"
+    shutil.copytree(reproduced, root, symlinks=True)
+    dvc(root, "push")
+    prepared = root / "data" / "prepared"
     digests = {p.name: sha256_file(p) for p in sorted(prepared.iterdir()) if p.is_file()}
     shutil.rmtree(prepared)
-    shutil.rmtree(reproduced / ".dvc" / "cache")
-    dvc(reproduced, "pull", "prepare")
+    shutil.rmtree(root / ".dvc" / "cache")
+    dvc(root, "pull", "prepare")
     assert {p.name: sha256_file(p) for p in sorted(prepared.iterdir()) if p.is_file()} == digests

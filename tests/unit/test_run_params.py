@@ -1,4 +1,4 @@
-"""Setting run.logical_date in params.yaml: one line changes, nothing else, atomically."""
+"""Setting run.logical_date in params.yaml: the date changes, no other byte, atomically."""
 
 from __future__ import annotations
 
@@ -79,19 +79,65 @@ def test_quoting_spacing_and_comments_are_kept(tmp_path: Path, line: str, expect
     assert path.read_bytes().decode() == head + expected + tail
 
 
-def test_flow_style_run_section_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "params.yaml"
-    path.write_text('run: {logical_date: "2026-01-01", seed: 1}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="no block-style top-level 'run:' section"):
-        set_logical_date(path, NEW_DATE)
-    assert path.read_text(encoding="utf-8") == 'run: {logical_date: "2026-01-01", seed: 1}\n'
-
-
-def test_logical_date_in_flow_mapping_under_run_is_refused(tmp_path: Path) -> None:
-    text = 'run:\n  {logical_date: "2026-01-01"}\n'
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'run: {logical_date: "2026-01-01", seed: 1}  # flow style\n',
+            'run: {logical_date: "2027-02-03", seed: 1}  # flow style\n',
+        ),
+        (
+            "run:\n  {seed: 1, logical_date: 2026-01-01}\n",
+            "run:\n  {seed: 1, logical_date: 2027-02-03}\n",
+        ),
+        (
+            "run:\n  logical_date: !!str &day '2026-01-01'\n",
+            "run:\n  logical_date: !!str &day '2027-02-03'\n",
+        ),
+    ],
+    ids=["flow-section", "flow-mapping-under-run", "tagged-and-anchored"],
+)
+def test_any_yaml_style_of_the_value_is_edited_in_place(
+    tmp_path: Path, text: str, expected: str
+) -> None:
     path = tmp_path / "params.yaml"
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError, match="no 'logical_date: <date>' line under 'run:'"):
+
+    assert set_logical_date(path, NEW_DATE) is True
+
+    assert path.read_text(encoding="utf-8") == expected
+
+
+def test_a_date_elsewhere_in_the_file_is_left_alone(tmp_path: Path) -> None:
+    text = (
+        "generate:\n  preset: tiny  # logical_date: 2026-01-01 in a comment\n"
+        'run:\n  seed: 1\n  logical_date: "2026-01-01"\n'
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+
+    assert set_logical_date(path, NEW_DATE) is True
+
+    assert path.read_text(encoding="utf-8") == text.replace(
+        '  logical_date: "2026-01-01"', '  logical_date: "2027-02-03"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # valid YAML that Params accepts, but with no date of its own under run: to edit
+        ('run:\n  <<: {logical_date: "2026-01-01"}\n  seed: 1\n', "no 'logical_date' under 'run:'"),
+        ("run:\n  logical_date: >-\n    2026-01-01\n", "is a block scalar"),
+    ],
+    ids=["merge-key", "block-scalar"],
+)
+def test_a_value_that_cannot_be_edited_in_place_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
         set_logical_date(path, NEW_DATE)
     assert path.read_text(encoding="utf-8") == text
 

@@ -1,0 +1,148 @@
+"""The figure a person looks at after each stage, read from the files the stage wrote.
+
+Paths come from the stage registry's command lines (``--out``, ``--metrics``, ``--reports``),
+so a stage that moves its outputs moves its figure with it. ``KEY_FIGURES`` has an entry for
+every stage of the registry (a test checks it); ``None`` there means the stage has no figure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.core.params import ConfigError, load_params
+from pipelines.stages.registry import stage
+
+Figure = Callable[[Path], str]
+
+# the training baseline a candidate must beat (models/candidate/metrics.json: baselines)
+BASELINE = "item_transition"
+# what the shipped serving artifact is compared with in metrics/optimize.json: latency
+EAGER = "torch-eager-fp32"
+
+
+def stage_path(name: str, flag: str, *parts: str) -> Path:
+    """A path from stage ``name``'s command line: the value after ``flag``, joined with ``parts``.
+
+    Raises:
+        KeyError: The registry has no such stage.
+        ValueError: The stage's command line has no ``flag``.
+    """
+    args = stage(name).args
+    return Path(args[args.index(flag) + 1], *parts)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
+
+
+def _logical_date(root: Path) -> str:
+    return load_params(root / "params.yaml").run.logical_date.isoformat()
+
+
+def logical_date_figure(root: Path) -> str:
+    """``set_logical_date``: the date the run wrote into ``params.yaml``."""
+    return f"run.logical_date {_logical_date(root)}"
+
+
+def ingest_figure(root: Path) -> str:
+    """``ingest``: the size of the run's raw batch, from its manifest."""
+    date = _logical_date(root)
+    manifest = _json(root / stage_path("ingest", "--out", date, "manifest.json"))
+    return f"{manifest['rows']:,} events, {manifest['users']:,} users, {manifest['items']:,} items"
+
+
+def validate_figure(root: Path) -> str:
+    """``validate``: rows accepted and expectations passed."""
+    m = _json(root / stage_path("validate", "--metrics"))
+    verdict = "accepted" if m["success"] else "REJECTED"
+    return (
+        f"{m['rows']:,} rows {verdict} "
+        f"({m['successful_expectations']}/{m['evaluated_expectations']} expectations)"
+    )
+
+
+def prepare_figure(root: Path) -> str:
+    """``prepare``: users and their sequences."""
+    m = _json(root / stage_path("prepare", "--metrics"))
+    return f"{m['users']:,} users, {m['sequences']:,} sequences, {m['items']:,} items"
+
+
+def train_figure(root: Path) -> str:
+    """``train``: epochs run, and test NDCG@10 against the item-transition baseline's."""
+    m = _json(root / stage_path("train", "--out", "metrics.json"))
+    figure = f"{m['epochs_run']} epochs, test NDCG@10 {m['test']['ndcg@10']:.4f}"
+    baseline = m.get("baselines", {}).get(BASELINE, {}).get("ndcg@10")
+    if baseline is not None:
+        figure += f" vs transition {baseline:.4f}"
+    return figure
+
+
+def optimize_figure(root: Path) -> str:
+    """``optimize``: the artifact shipped and its speed-up over torch eager at batch 1."""
+    m = _json(root / stage_path("optimize", "--metrics"))
+    shipped = m["shipped"]
+    latency: Mapping[str, Any] = m.get("latency", {})
+    if shipped == EAGER or shipped not in latency or EAGER not in latency:
+        return f"ships {shipped}"
+    speedup = latency[shipped]["batch_1"]["items_per_s"] / latency[EAGER]["batch_1"]["items_per_s"]
+    return f"ships {shipped}, {speedup:.1f}x torch eager at batch 1"
+
+
+def evaluate_figure(root: Path) -> str:
+    """``evaluate``: the regression gate's verdict."""
+    m = _json(root / stage_path("evaluate", "--metrics"))
+    return f"gate verdict: {m['verdict']}"
+
+
+KEY_FIGURES: dict[str, Figure | None] = {
+    "set_logical_date": logical_date_figure,
+    # the synthetic source's size shows again, per batch, in ingest's figure
+    "generate": None,
+    "ingest": ingest_figure,
+    "validate": validate_figure,
+    "prepare": prepare_figure,
+    "train": train_figure,
+    "optimize": optimize_figure,
+    "evaluate": evaluate_figure,
+}
+
+
+def key_figure(name: str, root: Path) -> str | None:
+    """Stage ``name``'s key figure for the project at ``root``, or None if it has none.
+
+    A missing or unreadable file gives a short note instead: the figure is a summary, the run's
+    outcome does not depend on it.
+    """
+    figure = KEY_FIGURES.get(name)
+    if figure is None:
+        return None
+    try:
+        return figure(root)
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, ConfigError) as exc:
+        return f"(no figure: {type(exc).__name__}: {exc})"
+
+
+# what a person opens after a run: (stage, what the path is, path)
+LANDED: tuple[tuple[str, str, Path], ...] = (
+    ("validate", "report", stage_path("validate", "--reports", "data_docs", "index.html")),
+    ("prepare", "in", stage_path("prepare", "--out")),
+    ("train", "in", stage_path("train", "--out")),
+    ("optimize", "in", stage_path("optimize", "--out")),
+    ("evaluate", "report", stage_path("evaluate", "--out", "report.html")),
+)
+
+
+def summary_lines(root: Path) -> list[str]:
+    """One line per output a person opens after a run: its stage's key figure, and where it is."""
+    width = max(len(name) for name, *_ in LANDED)
+    lines = []
+    for name, noun, path in LANDED:
+        where = f"{path}/" if noun == "in" else str(path)
+        lines.append(f"  {name:<{width}}  {key_figure(name, root)}; {noun} {where}")
+    return lines
