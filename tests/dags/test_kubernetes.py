@@ -105,7 +105,7 @@ def test_gpu_for_an_unknown_stage_is_an_error(params: Params) -> None:
 def _image_user(project_root: Path) -> int:
     """The numeric user the image runs as (``USER`` in the Dockerfile)."""
     text = (project_root / "docker" / "Dockerfile").read_text(encoding="utf-8")
-    (user,) = re.findall(r"^USER\s+(\d+)\s*$", text, re.MULTILINE)
+    (user,) = set(re.findall(r"^USER\s+(\d+)\s*$", text, re.MULTILINE))
     return int(user)
 
 

@@ -56,7 +56,11 @@ def test_wrk_with_the_request_script_measures_a_real_server(
     monkeypatch.setattr(bench_serving, "TOKEN", CLIENT)
     bodies = tmp_path / "bodies.jsonl"
     bench_serving.write_bodies(tiny_prepared, served_folder, bodies, 200)
-    with live_server(tmp_path, "--model", str(served_folder), workers=1) as port:
+    # as in the benchmark: the load generator's token is not rate limited
+    unlimited = {"requests_per_s": 1e6, "burst": 100000}
+    with live_server(
+        tmp_path, "--model", str(served_folder), workers=1, rate_limit=unlimited
+    ) as port:
         closed = bench_serving.run_wrk(port, bodies, 4, 1)
         paced = bench_serving.run_wrk(port, bodies, 4, 1, pause_ms=20)
     assert closed["requests"] > 50 and closed["non_2xx"] == 0 and closed["socket_errors"] == 0
