@@ -1,0 +1,1 @@
+"""Commands of ``recflow`` that are not tasks of the chain (``recflow registry ...``)."""
