@@ -1,4 +1,5 @@
-"""The loopback S3-compatible server of the embedded default (moto's standalone server).
+"""The loopback S3-compatible server of the embedded default (moto's server, with conditional
+writes made atomic: ``pipelines.registry.loopback_server``).
 
 ``make run`` serves the public store from it: objects live in the server's memory, which is
 acceptable because the public store is a replica that replication rebuilds from the private
@@ -66,8 +67,16 @@ def _answers(endpoint: str) -> bool:
 
 
 @contextlib.contextmanager
-def serve(*, host: str = HOST, startup_timeout_s: float = 30.0) -> Iterator[str]:
-    """Run moto's server on a free port of ``host``; yields its endpoint URL.
+def serve(
+    *,
+    host: str = HOST,
+    startup_timeout_s: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run the loopback server on a free port of ``host``; yields its endpoint URL.
+
+    ``env`` is added to the server's environment (moto's own settings, such as
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` to make it check credentials).
 
     Raises:
         RecflowError: It did not answer within ``startup_timeout_s`` (its log is in the message).
@@ -76,9 +85,10 @@ def serve(*, host: str = HOST, startup_timeout_s: float = 30.0) -> Iterator[str]
     endpoint = f"http://{host}:{port}"
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+            [sys.executable, "-m", "pipelines.registry.loopback_server", "-H", host, "-p", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
         try:
