@@ -338,7 +338,7 @@ NEVER_CROSS: frozenset[str] = frozenset(
     {"raw_events", "validated_batch", "prepared_sequences", "user_ids", "secret"}
 )
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
@@ -375,7 +375,9 @@ class StoreConfig(StrictModel):
             if prefix and not all(
                 _PREFIX_SEGMENT.fullmatch(s) for s in prefix.strip("/").split("/")
             ):
-                raise ValueError(f"{self.url!r}: the prefix may hold only letters, digits, . _ -")
+                raise ValueError(
+                    f"{self.url!r}: each prefix segment is letters, digits, . _ - and starts with no dot"
+                )
         elif scheme == "file":
             if not rest.removeprefix("//"):
                 raise ValueError(f"{self.url!r} names no folder")

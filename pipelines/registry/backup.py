@@ -162,6 +162,16 @@ def restore(registry: Registry, src: Store) -> BackupReport:
             check_key(str(item["key"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise ChecksumMismatch(f"{src.where(MANIFEST)} is malformed: {exc}") from None
+    # the whole backup is checked before the first byte is restored
+    for item in objects:
+        if src.head(item["key"]) is None:
+            raise ChecksumMismatch(
+                f"the backup lacks {src.where(item['key'])}; nothing was restored"
+            )
+        if src.rehash(item["key"]) != item["sha256"]:
+            raise ChecksumMismatch(
+                f"{src.where(item['key'])} does not match the backup's manifest; nothing was restored"
+            )
     with tempfile.TemporaryDirectory(prefix="recflow-restore-") as scratch:
         for index, item in enumerate(objects):
             local = Path(scratch) / str(index)

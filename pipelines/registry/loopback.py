@@ -85,7 +85,15 @@ def serve(
     endpoint = f"http://{host}:{port}"
     with tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.registry.loopback_server", "-H", host, "-p", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "pipelines.registry.loopback_server",
+                "-H",
+                host,
+                "-p",
+                str(port),
+            ],
             stdout=output,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -79,14 +79,21 @@ def test_raw_user_ids_in_a_report_are_refused_pseudonyms_pass(
 ) -> None:
     examples = {"examples": [{"user_id": "u-1001", "items": [3, 4]}, {"session_id": 77}]}
     public = registry.store("public")
-    with pytest.raises(PolicyViolation, match=r"2 user or session id\(s\) not pseudonymized") as caught:
+    with pytest.raises(
+        PolicyViolation, match=r"2 user or session id\(s\) not pseudonymized"
+    ) as caught:
         public.put_bytes("reports/examples.json", json.dumps(examples).encode(), "report")
     message = str(caught.value)
     assert "examples[0].user_id" in message and "examples[1].session_id" in message
     assert "u-1001" not in message  # the ids themselves are the private data
     assert _bucket_keys(s3_endpoint, bucket) == []
     key = b"k" * 32
-    safe = {"examples": [{"user_id": pseudonymize("u-1001", key)}, {"session_id": pseudonymize(77, key)}]}
+    safe = {
+        "examples": [
+            {"user_id": pseudonymize("u-1001", key)},
+            {"session_id": pseudonymize(77, key)},
+        ]
+    }
     public.put_bytes("reports/examples.json", json.dumps(safe).encode(), "report")
     assert _bucket_keys(s3_endpoint, bucket) == ["registry/reports/examples.json"]
 

@@ -40,13 +40,19 @@ def _versions(registry: Registry, tmp_path: Path, count: int) -> list[str]:
         candidate = make_candidate(tmp_path / f"c{seed}", seed=seed)
         ids.append(
             register(
-                registry.record, candidate, {"format": 1}, lambda: pseudonym_key(registry.record), ()
+                registry.record,
+                candidate,
+                {"format": 1},
+                lambda: pseudonym_key(registry.record),
+                (),
             ).version.id
         )
     return ids
 
 
-def _promote(registry: Registry, version: str, cloud: str = "private", hour: int = 0, **kw: Any) -> Any:
+def _promote(
+    registry: Registry, version: str, cloud: str = "private", hour: int = 0, **kw: Any
+) -> Any:
     return promote(
         registry,
         version,
@@ -107,13 +113,19 @@ def test_rollback_goes_to_the_last_version_not_itself_rolled_back(
     back = rollback(registry, "production", "private", reason="p99 regression", actor="ops", at=T0)
     assert back.version == b and back.change["rolls_back"] == 3 and back.action == "rollback"
     assert back.change["reason"] == "p99 regression"
-    assert rollback(registry, "production", "private", reason="still bad", actor="ops", at=T0).version == a
+    assert (
+        rollback(registry, "production", "private", reason="still bad", actor="ops", at=T0).version
+        == a
+    )
     before = snapshots(registry)
     with pytest.raises(NothingToRollBack, match="no earlier known-good version of 'production'"):
         rollback(registry, "production", "private", reason="again", actor="ops", at=T0)
     assert snapshots(registry) == before
     _promote(registry, d, hour=9)
-    assert rollback(registry, "production", "private", reason="d is bad", actor="ops", at=T0).version == a
+    assert (
+        rollback(registry, "production", "private", reason="d is bad", actor="ops", at=T0).version
+        == a
+    )
     assert resolve(registry, "production", "private") == a
     assert [e.seq for e in ledger.entries(registry.record)] == [1, 2, 3, 4, 5, 6, 7]
 
@@ -145,8 +157,14 @@ def test_a_change_applied_but_not_recorded_is_recorded_next_time(
     # a writer that died after changing the alias and before appending to the ledger
     state = read_alias(registry.record, "production")
     change = ledger.make_change(
-        cloud="private", alias="production", from_version=a, to_version=b, action="promote",
-        reason="crashed writer", actor="ghost", at=T0 + dt.timedelta(hours=1),
+        cloud="private",
+        alias="production",
+        from_version=a,
+        to_version=b,
+        action="promote",
+        reason="crashed writer",
+        actor="ghost",
+        at=T0 + dt.timedelta(hours=1),
     )
     write_alias(registry.record, "production", b, change, state)
     assert len(ledger.entries(registry.record)) == 1
@@ -165,7 +183,9 @@ def test_a_changed_or_removed_ledger_entry_breaks_the_chain(
         _promote(registry, version, hour=hour)
     store = registry.record
     data, _ = store.read(ledger_key(1))
-    store.put_bytes(ledger_key(1), data.replace(b"gate verdict pass", b"gate verdict PASS"), "ledger")
+    store.put_bytes(
+        ledger_key(1), data.replace(b"gate verdict pass", b"gate verdict PASS"), "ledger"
+    )
     problems = ledger.chain_problems(ledger.entries(store))
     assert problems == [
         "ledger entry 2 does not follow from entry 1: an earlier entry was changed or removed"
@@ -207,9 +227,14 @@ def test_writers_racing_for_one_alias_exactly_one_wins(
             state = read_alias(own, "canary")
             barrier.wait()
             change = ledger.make_change(
-                cloud=cloud, alias="canary", from_version=state.version if state else None,
-                to_version=versions[index], action="promote", reason=f"writer {index}",
-                actor=f"w{index}", at=T0,
+                cloud=cloud,
+                alias="canary",
+                from_version=state.version if state else None,
+                to_version=versions[index],
+                action="promote",
+                reason=f"writer {index}",
+                actor=f"w{index}",
+                at=T0,
             )
             return write_alias(own, "canary", versions[index], change, state).version
 
@@ -232,7 +257,9 @@ def test_concurrent_promotions_keep_alias_and_ledger_consistent(
     def attempt(index: int, barrier: threading.Barrier) -> Any:
         own = open_registry(params, tmp_path)
         barrier.wait()
-        return promote(own, versions[index], "canary", "public", reason=f"w{index}", actor="t", at=T0)
+        return promote(
+            own, versions[index], "canary", "public", reason=f"w{index}", actor="t", at=T0
+        )
 
     results = _race(5, attempt)
     won = [r for r in results if isinstance(r, ledger.LedgerEntry)]
@@ -246,8 +273,14 @@ def test_concurrent_promotions_keep_alias_and_ledger_consistent(
 def test_concurrent_ledger_appends_take_distinct_numbers(registry: Registry) -> None:
     def attempt(index: int, barrier: threading.Barrier) -> int:
         change = ledger.make_change(
-            cloud="private", alias=f"a{index}", from_version=None, to_version="0123456789abcdef",
-            action="promote", reason="r", actor="t", at=T0,
+            cloud="private",
+            alias=f"a{index}",
+            from_version=None,
+            to_version="0123456789abcdef",
+            action="promote",
+            reason="r",
+            actor="t",
+            at=T0,
         )
         barrier.wait()
         return ledger.append(registry.record, change).seq
@@ -276,7 +309,10 @@ def test_the_loopback_server_makes_conditional_writes_atomic() -> None:
         threads = [
             threading.Thread(
                 target=app,
-                args=({"REQUEST_METHOD": "PUT", "HTTP_IF_NONE_MATCH": "*", "writer": w}, lambda *a: None),
+                args=(
+                    {"REQUEST_METHOD": "PUT", "HTTP_IF_NONE_MATCH": "*", "writer": w},
+                    lambda *a: None,
+                ),
             )
             for w in "ab"
         ]

@@ -59,9 +59,14 @@ def store(
 ) -> Store:
     """A store of record of each backend."""
     if request.param == "file":
-        return FileStore("private", "record", tmp_path / "store", open_store(
-            "x", StoreConfig(url="file:x", role="record"), params.registry, tmp_path
-        ).policy)
+        return FileStore(
+            "private",
+            "record",
+            tmp_path / "store",
+            open_store(
+                "x", StoreConfig(url="file:x", role="record"), params.registry, tmp_path
+            ).policy,
+        )
     return _s3_store(params, tmp_path, f"s3://{bucket}/reg", s3_endpoint)
 
 
@@ -189,9 +194,7 @@ def auth_endpoint() -> Iterator[tuple[str, str, str]]:
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
         }
-        iam.put_user_policy(
-            UserName="recflow", PolicyName="s3", PolicyDocument=json.dumps(policy)
-        )
+        iam.put_user_policy(UserName="recflow", PolicyName="s3", PolicyDocument=json.dumps(policy))
         good = _s3(endpoint, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
         good.create_bucket(Bucket="recflow-auth")  # type: ignore[attr-defined]
         good.put_object(Bucket="recflow-auth", Key="reg/keep.json", Body=b"{}")  # type: ignore[attr-defined]
@@ -273,7 +276,9 @@ def test_an_upload_killed_part_way_leaves_no_object(
 
 
 def test_a_write_that_would_fill_the_volume_is_refused(params: Params, tmp_path: Path) -> None:
-    policy = open_store("x", StoreConfig(url="file:x", role="record"), params.registry, tmp_path).policy
+    policy = open_store(
+        "x", StoreConfig(url="file:x", role="record"), params.registry, tmp_path
+    ).policy
     root = tmp_path / "store"
     store = FileStore("private", "record", root, policy, min_free_bytes=2**62)
     before = snapshot(store)
@@ -316,4 +321,8 @@ def test_running_out_of_space_part_way_leaves_nothing(tmp_path: Path) -> None:
     assert result.returncode == 7, result.stdout + result.stderr
     assert "ran out of space writing versions/model.pt" in result.stdout
     assert "nothing was written" in result.stdout
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".locks" not in p.parts) == [".meta/small.json.json", "small.json"]
+    assert sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and ".locks" not in p.parts
+    ) == [".meta/small.json.json", "small.json"]

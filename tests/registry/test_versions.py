@@ -61,7 +61,12 @@ def test_the_id_is_the_content(registry: Registry, tmp_path: Path) -> None:
     assert sorted(list_versions(registry.record)) == sorted({one.id, other.id})
     paths = {f.path for f in one.files}
     assert "checkpoints/last.pt" not in paths and ".gitignore" not in paths
-    assert {"model.pt", "optimized/manifest.json", "evaluation/verdict.json", "lineage.json"} <= paths
+    assert {
+        "model.pt",
+        "optimized/manifest.json",
+        "evaluation/verdict.json",
+        "lineage.json",
+    } <= paths
 
 
 def test_the_marker_is_written_last_so_a_partial_version_is_invisible(
@@ -106,7 +111,9 @@ def test_a_missing_file_is_reported(registry: Registry, candidate: Path, tmp_pat
     registry.record.delete(file_key(version.id, "model.pt"))
     with pytest.raises(RegistryError, match=r"model\.pt in store 'private' .* is missing"):
         fetch_version(registry.record, version, tmp_path / "fetched")
-    assert any("model.pt" in p and "missing" in p for p in verify_version(registry.record, version.id))
+    assert any(
+        "model.pt" in p and "missing" in p for p in verify_version(registry.record, version.id)
+    )
 
 
 def test_a_tampered_marker_is_detected(registry: Registry, candidate: Path) -> None:
@@ -139,7 +146,9 @@ def test_the_artifact_that_fits_the_hardware(registry: Registry, candidate: Path
     assert find_artifact(version, "onnxruntime", "int8")["path"] == "optimized/model.int8.onnx"
     engine = find_artifact(version, "tensorrt", "fp16", compute_capability="8.9", tensorrt="10.3.0")
     assert engine["path"] == "optimized/model.fp16.sm89.plan"
-    with pytest.raises(RegistryError, match="no tensorrt artifact in fp16 for compute capability 9.0"):
+    with pytest.raises(
+        RegistryError, match="no tensorrt artifact in fp16 for compute capability 9.0"
+    ):
         find_artifact(version, "tensorrt", "fp16", compute_capability="9.0", tensorrt="10.3.0")
     with pytest.raises(RegistryError, match=r"tensorrt-fp16 \(sm 8.9, TensorRT 10.3.0\)"):
         find_artifact(version, "tensorrt", "fp16", compute_capability="8.9", tensorrt="10.4.0")
@@ -161,8 +170,16 @@ def test_the_artifact_that_fits_the_hardware(registry: Registry, candidate: Path
             "is a Parquet data file",
         ),
     ],
-    ids=["no-model", "no-verdict", "stray", "manifest-mismatch", "no-artifact", "bad-json",
-         "no-verdict-fields", "data-file"],
+    ids=[
+        "no-model",
+        "no-verdict",
+        "stray",
+        "manifest-mismatch",
+        "no-artifact",
+        "bad-json",
+        "no-verdict-fields",
+        "data-file",
+    ],
 )
 def test_a_bad_candidate_is_refused_and_nothing_is_written(
     registry: Registry, candidate: Path, edit: object, message: str
