@@ -211,7 +211,7 @@ def _verify(registry: Registry, args: argparse.Namespace) -> int:
         for version in versions:
             checked += 1
             problems += verify_version(store, version)
-        for key in store.keys("aliases/"):
+        for key in store.list_keys("aliases/"):
             alias = key.removeprefix("aliases/").removesuffix(".json")
             try:
                 state = read_alias(store, alias)

@@ -376,7 +376,8 @@ class StoreConfig(StrictModel):
                 _PREFIX_SEGMENT.fullmatch(s) for s in prefix.strip("/").split("/")
             ):
                 raise ValueError(
-                    f"{self.url!r}: each prefix segment is letters, digits, . _ - and starts with no dot"
+                    f"{self.url!r}: each prefix segment is letters, digits, . _ - "
+                    "and starts with no dot"
                 )
         elif scheme == "file":
             if not rest.removeprefix("//"):

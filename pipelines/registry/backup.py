@@ -101,10 +101,10 @@ def backup(registry: Registry, dest: Store, *, at: dt.datetime) -> BackupReport:
         RegistryError: ``dest`` is not empty.
         ChecksumMismatch: An object of the record is corrupt (the backup is not finished).
     """
-    if dest.keys():
+    if dest.list_keys():
         raise RegistryError(f"backup destination {dest.url} is not empty; choose a new one")
     source = registry.record
-    keys = source.keys()
+    keys = source.list_keys()
     objects = []
     with tempfile.TemporaryDirectory(prefix="recflow-backup-") as scratch:
         for index, key in enumerate(keys):
@@ -146,7 +146,7 @@ def restore(registry: Registry, src: Store) -> BackupReport:
             verify.
     """
     target = registry.record
-    present = target.keys()
+    present = target.list_keys()
     if present:
         raise RegistryError(
             f"restore needs an empty store of record: {target.where('')} holds "
@@ -170,7 +170,8 @@ def restore(registry: Registry, src: Store) -> BackupReport:
             )
         if src.rehash(item["key"]) != item["sha256"]:
             raise ChecksumMismatch(
-                f"{src.where(item['key'])} does not match the backup's manifest; nothing was restored"
+                f"{src.where(item['key'])} does not match the backup's manifest; "
+                "nothing was restored"
             )
     with tempfile.TemporaryDirectory(prefix="recflow-restore-") as scratch:
         for index, item in enumerate(objects):

@@ -126,7 +126,7 @@ def _parse(seq: int, data: bytes, where: str) -> LedgerEntry:
 
 
 def _numbers(store: Store) -> list[int]:
-    return sorted(n for n in (ledger_seq(k) for k in store.keys("ledger/")) if n is not None)
+    return sorted(n for n in (ledger_seq(k) for k in store.list_keys("ledger/")) if n is not None)
 
 
 def read_entry(store: Store, seq: int) -> LedgerEntry:

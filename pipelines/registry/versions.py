@@ -314,7 +314,7 @@ def read_version(store: Store, version: str) -> Version:
 def list_versions(store: Store) -> list[str]:
     """The ids of the complete versions in ``store`` (those with a marker)."""
     found = []
-    for key in store.keys("versions/"):
+    for key in store.list_keys("versions/"):
         parts = key.split("/")
         if len(parts) == 3 and parts[2] == MARKER and VERSION_ID.fullmatch(parts[1]):
             found.append(parts[1])

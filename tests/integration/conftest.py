@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from pipelines.core.params import load_params
+from pipelines.registry.loopback import loopback_s3
 from pipelines.run_all import airflow_env
 from tests.integration.project import TINY_OVERRIDES, copy_project
 
@@ -23,13 +25,13 @@ AIRFLOW_OVERRIDES = {**TINY_OVERRIDES, "airflow": {"retries": 0}}
 
 
 def airflow(
-    root: Path, home: Path, *args: str, timeout: int = 600
+    root: Path, home: Path, *args: str, timeout: int = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the ``airflow`` command line for the project at ``root`` with Airflow home ``home``."""
     return subprocess.run(
         [sys.executable, "-m", "airflow", *args],
         cwd=root,
-        env=airflow_env(root, home),
+        env={**airflow_env(root, home), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -51,14 +53,21 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory, airflow_project: Path
     return home
 
 
+@pytest.fixture(scope="session")
+def loopback(airflow_project: Path) -> Iterator[dict[str, str]]:
+    """The loopback S3 server of the public store, as ``make run`` starts it: its environment."""
+    with loopback_s3(load_params(airflow_project / "params.yaml").stores) as server:
+        yield server.env
+
+
 AirflowCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="session")
-def airflow_cli(airflow_project: Path, airflow_home: Path) -> AirflowCli:
+def airflow_cli(airflow_project: Path, airflow_home: Path, loopback: dict[str, str]) -> AirflowCli:
     """``airflow_cli("dags", "list")``: the Airflow command line on the project copy."""
 
     def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-        return airflow(airflow_project, airflow_home, *args, timeout=timeout)
+        return airflow(airflow_project, airflow_home, *args, timeout=timeout, env=loopback)
 
     return run

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 DAG_ID = "recsys_retrain"
 AirflowCli = Callable[..., subprocess.CompletedProcess[str]]
 STAGES = ("generate", "ingest", "validate", "prepare", "train", "optimize", "evaluate")
-TASKS = {"set_logical_date", *STAGES}
+TASKS = {"set_logical_date", *STAGES, "register"}
 # not the date in params.yaml: the run must set it
 RUN_DATE = "2026-11-20"
 
@@ -80,6 +80,30 @@ def test_outputs_exist(first_run: subprocess.CompletedProcess[str], airflow_proj
         assert any((airflow_project / folder).iterdir()), folder
     for metrics in ("metrics/validation.json", "metrics/prepare.json"):
         assert json.loads((airflow_project / metrics).read_text(encoding="utf-8")), metrics
+
+
+def test_the_gated_model_is_registered_and_replicated(
+    first_run: subprocess.CompletedProcess[str],
+    airflow_project: Path,
+    loopback: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipelines.registry import ledger
+    from pipelines.registry.clouds import open_registry
+    from pipelines.registry.promotion import resolve
+    from pipelines.registry.versions import verify_version
+
+    assert first_run.returncode == 0
+    for name, value in loopback.items():
+        monkeypatch.setenv(name, value)
+    registry = open_registry(load_params(airflow_project / "params.yaml"), airflow_project)
+    version = resolve(registry, "production", "private")
+    assert resolve(registry, "production", "public") == version
+    assert verify_version(registry.store("public"), version) == []
+    entries = ledger.entries(registry.record)
+    assert [(e.cloud, e.version) for e in entries] == [("private", version), ("public", version)]
+    assert entries[0].change["run"]["dag_id"] == DAG_ID
+    assert entries[0].change["reason"] == "gate verdict pass (bootstrap rule)"
 
 
 def test_dvc_record_matches_dvc_repro(

@@ -140,7 +140,7 @@ def write_params(tmp: Path, params: Params) -> Path:
 def snapshot(store: Store) -> dict[str, tuple[str | None, int, str]]:
     """Every object of ``store``: recorded sha256, size and the sha256 of its bytes now."""
     found = {}
-    for key in store.keys():
+    for key in store.list_keys():
         info = store.head(key)
         assert info is not None
         found[key] = (info.sha256, info.size, store.rehash(key))

@@ -67,7 +67,7 @@ def test_the_drill(
 
     shutil.rmtree(tmp_path / "private")  # the on-premises volume is lost
     wiped = open_registry(params, tmp_path)
-    assert wiped.record.keys() == []
+    assert wiped.record.list_keys() == []
     assert fetch_production(params, tmp_path / "cache", root=tmp_path) is None
 
     restored = restore(wiped, _open(params, tmp_path, destination, s3_endpoint))
@@ -118,7 +118,7 @@ def test_a_corrupt_backup_restores_nothing(
     wiped = open_registry(params, tmp_path)
     with pytest.raises(ChecksumMismatch, match="does not match the backup's manifest"):
         restore(wiped, dest)
-    assert wiped.record.keys() == []
+    assert wiped.record.list_keys() == []
 
 
 def test_a_location_without_a_backup(params: Params, tmp_path: Path, s3_endpoint: str) -> None:

@@ -33,7 +33,7 @@ def test_it_serves_the_loopback_stores_and_stops(
             monkeypatch.setenv(name, value)
         public = open_registry(params, tmp_path).store("public")
         public.put_bytes("hello.json", b"{}", "metrics")  # the bucket exists, the keys work
-        assert public.keys() == ["hello.json"]
+        assert public.list_keys() == ["hello.json"]
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(f"{server.endpoint}/moto-api/", timeout=2)
 

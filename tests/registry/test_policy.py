@@ -116,7 +116,7 @@ def test_a_kind_left_out_of_the_allow_list_does_not_cross(
         overrides={"registry": {"crossing": {"allow": ["model", "version_marker", "alias"]}}},
     )
     public = open_registry(params, tmp_path).store("public")
-    with pytest.raises(PolicyViolation, match="report is not in registry.crossing.allow"):
+    with pytest.raises(PolicyViolation, match=r"report is not in registry\.crossing\.allow"):
         public.put_bytes("r.md", b"# report", "report")
     assert _bucket_keys(s3_endpoint, bucket) == []
 

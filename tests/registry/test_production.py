@@ -14,7 +14,6 @@ from pipelines.registry.errors import ChecksumMismatch
 from pipelines.registry.names import file_key
 from pipelines.registry.production import fetch_production
 from pipelines.registry.publish import publish
-from tests.registry.helpers import make_candidate
 
 AT = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
 

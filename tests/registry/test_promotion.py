@@ -86,7 +86,7 @@ def test_promote_in_the_public_cloud_replicates_first(registry: Registry, tmp_pa
     assert registry.store("public").head(marker_key(a)) is not None
     assert resolve(registry, "production", "public") == a
     assert entry.cloud == "public"
-    assert registry.store("public").keys("ledger/") == []  # the ledger stays in the record
+    assert registry.store("public").list_keys("ledger/") == []  # the ledger stays in the record
     with pytest.raises(UnknownAlias, match="'production' is not set in 'private'"):
         resolve(registry, "production", "private")
 

@@ -88,7 +88,7 @@ def test_a_half_finished_replication_never_shows_up_as_a_version(
     with pytest.raises(ChecksumMismatch, match=r"optimized/model\.onnx"):
         replicate(registry, version, "public")
     public = registry.store("public")
-    assert public.keys()  # some objects went over ...
+    assert public.list_keys()  # some objects went over ...
     assert list_versions(public) == []  # ... but no version is visible
     assert public.head(marker_key(version)) is None
 
@@ -108,7 +108,7 @@ def test_a_lost_replica_gets_its_aliases_back_from_the_ledger(
     promote(registry, version, "production", "public", reason="gate", actor="t", at=at)
     entries = ledger.entries(registry.record)
     public = registry.store("public")
-    for key in public.keys():  # the in-memory server restarted: the replica is empty
+    for key in public.list_keys():  # the in-memory server restarted: the replica is empty
         public.delete(key)
     assert sync_aliases(registry, "public") == ["production"]
     state = read_alias(public, "production")

@@ -89,8 +89,8 @@ def test_bytes_round_trip_with_sha256_metadata(store: Store) -> None:
     assert info.size == 8
     data, read_info = store.read("a/b.json", info.sha256)
     assert data == b'{"x": 1}' and read_info.sha256 == info.sha256
-    assert store.keys() == ["a/b.json"] and store.keys("a/") == ["a/b.json"]
-    assert store.keys("b/") == []
+    assert store.list_keys() == ["a/b.json"] and store.list_keys("a/") == ["a/b.json"]
+    assert store.list_keys("b/") == []
     store.delete("a/b.json")
     assert store.head("a/b.json") is None
 
@@ -174,7 +174,7 @@ def test_missing_bucket_is_named(params: Params, tmp_path: Path, s3_endpoint: st
     with pytest.raises(BucketMissing, match="bucket 'recflow-no-such-bucket' does not exist"):
         store.put_bytes("x.json", b"{}", "metrics")
     with pytest.raises(BucketMissing):
-        store.keys()
+        store.list_keys()
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +266,7 @@ def test_an_upload_killed_part_way_leaves_no_object(
     process.wait()
     store = _s3_store(params, tmp_path, url, s3_endpoint)
     assert store.head("versions/big.bin") is None
-    assert store.keys() == []
+    assert store.list_keys() == []
     # the rerun completes it
     info = store.put_file("versions/big.bin", source, "model")
     assert store.rehash("versions/big.bin") == info.sha256

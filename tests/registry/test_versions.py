@@ -147,7 +147,7 @@ def test_the_artifact_that_fits_the_hardware(registry: Registry, candidate: Path
     engine = find_artifact(version, "tensorrt", "fp16", compute_capability="8.9", tensorrt="10.3.0")
     assert engine["path"] == "optimized/model.fp16.sm89.plan"
     with pytest.raises(
-        RegistryError, match="no tensorrt artifact in fp16 for compute capability 9.0"
+        RegistryError, match=r"no tensorrt artifact in fp16 for compute capability 9\.0"
     ):
         find_artifact(version, "tensorrt", "fp16", compute_capability="9.0", tensorrt="10.3.0")
     with pytest.raises(RegistryError, match=r"tensorrt-fp16 \(sm 8.9, TensorRT 10.3.0\)"):
@@ -191,5 +191,5 @@ def test_a_bad_candidate_is_refused_and_nothing_is_written(
 
 
 def test_a_missing_candidate_folder(registry: Registry, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="candidate folder .* not found"):
+    with pytest.raises(InputError, match=r"candidate folder .* not found"):
         _register(registry, tmp_path / "nowhere")

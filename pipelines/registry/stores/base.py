@@ -147,7 +147,7 @@ class Store(ABC):
         """The object's description, None if it does not exist."""
 
     @abstractmethod
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         """Every key that starts with ``prefix``, sorted."""
 
     @abstractmethod

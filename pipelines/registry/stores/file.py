@@ -135,7 +135,7 @@ class FileStore(Store):
             sha256 = None
         return ObjectInfo(key, data.stat().st_size, sha256, sha256 or "")
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():
             return []
         found = []

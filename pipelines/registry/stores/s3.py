@@ -286,7 +286,7 @@ class S3Store(Store):
             etag=str(response["ETag"]),
         )
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         found: list[str] = []
 
