@@ -104,6 +104,8 @@ def test_the_gated_model_is_registered_and_replicated(
     assert [(e.cloud, e.version) for e in entries] == [("private", version), ("public", version)]
     assert entries[0].change["run"]["dag_id"] == DAG_ID
     assert entries[0].change["reason"] == "gate verdict pass (bootstrap rule)"
+    # the run's logs (every task's output) never show the store's secret
+    assert loopback["AWS_SECRET_ACCESS_KEY"] not in first_run.stdout + first_run.stderr
 
 
 def test_dvc_record_matches_dvc_repro(

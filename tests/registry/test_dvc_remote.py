@@ -47,7 +47,9 @@ def test_push_pull_and_a_corrupted_remote_object(
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     assert _dvc(root, "init", "-q").returncode == 0
     shutil.copy(project_root / ".dvc" / "config", root / ".dvc" / "config")
-    assert _dvc(root, "remote", "modify", "--local", "s3", "endpointurl", s3_endpoint).returncode == 0
+    assert (
+        _dvc(root, "remote", "modify", "--local", "s3", "endpointurl", s3_endpoint).returncode == 0
+    )
     data = root / "events.csv"
     data.write_text("user,item\nu1,42\n")
     assert _dvc(root, "add", "events.csv").returncode == 0

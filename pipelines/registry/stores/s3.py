@@ -12,6 +12,7 @@ and never the credentials.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,23 +193,41 @@ class S3Store(Store):
     def _key(self, key: str) -> str:
         return self.prefix + key
 
-    def _expected_etag(self, payload: bytes | Path, size: int) -> str | None:
-        """The ETag S3 computes for ``payload`` uploaded with this store's transfer config."""
+    def _digests(self, payload: bytes | Path, size: int) -> tuple[str, str | None]:
+        """The sha256 of ``payload`` and the ETag S3 computes for it when uploaded with this
+        store's transfer config (None with SSE-KMS), in one read of the bytes."""
+        multipart = isinstance(payload, Path) and size >= self.transfer.multipart_threshold
+        part = (
+            ChunksizeAdjuster().adjust_chunksize(self.transfer.multipart_chunksize, size)
+            if multipart
+            else size + 1  # one part: its boundary is never reached
+        )
+        sha256 = hashlib.sha256()
+        parts: list[bytes] = []
+        current, filled = hashlib.md5(usedforsecurity=False), 0
+        with contextlib.ExitStack() as stack:
+            if isinstance(payload, bytes):
+                chunks: Iterator[bytes] = iter([payload])
+            else:
+                handle = stack.enter_context(open(payload, "rb"))
+                chunks = iter(lambda: handle.read(CHUNK), b"")
+            for chunk in chunks:
+                sha256.update(chunk)
+                while chunk:
+                    piece, chunk = chunk[: part - filled], chunk[part - filled :]
+                    current.update(piece)
+                    filled += len(piece)
+                    if filled == part:
+                        parts.append(current.digest())
+                        current, filled = hashlib.md5(usedforsecurity=False), 0
+        if filled or not parts:
+            parts.append(current.digest())
         if not self.etag_is_md5:
-            return None
-        if isinstance(payload, bytes):
-            return f'"{hashlib.md5(payload, usedforsecurity=False).hexdigest()}"'
-        if size < self.transfer.multipart_threshold:
-            with open(payload, "rb") as handle:
-                digest = hashlib.file_digest(handle, lambda: hashlib.md5(usedforsecurity=False))
-            return f'"{digest.hexdigest()}"'
-        part = ChunksizeAdjuster().adjust_chunksize(self.transfer.multipart_chunksize, size)
-        parts = []
-        with open(payload, "rb") as handle:
-            while chunk := handle.read(part):
-                parts.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+            return sha256.hexdigest(), None
+        if not multipart:
+            return sha256.hexdigest(), f'"{parts[0].hex()}"'
         combined = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
-        return f'"{combined}-{len(parts)}"'
+        return sha256.hexdigest(), f'"{combined}-{len(parts)}"'
 
     def _put(
         self,
@@ -222,6 +241,13 @@ class S3Store(Store):
     ) -> ObjectInfo:
         extra: dict[str, Any] = {"Metadata": {"sha256": sha256}, **self.sse}
         what = f"writing {key}"
+        # the ETag of these very bytes: if the source changes from here on, the stored object's
+        # ETag will not match, and if it changed since it was hashed, the sha256 does not
+        now, expected_etag = self._digests(payload, size)
+        if now != sha256:
+            raise StoreError(
+                f"{key}: the source changed while it was written to store {self.name!r}"
+            )
         if isinstance(payload, Path):
             if if_match is not None or if_none_match:
                 raise ValueError("conditional writes take bytes, not files")
@@ -248,7 +274,6 @@ class S3Store(Store):
                 **extra,
             )
         info = self.head(key)
-        expected_etag = self._expected_etag(payload, size)
         if info is None:
             raise ObjectMissing(f"{self.where(key)} is missing right after its upload")
         if (
