@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.errors import InputError
+from pipelines.core.io import atomic_dir
 from pipelines.registry.errors import (
     ChecksumMismatch,
     ConditionFailed,
@@ -264,8 +265,10 @@ def plan(candidate: Path, pseudonym_key: Callable[[], bytes], id_fields: tuple[s
             raise InputError(f"candidate {candidate} has no {required} (run the chain first)")
     sources: dict[str, bytes | Path] = {}
     files: dict[str, VersionFile] = {}
-    for path in sorted(p for p in candidate.rglob("*") if p.is_file()):
+    for path in sorted(p for p in candidate.rglob("*") if p.is_file() or p.is_symlink()):
         rel = path.relative_to(candidate).as_posix()
+        if path.is_symlink():
+            raise InputError(f"candidate file {rel} is a symbolic link: a version holds files")
         kind = classify(rel)
         if kind is None:
             continue
@@ -410,8 +413,6 @@ def fetch_version(store: Store, version: Version, dest: Path) -> Path:
         ObjectMissing, ChecksumMismatch: A file is missing or does not match its marker;
             ``dest`` is not created.
     """
-    from pipelines.core.io import atomic_dir
-
     with atomic_dir(dest) as folder:
         for item in version.files:
             store.download(file_key(version.id, item.path), folder / item.path, item.sha256)

@@ -169,6 +169,10 @@ def test_the_artifact_that_fits_the_hardware(registry: Registry, candidate: Path
             lambda c: (c / "evaluation" / "events.parquet").write_bytes(b"PAR1....PAR1"),
             "is a Parquet data file",
         ),
+        (
+            lambda c: (c / "evaluation" / "extra.md").symlink_to("/etc/hostname"),
+            "is a symbolic link",
+        ),
     ],
     ids=[
         "no-model",
@@ -179,6 +183,7 @@ def test_the_artifact_that_fits_the_hardware(registry: Registry, candidate: Path
         "bad-json",
         "no-verdict-fields",
         "data-file",
+        "symlink",
     ],
 )
 def test_a_bad_candidate_is_refused_and_nothing_is_written(
