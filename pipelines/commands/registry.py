@@ -219,7 +219,7 @@ def _verify(registry: Registry, args: argparse.Namespace) -> int:
                     problems.append(f"alias {alias!r} in {cloud!r} names missing {state.version}")
             except RegistryError as exc:
                 problems.append(str(exc))
-    problems += ledger.chain_problems(ledger.entries(registry.record))
+    problems += ledger.chain_problems(ledger.entries(registry.record, physical=True))
     for line in problems:
         print(f"MISMATCH {line}")
     print(f"verified {checked} version(s) in {', '.join(clouds)}: {len(problems)} problem(s)")

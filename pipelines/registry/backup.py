@@ -149,7 +149,7 @@ def restore(registry: Registry, src: Store) -> BackupReport:
     present = target.list_keys()
     if present:
         raise RegistryError(
-            f"restore needs an empty store of record: {target.where('')} holds "
+            f"restore needs an empty store of record: store {target.name!r} ({target.url}) holds "
             f"{len(present)} object(s)"
         )
     if src.head(MANIFEST) is None:
@@ -180,7 +180,7 @@ def restore(registry: Registry, src: Store) -> BackupReport:
             target.put_file(item["key"], local, kind_of(item["key"]))
             local.unlink()
     problems = [p for v in list_versions(target) for p in verify_version(target, v)]
-    problems += ledger.chain_problems(ledger.entries(target))
+    problems += ledger.chain_problems(ledger.entries(target, physical=True))
     restored = _alias_state(registry)
     if restored != manifest.get("aliases", {}):
         problems.append(

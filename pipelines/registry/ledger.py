@@ -136,9 +136,23 @@ def read_entry(store: Store, seq: int) -> LedgerEntry:
     return _parse(seq, data, store.where(key))
 
 
-def entries(store: Store) -> list[LedgerEntry]:
-    """Every entry of the ledger in ``store``, in order."""
-    return [read_entry(store, n) for n in _numbers(store)]
+def entries(store: Store, *, physical: bool = False) -> list[LedgerEntry]:
+    """The entries of the ledger in ``store``, in order.
+
+    A change is recorded once; if a writer and a repairer (``record_pending``) both appended
+    it at the same moment, the later copy is left out, unless ``physical`` asks for every
+    object as stored (for :func:`chain_problems`).
+    """
+    found = [read_entry(store, n) for n in _numbers(store)]
+    if physical:
+        return found
+    seen: set[str] = set()
+    unique = []
+    for entry in found:
+        if entry.change["id"] not in seen:
+            seen.add(entry.change["id"])
+            unique.append(entry)
+    return unique
 
 
 def append(store: Store, change: dict[str, Any]) -> LedgerEntry:
@@ -149,6 +163,9 @@ def append(store: Store, change: dict[str, Any]) -> LedgerEntry:
     """
     for _ in range(APPEND_ATTEMPTS):
         numbers = _numbers(store)
+        recorded = _recorded(store, numbers, change)
+        if recorded is not None:
+            return recorded  # a repairer recorded this change already
         last = numbers[-1] if numbers else 0
         prev = read_entry(store, last).sha256 if last else None
         seq = last + 1
@@ -166,11 +183,22 @@ def append(store: Store, change: dict[str, Any]) -> LedgerEntry:
 
 def latest_for(store: Store, cloud: str, alias: str) -> LedgerEntry | None:
     """The newest entry of ``alias`` in ``cloud`` (read from the end of the ledger)."""
-    for seq in reversed(_numbers(store)):
+    return _latest(store, _numbers(store), cloud, alias)
+
+
+def _latest(store: Store, numbers: list[int], cloud: str, alias: str) -> LedgerEntry | None:
+    for seq in reversed(numbers):
         entry = read_entry(store, seq)
         if entry.cloud == cloud and entry.alias == alias:
             return entry
     return None
+
+
+def _recorded(store: Store, numbers: list[int], change: dict[str, Any]) -> LedgerEntry | None:
+    """The entry of ``change`` if it is the newest of its alias already (changes of one alias
+    are serialized by its compare-and-set, so only the newest can be this one)."""
+    latest = _latest(store, numbers, str(change["cloud"]), str(change["alias"]))
+    return latest if latest is not None and latest.change["id"] == change["id"] else None
 
 
 def chain_problems(all_entries: Iterable[LedgerEntry]) -> list[str]:

@@ -175,6 +175,39 @@ def test_a_change_applied_but_not_recorded_is_recorded_next_time(
     assert ledger.chain_problems(entries) == []
 
 
+def test_a_change_is_recorded_once_by_its_writer_or_a_repairer(registry: Registry) -> None:
+    def change(to: str) -> dict[str, Any]:
+        return ledger.make_change(
+            cloud="private",
+            alias="production",
+            from_version=None,
+            to_version=to,
+            action="promote",
+            reason="r",
+            actor="t",
+            at=T0,
+        )
+
+    first = change("0123456789abcdef")
+    repaired = ledger.append(registry.record, first)  # the repairer was quicker
+    assert ledger.append(registry.record, first) == repaired  # the writer finds it recorded
+    # appends that really raced leave two copies: the ledger reads the change once
+    ledger.append(registry.record, change("fedcba9876543210"))
+    registry.record.put_bytes(
+        ledger_key(3),
+        registry.record.read(ledger_key(1))[0]
+        .replace(b'"seq": 1', b'"seq": 3')
+        .replace(
+            b'"prev_sha256": null',
+            f'"prev_sha256": "{ledger.read_entry(registry.record, 2).sha256}"'.encode(),
+        ),
+        "ledger",
+    )
+    physical = ledger.entries(registry.record, physical=True)
+    assert [e.seq for e in physical] == [1, 2, 3] and ledger.chain_problems(physical) == []
+    assert [e.seq for e in ledger.entries(registry.record)] == [1, 2]
+
+
 def test_a_changed_or_removed_ledger_entry_breaks_the_chain(
     registry: Registry, tmp_path: Path
 ) -> None:
@@ -186,12 +219,14 @@ def test_a_changed_or_removed_ledger_entry_breaks_the_chain(
     store.put_bytes(
         ledger_key(1), data.replace(b"gate verdict pass", b"gate verdict PASS"), "ledger"
     )
-    problems = ledger.chain_problems(ledger.entries(store))
+    problems = ledger.chain_problems(ledger.entries(store, physical=True))
     assert problems == [
         "ledger entry 2 does not follow from entry 1: an earlier entry was changed or removed"
     ]
     store.delete(ledger_key(2))
-    assert "ledger entry 2 is missing (next is 3)" in ledger.chain_problems(ledger.entries(store))
+    assert "ledger entry 2 is missing (next is 3)" in ledger.chain_problems(
+        ledger.entries(store, physical=True)
+    )
 
 
 def _race(writers: int, attempt: Callable[[int, threading.Barrier], Any]) -> list[Any]:
@@ -265,9 +300,11 @@ def test_concurrent_promotions_keep_alias_and_ledger_consistent(
     won = [r for r in results if isinstance(r, ledger.LedgerEntry)]
     assert all(isinstance(r, ledger.LedgerEntry | AliasConflict) for r in results), results
     entries = ledger.select(ledger.entries(registry.record), "canary", "public")
-    assert sorted(e.seq for e in entries) == sorted(e.seq for e in won)
+    # every change that won is in the ledger once, and nothing else is
+    assert sorted(e.change["id"] for e in entries) == sorted(e.change["id"] for e in won)
+    assert len(entries) == len(won)
     assert resolve(registry, "canary", "public") == entries[-1].version
-    assert ledger.chain_problems(ledger.entries(registry.record)) == []
+    assert ledger.chain_problems(ledger.entries(registry.record, physical=True)) == []
 
 
 def test_concurrent_ledger_appends_take_distinct_numbers(registry: Registry) -> None:
@@ -287,7 +324,7 @@ def test_concurrent_ledger_appends_take_distinct_numbers(registry: Registry) -> 
 
     results = _race(6, attempt)
     assert sorted(results) == [1, 2, 3, 4, 5, 6], results
-    assert ledger.chain_problems(ledger.entries(registry.record)) == []
+    assert ledger.chain_problems(ledger.entries(registry.record, physical=True)) == []
 
 
 def test_the_loopback_server_makes_conditional_writes_atomic() -> None:

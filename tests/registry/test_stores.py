@@ -17,7 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from pipelines.core.params import Params, StoreConfig
+from pipelines.core.params import CrossingConfig, Params, StoreConfig
 from pipelines.registry.errors import (
     AccessDenied,
     BucketMissing,
@@ -28,6 +28,7 @@ from pipelines.registry.errors import (
     StoreUnreachable,
 )
 from pipelines.registry.loopback import free_port, serve
+from pipelines.registry.policy import CrossingPolicy
 from pipelines.registry.stores.base import Store
 from pipelines.registry.stores.file import FileStore
 from pipelines.registry.stores.open import open_store
@@ -109,12 +110,14 @@ def test_multipart_upload_lands_verified(store: Store, tmp_path: Path) -> None:
 def test_tampered_object_is_detected_on_read_and_download(store: Store, tmp_path: Path) -> None:
     info = store.put_bytes("model.pt", b"the real model", "model")
     _tamper(store, "model.pt", b"a swapped model!")
+    before = snapshot(store)
     with pytest.raises(ChecksumMismatch, match="was changed or corrupted, and was not used"):
         store.read("model.pt")
     dest = tmp_path / "fetched.pt"
     with pytest.raises(ChecksumMismatch, match=r"model\.pt in store 'private'"):
         store.download("model.pt", dest, info.sha256)
     assert not dest.exists()
+    assert snapshot(store) == before
 
 
 def test_a_caller_expectation_is_checked_too(store: Store) -> None:
@@ -124,11 +127,14 @@ def test_a_caller_expectation_is_checked_too(store: Store) -> None:
 
 
 def test_missing_object_is_a_clear_error(store: Store, tmp_path: Path) -> None:
+    store.put_bytes("other.json", b"{}", "metrics")
+    before = snapshot(store)
     with pytest.raises(ObjectMissing, match=r"nothing\.pt in store 'private' .* is missing"):
         store.read("nothing.pt")
     with pytest.raises(ObjectMissing, match="is missing"):
         store.download("nothing.pt", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+    assert snapshot(store) == before
 
 
 def test_object_without_recorded_sha256_is_not_used(store: Store) -> None:
@@ -326,3 +332,29 @@ def test_running_out_of_space_part_way_leaves_nothing(tmp_path: Path) -> None:
         for p in root.rglob("*")
         if p.is_file() and ".locks" not in p.parts
     ) == [".meta/small.json.json", "small.json"]
+
+
+def test_a_reader_never_sees_an_object_half_replaced(params: Params, tmp_path: Path) -> None:
+    """The file store replaces data and metadata one after the other; a reader takes both
+    together, so it never mistakes a write in progress for tampering."""
+    import threading
+
+    store = FileStore("private", "record", tmp_path / "store", CrossingPolicy(CrossingConfig()))
+    store.put_bytes("aliases/production.json", b"0" * 64, "alias")
+    done = threading.Event()
+    failures: list[Exception] = []
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                store.read("aliases/production.json")
+            except ChecksumMismatch as exc:
+                failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for index in range(300):
+        store.put_bytes("aliases/production.json", str(index).encode() * 64, "alias")
+    done.set()
+    reader.join()
+    assert failures == []

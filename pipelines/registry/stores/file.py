@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pipelines.registry.errors import ConditionFailed, ObjectMissing, StoreError, StoreFull
 from pipelines.registry.policy import CrossingPolicy
@@ -51,16 +52,50 @@ class FileStore(Store):
         return self.root / ".meta" / f"{key}.json"
 
     @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
-        locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
+    def _lock(self, key: str, *, shared: bool = False) -> Iterator[None]:
+        """Hold the key's lock: exclusive to write, shared to read an object and its metadata
+        as one (a writer replaces the two files one after the other)."""
         name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
-        with open(locks / f"{name}.lock", "a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            locks = self.root / ".locks"
+            locks.mkdir(parents=True, exist_ok=True)
+            handle = open(locks / f"{name}.lock", "a+b")  # noqa: SIM115 (closed below)
+        except OSError:
+            if not shared:
+                raise
+            yield  # a read-only volume: nobody writes there, there is nothing to wait for
+            return
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _open(self, key: str, *, locked: bool = False) -> tuple[BinaryIO, ObjectInfo] | None:
+        """The object's open file and its description, read together; None if absent.
+
+        Once open, the file keeps the bytes it had, whatever a writer renames into place.
+        ``locked``: the caller holds the key's exclusive lock already.
+        """
+        with contextlib.nullcontext() if locked else self._lock(key, shared=True):
+            try:
+                handle = open(self._data(key), "rb")  # noqa: SIM115 (the caller closes it)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return None
+            try:
+                meta = json.loads(self._meta(key).read_text(encoding="utf-8"))
+                sha256: str | None = str(meta["sha256"])
+            except (OSError, ValueError, KeyError, TypeError):
+                sha256 = None
+        size = os.fstat(handle.fileno()).st_size
+        return handle, ObjectInfo(key, size, sha256, sha256 or "")
+
+    def _opened(self, key: str) -> tuple[BinaryIO, ObjectInfo]:
+        found = self._open(key)
+        if found is None:
+            raise ObjectMissing(f"{self.where(key)} is missing")
+        return found
 
     def _room(self, key: str, size: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -96,7 +131,10 @@ class FileStore(Store):
                 )
             meta_tmp.write_text(json.dumps({"sha256": sha256, "size": size}), encoding="utf-8")
             with self._lock(key):
-                current = self.head(key)
+                found = self._open(key, locked=True)
+                current = found[1] if found else None
+                if found:
+                    found[0].close()
                 if if_none_match and current is not None:
                     raise ConditionFailed(f"{self.where(key)} already exists")
                 if if_match is not None and (current is None or current.etag != if_match):
@@ -125,15 +163,11 @@ class FileStore(Store):
             self._meta(key).unlink(missing_ok=True)
 
     def head(self, key: str) -> ObjectInfo | None:
-        data = self._data(key)
-        if not data.is_file():
+        found = self._open(key)
+        if found is None:
             return None
-        try:
-            meta = json.loads(self._meta(key).read_text(encoding="utf-8"))
-            sha256 = str(meta["sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
-            sha256 = None
-        return ObjectInfo(key, data.stat().st_size, sha256, sha256 or "")
+        found[0].close()
+        return found[1]
 
     def list_keys(self, prefix: str = "") -> list[str]:
         if not self.root.is_dir():
@@ -149,22 +183,19 @@ class FileStore(Store):
         return sorted(found)
 
     def _get(self, key: str) -> tuple[bytes, ObjectInfo]:
-        info = self.head(key)
-        if info is None:
-            raise ObjectMissing(f"{self.where(key)} is missing")
-        return self._data(key).read_bytes(), info
+        handle, info = self._opened(key)
+        with handle:
+            return handle.read(), info
 
     def _fetch(self, key: str, dest: Path) -> ObjectInfo:
-        info = self.head(key)
-        if info is None:
-            raise ObjectMissing(f"{self.where(key)} is missing")
-        shutil.copyfile(self._data(key), dest)
+        handle, info = self._opened(key)
+        with handle, open(dest, "wb") as out:
+            shutil.copyfileobj(handle, out, CHUNK)
         return info
 
     def _chunks(self, key: str) -> Iterator[bytes]:
-        if self.head(key) is None:
-            raise ObjectMissing(f"{self.where(key)} is missing")
-        with open(self._data(key), "rb") as handle:
+        handle, _ = self._opened(key)
+        with handle:
             while chunk := handle.read(CHUNK):
                 yield chunk
 
