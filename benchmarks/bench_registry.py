@@ -39,14 +39,15 @@ import boto3
 from benchmarks.machine import machine_info
 from pipelines.core.io import sha256_file, write_json
 from pipelines.core.params import Params, RegistryConfig, StoreConfig, load_params
+from pipelines.registry.candidates import REQUIRED
 from pipelines.registry.clouds import Registry, open_registry
 from pipelines.registry.loopback import serve
 from pipelines.registry.promotion import promote, resolve
 from pipelines.registry.pseudonyms import pseudonym_key
+from pipelines.registry.registration import register
 from pipelines.registry.replication import replicate
 from pipelines.registry.stores.base import Store
 from pipelines.registry.stores.open import open_store
-from pipelines.registry.versions import REQUIRED, register
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_FILE = ROOT / "benchmarks" / "results" / "registry.json"

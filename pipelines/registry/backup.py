@@ -21,12 +21,13 @@ from typing import Any
 from pipelines.core.params import RegistryConfig, StoreConfig
 from pipelines.registry import ledger
 from pipelines.registry.aliases import read_alias
+from pipelines.registry.candidates import classify
 from pipelines.registry.clouds import Registry
 from pipelines.registry.errors import ChecksumMismatch, RegistryError
 from pipelines.registry.names import check_key, ledger_seq
 from pipelines.registry.stores.base import Store
 from pipelines.registry.stores.open import open_store
-from pipelines.registry.versions import LINEAGE, classify, list_versions, verify_version
+from pipelines.registry.versions import LINEAGE, list_versions, verify_version
 
 log = logging.getLogger("recflow.registry.backup")
 

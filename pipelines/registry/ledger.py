@@ -31,6 +31,7 @@ from pipelines.registry.stores.base import Store
 
 FORMAT = 1
 APPEND_ATTEMPTS = 50
+RECENT = 8  # entries of one alias searched for a change already recorded
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -163,9 +164,9 @@ def append(store: Store, change: dict[str, Any]) -> LedgerEntry:
     """
     for _ in range(APPEND_ATTEMPTS):
         numbers = _numbers(store)
-        recorded = _recorded(store, numbers, change)
-        if recorded is not None:
-            return recorded  # a repairer recorded this change already
+        found = _recorded(store, numbers, change)
+        if found is not None:
+            return found  # a repairer recorded this change already
         last = numbers[-1] if numbers else 0
         prev = read_entry(store, last).sha256 if last else None
         seq = last + 1
@@ -181,24 +182,26 @@ def append(store: Store, change: dict[str, Any]) -> LedgerEntry:
     )
 
 
-def latest_for(store: Store, cloud: str, alias: str) -> LedgerEntry | None:
-    """The newest entry of ``alias`` in ``cloud`` (read from the end of the ledger)."""
-    return _latest(store, _numbers(store), cloud, alias)
-
-
-def _latest(store: Store, numbers: list[int], cloud: str, alias: str) -> LedgerEntry | None:
-    for seq in reversed(numbers):
-        entry = read_entry(store, seq)
-        if entry.cloud == cloud and entry.alias == alias:
-            return entry
-    return None
+def recorded(store: Store, change: dict[str, Any]) -> LedgerEntry | None:
+    """The entry of ``change`` if the ledger holds it already."""
+    return _recorded(store, _numbers(store), change)
 
 
 def _recorded(store: Store, numbers: list[int], change: dict[str, Any]) -> LedgerEntry | None:
-    """The entry of ``change`` if it is the newest of its alias already (changes of one alias
-    are serialized by its compare-and-set, so only the newest can be this one)."""
-    latest = _latest(store, numbers, str(change["cloud"]), str(change["alias"]))
-    return latest if latest is not None and latest.change["id"] == change["id"] else None
+    # changes of one alias are serialized by its compare-and-set: the one asked about is among
+    # the newest few of its alias (a raced duplicate may sit after it); a miss only costs a
+    # duplicate, which the ledger reads once
+    seen = 0
+    for seq in reversed(numbers):
+        entry = read_entry(store, seq)
+        if entry.cloud != change["cloud"] or entry.alias != change["alias"]:
+            continue
+        if entry.change["id"] == change["id"]:
+            return entry
+        seen += 1
+        if seen >= RECENT:
+            return None
+    return None
 
 
 def chain_problems(all_entries: Iterable[LedgerEntry]) -> list[str]:

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from pipelines.registry import ledger
-from pipelines.registry.aliases import read_alias, write_alias
+from pipelines.registry.aliases import AliasState, read_alias, write_alias
 from pipelines.registry.clouds import Registry
 from pipelines.registry.errors import RegistryError, UnknownAlias
 from pipelines.registry.names import check_alias, check_cloud, check_version_id
@@ -41,22 +41,28 @@ def evidence(version: Version) -> dict[str, Any]:
     return found
 
 
-def record_pending(registry: Registry, cloud: str, alias: str) -> ledger.LedgerEntry | None:
-    """Record in the ledger an alias change that was applied but not recorded (a writer died
-    between the two). Returns the entry written, None when the ledger was up to date."""
+def record_pending(registry: Registry, cloud: str, alias: str) -> AliasState | None:
+    """Read ``alias`` in ``cloud`` and make sure the change that set it is in the ledger.
+
+    A writer appends its change after its compare-and-set; if it died in between, or has not
+    got there yet, the change is recorded here, so that it takes its place in the ledger before
+    any change that replaces it. (If the writer then appends it too, the ledger reads the
+    change once, at its first place.)
+
+    Returns:
+        The alias's state, None when it is not set.
+    """
     state = read_alias(registry.store(cloud), alias)
-    if state is None:
-        return None
-    latest = ledger.latest_for(registry.record, cloud, alias)
-    if latest is not None and latest.change.get("id") == state.change.get("id"):
-        return None
+    if state is None or ledger.recorded(registry.record, state.change) is not None:
+        return state
     log.warning(
         "alias %r in %r names %s by a change not yet in the ledger: recording it now",
         alias,
         cloud,
         state.version,
     )
-    return ledger.append(registry.record, state.change)
+    ledger.append(registry.record, state.change)
+    return state
 
 
 def promote(
@@ -105,8 +111,8 @@ def promote(
     if store is not registry.record:
         ensure_replicated(registry, version, cloud)
     target = read_version(store, version)
-    record_pending(registry, cloud, alias)
-    current = read_alias(store, alias)
+    # the change being replaced goes into the ledger before the one replacing it
+    current = record_pending(registry, cloud, alias)
     if current is not None and current.version == version:
         log.info("alias %r in %r already names %s: nothing to do", alias, cloud, version)
         return None

@@ -19,8 +19,9 @@ from pipelines.registry.clouds import Registry
 from pipelines.registry.ledger import LedgerEntry
 from pipelines.registry.promotion import promote
 from pipelines.registry.pseudonyms import pseudonym_key
+from pipelines.registry.registration import register
 from pipelines.registry.replication import Replication, replicate, sync_aliases
-from pipelines.registry.versions import Version, register
+from pipelines.registry.versions import Version
 
 log = logging.getLogger("recflow.registry.publish")
 

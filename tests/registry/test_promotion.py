@@ -27,8 +27,8 @@ from pipelines.registry.loopback_server import atomic_conditions
 from pipelines.registry.names import ledger_key, marker_key
 from pipelines.registry.promotion import promote, resolve, rollback
 from pipelines.registry.pseudonyms import pseudonym_key
+from pipelines.registry.registration import register
 from pipelines.registry.replication import replicate
-from pipelines.registry.versions import register
 from tests.registry.helpers import make_candidate, snapshots
 
 T0 = dt.datetime(2026, 12, 1, 2, 0, tzinfo=dt.UTC)
@@ -173,6 +173,11 @@ def test_a_change_applied_but_not_recorded_is_recorded_next_time(
     assert [(e.change["from_version"], e.version) for e in entries] == [(None, a), (a, b), (b, c)]
     assert entries[1].change["id"] == change["id"]
     assert ledger.chain_problems(entries) == []
+    # the slow writer's own append comes last: it finds its change recorded in its place
+    late = ledger.append(registry.record, change)
+    assert late.seq == 2
+    assert ledger.entries(registry.record, physical=True) == entries
+    assert resolve(registry, "production", "private") == c == entries[-1].version
 
 
 def test_a_change_is_recorded_once_by_its_writer_or_a_repairer(registry: Registry) -> None:

@@ -14,9 +14,10 @@ from pipelines.registry.errors import ChecksumMismatch, UnknownVersion
 from pipelines.registry.names import file_key, marker_key
 from pipelines.registry.promotion import promote
 from pipelines.registry.pseudonyms import pseudonym_key
+from pipelines.registry.registration import register
 from pipelines.registry.replication import replicate, sync_aliases
 from pipelines.registry.stores.s3 import S3Store
-from pipelines.registry.versions import list_versions, register, verify_version
+from pipelines.registry.versions import list_versions, verify_version
 from tests.registry.helpers import snapshot, snapshots
 
 

@@ -19,13 +19,12 @@ from pipelines.registry.errors import (
 )
 from pipelines.registry.names import file_key, marker_key
 from pipelines.registry.pseudonyms import pseudonym_key
+from pipelines.registry.registration import Registration, register
 from pipelines.registry.versions import (
-    Registration,
     fetch_version,
     find_artifact,
     list_versions,
     read_version,
-    register,
     verify_version,
 )
 from tests.registry.helpers import make_candidate, snapshot
