@@ -1,10 +1,11 @@
 """The register step of the chain: register the candidate, replicate it, promote it if it passed.
 
 After ``evaluate``: the candidate folder becomes a version in the store of record (a no-op if
-that content is already one), every replica gets its aliases rebuilt from the ledger where they
-were lost, the version is replicated to every replica and verified there, and, if the gate let
-it through, ``registry.promote_alias`` points at it in each of ``registry.promote_clouds``,
-each change recorded in the ledger with the gate's verdict as its reason.
+that content is already one; a blocked candidate is kept there too, for the record), every
+replica gets its aliases rebuilt from the ledger where they were lost, and, if the gate let
+the version through, it is replicated to every replica and verified there, and
+``registry.promote_alias`` points at it in each of ``registry.promote_clouds``, each change
+recorded in the ledger with the gate's verdict as its reason.
 """
 
 from __future__ import annotations
@@ -75,14 +76,16 @@ def publish(
     result = Published(version, registration.created)
     for cloud in registry.replica_clouds:
         sync_aliases(registry, cloud)
-        result.replicated.append(replicate(registry, version.id, cloud))
     if not version.passed:
         log.warning(
-            "version %s: the gate's verdict is %s (blocked): registered, not promoted",
+            "version %s: the gate's verdict is %s (blocked): registered in the record, "
+            "neither replicated nor promoted",
             version.id,
             version.gate.get("verdict"),
         )
         return result
+    for cloud in registry.replica_clouds:
+        result.replicated.append(replicate(registry, version.id, cloud))
     verdict = version.gate.get("verdict")
     reason = f"gate verdict {verdict}" + (
         " (bootstrap rule)" if version.gate.get("bootstrap") else ""

@@ -133,6 +133,7 @@ def test_a_registry_story_and_no_secret_in_any_output(project: Project) -> None:
     project.candidate(seed=9, verdict="fail", blocked=True)
     project.ok("register")
     assert len(json.loads(project.ok("registry", "list", "--json"))) == 2
+    assert len(json.loads(project.ok("registry", "list", "--cloud", "public", "--json"))) == 1
     assert len(project.history()) == 2
 
     # tomorrow's run
