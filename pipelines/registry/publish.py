@@ -46,7 +46,7 @@ def publish(
     at: dt.datetime,
     run: dict[str, Any] | None = None,
 ) -> Published:
-    """Register ``candidate``, replicate it, and promote it if the gate passed it.
+    """Register ``candidate``; if the gate passed it, replicate and promote it.
 
     Args:
         registry: The registry.
