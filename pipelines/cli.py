@@ -1,5 +1,5 @@
 """``recflow``: one subcommand per stage of the registry (``python -m pipelines.stages.<name>``)
-and per CLI-only command (``COMMANDS``, e.g. ``recflow serve``)."""
+and per command that is not a stage (``python -m pipelines.commands.<name>``)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,23 @@ from collections.abc import Sequence
 from pipelines.stages.registry import COMMANDS, STAGES
 
 
+def _entries() -> dict[str, str]:
+    """Subcommand name to the module whose ``main`` runs it."""
+    return {spec.name: spec.module for spec in STAGES} | {c.name: c.module for c in COMMANDS}
+
+
 def _usage() -> str:
-    width = max(len(name) for name in _modules())
+    width = max(len(name) for name in _entries())
     lines = ["usage: recflow <stage> [options]   (recflow <stage> --help: its options)", ""]
+    lines += ["stages of the chain:"]
     lines += [f"  {spec.name:<{width}}  {spec.help}" for spec in STAGES]
-    lines += ["", "commands:"] + [f"  {spec.name:<{width}}  {spec.help}" for spec in COMMANDS]
+    lines += ["", "commands:"]
+    lines += [f"  {spec.name:<{width}}  {spec.help}" for spec in COMMANDS]
     return "\n".join(lines)
 
 
-def _modules() -> dict[str, str]:
-    """Subcommand -> module: the stages, then the CLI-only commands."""
-    return {
-        **{spec.name: spec.module for spec in STAGES},
-        **{spec.name: spec.module for spec in COMMANDS},
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch to the stage's own ``main``."""
+    """Dispatch to the stage's or command's own ``main``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help", "help"}:
         print(_usage())
@@ -37,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recflow {importlib.metadata.version('recflow')}")
         return 0
     name, rest = args[0], args[1:]
-    modules = _modules()
+    modules = _entries()
     if name not in modules:
         print(f"recflow: unknown stage {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2

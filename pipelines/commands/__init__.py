@@ -1,1 +1,1 @@
-"""Commands of ``recflow`` that are not stages of the chain (no DVC stage, no DAG task)."""
+"""Commands of ``recflow`` that are not tasks of the chain (``serve``, ``registry``)."""

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.params import ConfigError, load_params
+from pipelines.core.errors import RecflowError
+from pipelines.core.params import load_params
 from pipelines.stages.registry import stage
 
 Figure = Callable[[Path], str]
@@ -100,6 +101,22 @@ def evaluate_figure(root: Path) -> str:
     return f"gate verdict: {m['verdict']}"
 
 
+def register_figure(root: Path) -> str:
+    """What the ledger of the store of record says the run's registration did."""
+    from pipelines.registry import ledger
+    from pipelines.registry.clouds import open_registry
+
+    registry = open_registry(load_params(root / "params.yaml"), root)
+    if getattr(registry.stores, registry.record_cloud).url.startswith("s3:"):
+        return "registered (the store of record is remote: recflow registry history)"
+    entries = ledger.entries(registry.record)
+    if not entries:
+        return "registered; no alias changed (a blocked candidate is never promoted)"
+    newest = entries[-1].version
+    clouds = sorted({e.cloud for e in entries if e.version == newest and e.alias == "production"})
+    return f"version {newest}: production in {', '.join(clouds) or 'no cloud'}"
+
+
 KEY_FIGURES: dict[str, Figure | None] = {
     "set_logical_date": logical_date_figure,
     # the synthetic source's size shows again, per batch, in ingest's figure
@@ -110,6 +127,7 @@ KEY_FIGURES: dict[str, Figure | None] = {
     "train": train_figure,
     "optimize": optimize_figure,
     "evaluate": evaluate_figure,
+    "register": register_figure,
 }
 
 
@@ -124,7 +142,7 @@ def key_figure(name: str, root: Path) -> str | None:
         return None
     try:
         return figure(root)
-    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, ConfigError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, RecflowError) as exc:
         return f"(no figure: {type(exc).__name__}: {exc})"
 
 

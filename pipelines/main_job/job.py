@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from pipelines.core.errors import RecflowError
 from pipelines.core.params import ConfigError, load_params
 from pipelines.core.project import PROJECT_ROOT, interpreter_env
 from pipelines.core.run_date import parse_logical_date
@@ -45,6 +47,7 @@ from pipelines.main_job.progress import (
     clock,
     duration,
 )
+from pipelines.registry.loopback import loopback_unless_given
 from pipelines.stages.registry import STAGES
 
 Echo = Callable[[str], None]
@@ -249,11 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.root.resolve()
     airflow_home = root / AIRFLOW_HOME
     try:
-        params_date = load_params(root / "params.yaml").run.logical_date
+        params = load_params(root / "params.yaml")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logical_date = (args.logical_date or params_date).isoformat()
+    logical_date = (args.logical_date or params.run.logical_date).isoformat()
 
     started = time.perf_counter()
     log_path = airflow_home / "logs" / "main-job" / f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.log"
@@ -262,9 +265,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo = echo_line
     echo(f"recflow: Airflow DAG {DAG_ID} for logical date {logical_date}, then dvc repro")
     echo(f"full log: {shown(log_path)}")
-    env = airflow_env(root, airflow_home)
     try:
-        with log_path.open("w", encoding="utf-8") as log:
+        with (
+            log_path.open("w", encoding="utf-8") as log,
+            loopback_unless_given(params.stores) as store_env,
+        ):
+            # the public store's loopback server (or the caller's): its endpoint and throwaway
+            # credentials reach every task through this process's environment
+            os.environ.update(store_env)
+            env = airflow_env(root, airflow_home)
             if not args.skip_airflow:
                 migrate = run_step(airflow_command("db", "migrate"), cwd=root, env=env, log=log)
                 if migrate.returncode:
@@ -288,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         echo(f"recflow: interrupted; full log: {shown(log_path)}")
         return 130
+    except RecflowError as exc:  # the loopback store server did not start
+        echo(f"error: {exc}")
+        return exc.exit_code
 
     echo("")
     elapsed = duration(time.perf_counter() - started)

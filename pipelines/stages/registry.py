@@ -5,6 +5,9 @@ One list feeds everything that names stages: the ``recflow`` command's subcomman
 in ``plugins/recflow_airflow``), and the checks against ``dvc.yaml``
 (``tests/dags/test_parity.py`` compares commands and edges with DVC's own reading of it).
 
+``COMMANDS`` lists the ``recflow`` commands that are not tasks (``serve``, ``registry``);
+each is a module ``pipelines/commands/<name>.py``.
+
 Each stage is a thin module beside this one, ``pipelines/stages/<name>.py``, run as
 ``python -m pipelines.stages.<name>``; it parses its paths, loads its typed config and calls
 one domain package. Nothing imports a stage module: this registry names them as text.
@@ -160,29 +163,52 @@ STAGES: tuple[StageSpec, ...] = (
         # the gate's verdict on a candidate: a retry would judge the same candidate again
         deterministic_failure=True,
     ),
+    StageSpec(
+        name="register",
+        help="register the gated candidate in the model registry, replicate and promote it",
+        args=(
+            "--params",
+            "params.yaml",
+            "--candidate",
+            "models/candidate",
+            "--lock",
+            "dvc.lock",
+            "--validation",
+            "metrics/validation.json",
+        ),
+        upstream=("evaluate",),
+        # it writes to the object stores, a side effect DVC cannot track; a rerun is a no-op
+        tracked=False,
+    ),
 )
 
 
 @dataclass(frozen=True)
 class CommandSpec:
-    """A command of ``recflow`` that is not a stage of the chain (no DVC stage, no DAG task).
+    """A ``recflow`` command that is not a task of the chain (no DAG task, no DVC stage).
 
     Attributes:
-        name: Subcommand of ``recflow``.
+        name: The subcommand, and its module ``pipelines.commands.<name>``.
         help: One line for ``recflow --help``.
-        module: The module whose ``main`` runs it.
     """
 
     name: str
     help: str
-    module: str
+
+    @property
+    def module(self) -> str:
+        """The module whose ``main`` runs the command."""
+        return f"pipelines.commands.{self.name}"
 
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         name="serve",
         help="serve recommendations over HTTP (an optimized folder or a registry version)",
-        module="pipelines.commands.serve",
+    ),
+    CommandSpec(
+        name="registry",
+        help="model registry: list, show, promote, rollback, history, verify, backup, restore",
     ),
 )
 

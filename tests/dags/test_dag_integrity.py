@@ -27,6 +27,7 @@ EXPECTED_TASKS = [
     "train",
     "optimize",
     "evaluate",
+    "register",
 ]
 HEAVY = ("torch", "pandas", "numpy", "pyarrow", "great_expectations", "evidently")
 

@@ -13,14 +13,16 @@ import datetime as dt
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from pipelines.core.params import load_params
 from pipelines.core.project import interpreter_env
 from pipelines.main_job.airflow_cli import AIRFLOW_HOME, airflow_command, airflow_env
+from pipelines.registry.loopback import loopback_s3
 from tests.integration.project import TINY_OVERRIDES, copy_project
 
 # a failing stage fails the same way on a retry: do not wait out retry delays in tests
@@ -47,13 +49,19 @@ class JobRun:
         return f"exit {self.returncode}\n{self.stdout[-6000:]}\n{self.stderr[-3000:]}"
 
 
-def run_main_job(root: Path, *args: str, timeout: int = 900) -> JobRun:
-    """``python -m pipelines.main_job --no-push <args>`` on the project at ``root``."""
+def run_main_job(
+    root: Path, *args: str, timeout: int = 900, env: dict[str, str] | None = None
+) -> JobRun:
+    """``python -m pipelines.main_job --no-push <args>`` on the project at ``root``.
+
+    ``env`` is added to the job's environment (e.g. a loopback store server's endpoint and
+    credentials, which the job then uses instead of starting its own).
+    """
     started = dt.datetime.now(dt.UTC)
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.main_job", "--root", str(root), "--no-push", *args],
         cwd=root,
-        env=interpreter_env(),
+        env={**interpreter_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -83,6 +91,13 @@ def copy_after_run(project: Path, dest: Path) -> Path:
 def airflow_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git-initialised copy of the project, configured for a small, fast run."""
     return copy_project(tmp_path_factory.mktemp("airflow") / "project", AIRFLOW_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def loopback(airflow_project: Path) -> Iterator[dict[str, str]]:
+    """The public store's loopback S3 server, outliving the runs so tests can read it."""
+    with loopback_s3(load_params(airflow_project / "params.yaml").stores) as server:
+        yield server.env
 
 
 AirflowCli = Callable[..., subprocess.CompletedProcess[str]]

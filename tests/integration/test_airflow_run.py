@@ -75,9 +75,10 @@ def _task_lines(job: JobRun) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def first_run(airflow_project: Path) -> JobRun:
+def first_run(airflow_project: Path, loopback: dict[str, str]) -> JobRun:
     assert load_params(airflow_project / "params.yaml").run.logical_date.isoformat() != RUN_DATE
-    return run_main_job(airflow_project, "--logical-date", RUN_DATE)
+    # the public store's server is the test's, so the replica can be read after the job
+    return run_main_job(airflow_project, "--logical-date", RUN_DATE, env=loopback)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,38 @@ def test_the_job_and_every_task_succeed(
     run, tasks = recorded
     assert run["state"] == "success"
     assert {name: row["state"] for name, row in tasks.items()} == dict.fromkeys(TASKS, "success")
+
+
+def test_the_gated_model_is_registered_replicated_and_promoted(
+    first_run: JobRun,
+    airflow_project: Path,
+    loopback: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipelines.registry import ledger
+    from pipelines.registry.clouds import open_registry
+    from pipelines.registry.promotion import resolve
+    from pipelines.registry.versions import verify_version
+
+    assert first_run.returncode == 0, first_run.failure()
+    for name, value in loopback.items():
+        monkeypatch.setenv(name, value)
+    registry = open_registry(load_params(airflow_project / "params.yaml"), airflow_project)
+    version = resolve(registry, "production", "private")
+    assert resolve(registry, "production", "public") == version
+    assert verify_version(registry.store("public"), version) == []
+    entries = ledger.entries(registry.record)
+    assert [(e.cloud, e.version) for e in entries] == [("private", version), ("public", version)]
+    assert entries[0].change["run"]["dag_id"] == DAG_ID
+    assert entries[0].change["reason"] == "gate verdict pass (bootstrap rule)"
+    assert re.search(
+        rf"success\s+register .* version {version}: production in private, public", first_run.stdout
+    )
+    # the job's console and its full Airflow log never show the store's secret
+    secret = loopback["AWS_SECRET_ACCESS_KEY"]
+    assert secret not in first_run.stdout + first_run.stderr
+    logs = airflow_project / ".airflow" / "logs"
+    assert all(secret not in p.read_text(errors="replace") for p in logs.rglob("*.log"))
 
 
 def test_the_run_is_recorded_with_the_times_it_really_ran(

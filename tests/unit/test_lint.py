@@ -81,6 +81,17 @@ def test_import_contracts_name_every_stage_module(project_root: Path) -> None:
         ),
         ("pipelines/model/extra.py", "import airflow\n", "never imports Airflow"),
         ("plugins/recflow_airflow/extra.py", "import pipelines.gate.rules\n", "sees only core"),
+        (
+            "pipelines/gate/extra.py",
+            "import pipelines.registry.versions\n",
+            "a domain stands only on",
+        ),
+        ("pipelines/registry/extra.py", "import pipelines.commands.registry\n", "a command module"),
+        (
+            "plugins/recflow_airflow/extra.py",
+            "import pipelines.registry.ledger\n",
+            "sees only core",
+        ),
     ],
 )
 def test_a_broken_import_rule_fails_the_lint(

@@ -1,0 +1,135 @@
+"""Replication from the store of record (private) to a replica (public).
+
+A version's objects are copied one by one, each re-hashed on the far side after its upload;
+only when all of them check out is the version's marker written there, so a half-finished
+replication never shows up as a version. Rerunning is idempotent: an object already there with
+the right bytes is left alone, a missing or corrupt one is copied again.
+
+:func:`sync_aliases` rebuilds a replica's aliases from the ledger (the record of every alias
+change), for a replica that lost its state, such as the in-memory loopback server of
+``make run``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.registry import ledger
+from pipelines.registry.aliases import read_alias, write_alias
+from pipelines.registry.clouds import Registry
+from pipelines.registry.errors import ChecksumMismatch, RegistryError
+from pipelines.registry.names import check_cloud, file_key, marker_key
+from pipelines.registry.versions import read_version
+
+log = logging.getLogger("recflow.registry.replication")
+
+
+@dataclass
+class Replication:
+    """What a replication did: objects copied, objects found intact, whether the marker was
+    written."""
+
+    version: str
+    cloud: str
+    copied: list[str] = field(default_factory=list)
+    intact: list[str] = field(default_factory=list)
+    marker_written: bool = False
+
+
+def replicate(registry: Registry, version: str, cloud: str) -> Replication:
+    """Copy ``version`` from the store of record to the replica ``cloud`` and verify it there.
+
+    Raises:
+        PolicyViolation: An object of the version may not cross; nothing was sent.
+        UnknownVersion: The store of record has no such version.
+        ChecksumMismatch: An object does not hash right on either side.
+        StoreError: A store failed; the replica shows no new version.
+    """
+    check_cloud(cloud)
+    source, target = registry.record, registry.store(cloud)
+    if target is source:
+        raise RegistryError(f"{cloud!r} is the store of record: there is nothing to replicate to")
+    parsed = read_version(source, version)
+    # the policy first, for every object, so that a refused one stops the copy before any byte
+    for item in parsed.files:
+        target.policy.check_kind(target.name, target.role, file_key(version, item.path), item.kind)
+    target.policy.check_kind(target.name, target.role, marker_key(version), "version_marker")
+    report = Replication(version, cloud)
+    with tempfile.TemporaryDirectory(prefix="recflow-replicate-") as scratch:
+        for item in parsed.files:
+            key = file_key(version, item.path)
+            info = target.head(key)
+            if (
+                info is not None
+                and info.sha256 == item.sha256
+                and target.rehash(key) == item.sha256
+            ):
+                report.intact.append(item.path)
+                continue
+            local = Path(scratch) / item.sha256
+            if not local.exists():
+                source.download(key, local, item.sha256)
+            target.put_file(key, local, item.kind)
+            far = target.rehash(key)
+            if far != item.sha256:
+                raise ChecksumMismatch(
+                    f"{target.where(key)} hashes to {far[:12]}… after replication, not "
+                    f"{item.sha256[:12]}…; the version's marker was not written"
+                )
+            report.copied.append(item.path)
+    marker, info = source.read(marker_key(version))
+    there = target.head(marker_key(version))
+    if there is None or there.sha256 != info.sha256 or target.rehash(there.key) != info.sha256:
+        target.put_bytes(marker_key(version), marker, "version_marker")
+        report.marker_written = True
+    log.info(
+        "replicated version %s to %r: %d object(s) copied, %d intact%s",
+        version,
+        cloud,
+        len(report.copied),
+        len(report.intact),
+        ", marker written" if report.marker_written else "",
+    )
+    return report
+
+
+def ensure_replicated(registry: Registry, version: str, cloud: str) -> None:
+    """Replicate ``version`` to ``cloud`` unless its marker is there already (then only the
+    marker is checked; :func:`replicate` re-hashes every object)."""
+    if registry.store(cloud).head(marker_key(version)) is None:
+        replicate(registry, version, cloud)
+
+
+def sync_aliases(registry: Registry, cloud: str) -> list[str]:
+    """Make the replica ``cloud``'s aliases what the ledger says they are.
+
+    Each alias of ``cloud`` in the ledger gets its version replicated and its alias object
+    rewritten where it is missing or names another change. This restores recorded state; it
+    adds no ledger entry.
+
+    Returns:
+        The aliases that were restored.
+    """
+    target = registry.store(cloud)
+    latest: dict[str, ledger.LedgerEntry] = {}
+    for entry in ledger.select(ledger.entries(registry.record), cloud=cloud):
+        latest[entry.alias] = entry
+    restored = []
+    for alias, entry in sorted(latest.items()):
+        ensure_replicated(registry, entry.version, cloud)
+        state = read_alias(target, alias)
+        if state is not None and state.change.get("id") == entry.change["id"]:
+            continue
+        write_alias(target, alias, entry.version, entry.change, state)
+        log.info(
+            "restored alias %r in %r to %s from ledger entry %d",
+            alias,
+            cloud,
+            entry.version,
+            entry.seq,
+        )
+        restored.append(alias)
+    return restored
