@@ -5,6 +5,7 @@ The recflow chain for one logical date: the same stage commands as `dvc.yaml`, r
 | task | what it does |
 |---|---|
 | `set_logical_date` | writes the run's date into `params.yaml` (`run.logical_date`) |
+| `pin_production` | pins the production version the gate compares against (from the registry) |
 | `generate` | synthetic clickstream (only used when `ingest.source` is `synthetic`) |
 | `ingest` | the run's immutable raw batch |
 | `validate` | Great Expectations suite; a failing batch is quarantined and stops the run |
@@ -12,6 +13,7 @@ The recflow chain for one logical date: the same stage commands as `dvc.yaml`, r
 | `train` | SASRec under torchrun (DDP), with checkpoints, resume and early stopping |
 | `optimize` | ONNX export, ONNX Runtime (and TensorRT on GPUs) artifacts, parity with PyTorch |
 | `evaluate` | regression gate against the production model; a blocked candidate stops here |
+| `register` | registers the gated model in the private store, replicates it to the public one |
 
 Each stage task asks DVC first: an up-to-date stage is skipped, a changed one runs and is
 recorded in `dvc.lock`, so `dvc repro` afterwards finds nothing to do.

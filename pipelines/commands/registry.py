@@ -32,6 +32,7 @@ from pipelines.registry.backup import backup, open_destination, restore
 from pipelines.registry.clouds import Registry, open_registry
 from pipelines.registry.errors import RegistryError
 from pipelines.registry.names import CLOUDS, check_alias, check_cloud, check_version_id, file_key
+from pipelines.registry.production import PIN_FILE, write_pin
 from pipelines.registry.promotion import promote, rollback
 from pipelines.registry.replication import replicate, sync_aliases
 from pipelines.registry.versions import LINEAGE, list_versions, read_version, verify_version
@@ -248,6 +249,14 @@ def _location(params: Params, root: Path, args: argparse.Namespace) -> Any:
     )
 
 
+def _repin(params: Params, root: Path, args: argparse.Namespace) -> None:
+    """A change of the gate's alias moves the production pin, so DVC judges again."""
+    if (args.alias, args.cloud) != (params.registry.gate_alias, params.registry.gate_cloud):
+        return
+    pin = write_pin(params, root / PIN_FILE, root=root)
+    print(f"production pin {PIN_FILE}: {pin['version']}")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     params = load_params(args.params)
@@ -264,10 +273,12 @@ def _main(argv: Sequence[str] | None) -> int:
             registry, args.version, args.alias, args.cloud, reason=args.reason, actor=actor, at=now
         )
         print(f"ledger entry {entry.seq}: {_entry_line(entry)}" if entry else "nothing changed")
+        _repin(params, root, args)
         return 0
     if args.command == "rollback":
         entry = rollback(registry, args.alias, args.cloud, reason=args.reason, actor=actor, at=now)
         print(f"ledger entry {entry.seq}: {_entry_line(entry)}")
+        _repin(params, root, args)
         return 0
     if args.command == "history":
         return _history(registry, args)

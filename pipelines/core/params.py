@@ -301,7 +301,6 @@ class QualityGate(StrictModel):
 class EvaluateConfig(StrictModel):
     """The ``evaluate`` stage: the regression gate of the candidate against production."""
 
-    production: FilePath = Path("models/production")
     golden_users: int = Field(2000, ge=1)
     quality: QualityGate = QualityGate()
     on_inconclusive: Literal["block", "pass"] = "block"

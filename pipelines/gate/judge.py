@@ -15,7 +15,7 @@ serving runtime), on a fixed golden set of test users. The gate checks, in order
   minimums and, against production, not worse than the allowed drop with bootstrap confidence
   (``pipelines.gate.rules``).
 
-With no production model (``evaluate.production`` does not exist) the bootstrap rule applies:
+With no production model (none is given, or its folder does not exist) the bootstrap rule applies:
 every check but the comparison must pass. ``--out`` receives ``verdict.json``
 (:class:`~pipelines.gate.verdict.Verdict`), ``verdict.schema.json``, ``report.md`` and
 ``report.html`` in every case, the same bytes for the same inputs; the measured latency goes to
@@ -189,14 +189,15 @@ def evaluate(
     production: Path | None = None,
     metrics: Path | None = None,
 ) -> Verdict:
-    """Judge ``candidate`` against ``production`` (default ``cfg.production``); write the verdict.
+    """Judge ``candidate`` against ``production``; write the verdict.
 
     Args:
         cfg: The ``evaluate`` section.
         candidate: The candidate's folder (``model.pt`` and ``optimized/``).
         prepared: The prepare stage's folder (the golden set's users).
         out: Folder for ``verdict.json``, its schema and the reports (replaced as a whole).
-        production: The production model's folder; ``cfg.production`` when not given.
+        production: The production model's folder (``model.pt``, ``optimized/``); None (or
+            a folder without ``optimized/``): there is none, the bootstrap rule applies.
         metrics: Where to write the verdict's numbers and the measured latency for DVC.
 
     Returns:
@@ -206,13 +207,12 @@ def evaluate(
         GateBlocked: The candidate is blocked (after the verdict and report are written).
         InputError: The prepared data is missing or malformed.
     """
-    production = cfg.production if production is None else production
     checks, recommender, histories, targets = _infra_checks(cfg, candidate, prepared)
     log.info("golden set: %d test users", len(targets))
     quality: dict[QualityMetric, float] = {}
     production_quality: dict[QualityMetric, float] = {}
     timing: Timing | None = None
-    bootstrap = not (production / "optimized").exists()
+    bootstrap = production is None or not (production / "optimized").exists()
     if recommender is not None:
         checks += _behaviour_checks(cfg, recommender, histories, _reference(candidate / "model.pt"))
         latency, timing = _latency_check(cfg, recommender, recommender.pad(histories))
@@ -225,11 +225,12 @@ def evaluate(
                 Check(
                     name="quality_vs_production",
                     status="skipped",
-                    detail=f"no production model at {production}: bootstrap rule (every other "
-                    "check must pass, quality must meet its minimums)",
+                    detail=f"no production model ({production or 'none set'}): bootstrap rule "
+                    "(every other check must pass, quality must meet its minimums)",
                 )
             )
         else:
+            assert production is not None
             production_quality, comparisons = _compare(
                 cfg,
                 production,

@@ -101,6 +101,12 @@ def evaluate_figure(root: Path) -> str:
     return f"gate verdict: {m['verdict']}"
 
 
+def pin_figure(root: Path) -> str:
+    """The production version the run's gate compares against."""
+    pin = _json(root / stage_path("pin_production", "--out"))
+    return f"production {pin['version']}" if pin["version"] else "no production yet (bootstrap)"
+
+
 def register_figure(root: Path) -> str:
     """What the ledger of the store of record says the run's registration did."""
     from pipelines.registry import ledger
@@ -119,6 +125,7 @@ def register_figure(root: Path) -> str:
 
 KEY_FIGURES: dict[str, Figure | None] = {
     "set_logical_date": logical_date_figure,
+    "pin_production": pin_figure,
     # the synthetic source's size shows again, per batch, in ingest's figure
     "generate": None,
     "ingest": ingest_figure,

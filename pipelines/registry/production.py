@@ -6,6 +6,8 @@ import logging
 import shutil
 from pathlib import Path
 
+from pipelines.core.errors import InputError
+from pipelines.core.io import write_json
 from pipelines.core.params import Params
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import Registry, open_registry
@@ -13,6 +15,9 @@ from pipelines.registry.stores.base import sha256_of
 from pipelines.registry.versions import Version, fetch_version, read_version
 
 log = logging.getLogger("recflow.registry.production")
+
+# where the chain keeps the production version its gate compares against (see write_pin)
+PIN_FILE = Path("models/production.json")
 
 
 def _intact(folder: Path, version: Version) -> bool:
@@ -70,3 +75,59 @@ def fetch_production(params: Params, cache_dir: Path, *, root: Path) -> Path | N
     """
     registry = open_registry(params, root)
     return fetch_alias(registry, params.registry.gate_alias, params.registry.gate_cloud, cache_dir)
+
+
+def production_pin(params: Params, *, root: Path) -> dict[str, str | None]:
+    """The version the gate's alias names now: ``{"alias", "cloud", "version"}`` (None: none)."""
+    registry = open_registry(params, root)
+    alias, cloud = params.registry.gate_alias, params.registry.gate_cloud
+    state = read_alias(registry.store(cloud), alias)
+    return {"alias": alias, "cloud": cloud, "version": state.version if state else None}
+
+
+def write_pin(params: Params, pin_file: Path, *, root: Path) -> dict[str, str | None]:
+    """Pin the gate's production version in ``pin_file`` (same bytes while it is unchanged).
+
+    The evaluate stage depends on this file in ``dvc.yaml``: a new production version makes
+    DVC judge the candidate again, and a run judges against exactly the pinned version even
+    if the alias moves while it runs (the run's own promotion, for one).
+    """
+    pin = production_pin(params, root=root)
+    write_json(pin_file, pin)
+    return pin
+
+
+def fetch_pinned(params: Params, pin_file: Path, cache_dir: Path, *, root: Path) -> Path | None:
+    """The production folder ``pin_file`` names, fetched and verified; None: none is pinned.
+
+    Raises:
+        InputError: The pin file is missing or malformed.
+        UnknownVersion, ChecksumMismatch, ObjectMissing: The pinned version is not in the
+            store, or is corrupt there.
+    """
+    import json
+
+    try:
+        pin = json.loads(pin_file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(
+            f"production pin {pin_file} not found (recflow pin_production writes it)"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"production pin {pin_file} is not readable JSON: {exc}") from exc
+    if not isinstance(pin, dict) or not {"cloud", "version"} <= set(pin):
+        raise InputError(f"production pin {pin_file} lacks 'cloud' or 'version'")
+    if pin["version"] is None:
+        return None
+    registry = open_registry(params, root)
+    store = registry.store(str(pin["cloud"]))
+    version = read_version(store, str(pin["version"]))
+    folder = cache_dir / version.id
+    if folder.is_dir() and _intact(folder, version):
+        log.info("production %s: verified cached copy %s", version.id, folder)
+        return folder
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    fetch_version(store, version, folder)
+    log.info("production %s: fetched and verified into %s", version.id, folder)
+    return folder

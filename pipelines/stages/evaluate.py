@@ -17,6 +17,7 @@ from pathlib import Path
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.params import load_params
 from pipelines.gate.judge import evaluate
+from pipelines.registry.production import fetch_pinned
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -24,16 +25,30 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--candidate", type=Path, default=Path("models/candidate"))
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     parser.add_argument("--out", type=Path, default=Path("models/candidate/evaluation"))
-    parser.add_argument("--production", type=Path, default=None, help="overrides params")
+    parser.add_argument(
+        "--production-pin",
+        type=Path,
+        default=Path("models/production.json"),
+        help="the pinned production version (default: models/production.json)",
+    )
+    parser.add_argument(
+        "--production", type=Path, default=None, help="a production folder instead of the pin"
+    )
     parser.add_argument("--metrics", type=Path, default=None, help="verdict metrics JSON")
     args = parser.parse_args(argv)
-    cfg = load_params(args.params).evaluate
+    params = load_params(args.params)
+    root = args.params.resolve().parent
+    production = args.production
+    if production is None:
+        production = fetch_pinned(
+            params, args.production_pin, root / params.registry.cache, root=root
+        )
     evaluate(
-        cfg,
+        params.evaluate,
         args.candidate,
         args.prepared,
         args.out,
-        production=args.production,
+        production=production,
         metrics=args.metrics,
     )
     return 0

@@ -68,6 +68,14 @@ STAGES: tuple[StageSpec, ...] = (
         tracked=False,
     ),
     StageSpec(
+        name="pin_production",
+        help="pin the production version the gate compares against (from the registry)",
+        args=("--params", "params.yaml", "--out", "models/production.json"),
+        upstream=("set_logical_date",),
+        # it reads the registry, which DVC cannot track; evaluate depends on the file it writes
+        tracked=False,
+    ),
+    StageSpec(
         name="generate",
         help="generate the synthetic clickstream (embedded default)",
         args=("--params", "params.yaml", "--out", "data/source/synthetic"),
@@ -158,8 +166,10 @@ STAGES: tuple[StageSpec, ...] = (
             "models/candidate/evaluation",
             "--metrics",
             "metrics/evaluate.json",
+            "--production-pin",
+            "models/production.json",
         ),
-        upstream=("optimize", "train", "prepare"),
+        upstream=("optimize", "train", "prepare", "pin_production"),
         # the gate's verdict on a candidate: a retry would judge the same candidate again
         deterministic_failure=True,
     ),

@@ -20,6 +20,7 @@ from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES
 DAG_ID = "recsys_retrain"
 EXPECTED_TASKS = [
     "set_logical_date",
+    "pin_production",
     "generate",
     "ingest",
     "validate",

@@ -245,15 +245,31 @@ def test_dvc_record_matches_dvc_repro(first_run: JobRun, airflow_project: Path) 
     assert "Running stage" not in dry.stdout, dry.stdout
 
 
-def test_second_run_finds_every_stage_up_to_date(first_run: JobRun, airflow_project: Path) -> None:
+def test_second_run_judges_the_candidate_against_the_first_runs_production(
+    first_run: JobRun, airflow_project: Path
+) -> None:
+    """The first run promoted its model; the second pins it as production: the gate judges the
+    candidate again against it (no bootstrap), and every other stage is up to date."""
     assert first_run.returncode == 0, first_run.failure()
-    lock_before = (airflow_project / "dvc.lock").read_bytes()
+    lock_before = yaml.safe_load((airflow_project / "dvc.lock").read_text())["stages"]
     again = run_main_job(airflow_project, "--logical-date", RUN_DATE)
     assert again.returncode == 0, again.failure()
+    pin = json.loads((airflow_project / "models" / "production.json").read_text())
+    assert pin["version"] and pin["cloud"] == "private"
     ended = {task: rest for state, task, rest in _task_lines(again) if state == "success"}
+    assert ended["pin_production"].endswith(f"production {pin['version']}")
     for stage in DVC_STAGES:
-        assert ended[stage].endswith("(up to date)"), (stage, ended[stage])
-    assert (airflow_project / "dvc.lock").read_bytes() == lock_before
+        up_to_date = ended[stage].endswith("(up to date)")
+        assert up_to_date == (stage != "evaluate"), (stage, ended[stage])
+    verdict = json.loads(
+        (airflow_project / "models" / "candidate" / "evaluation" / "verdict.json").read_text()
+    )
+    assert verdict["bootstrap"] is False and verdict["outcome"] == "pass"
+    assert pin["version"] in verdict["production"]["path"]
+    lock_after = yaml.safe_load((airflow_project / "dvc.lock").read_text())["stages"]
+    assert {s: v for s, v in lock_after.items() if s != "evaluate"} == {
+        s: v for s, v in lock_before.items() if s != "evaluate"
+    }
 
 
 @pytest.fixture(scope="module")

@@ -102,8 +102,8 @@ def test_wrong_type_is_an_error_naming_the_key(tmp_path: Path) -> None:
         ("optimize: {parity: {thresholds: {fp32: 0.1}}}", "optimize.parity.thresholds.fp32: Input"),
         ("evaluate: {quality: {min_absolute: {ndcg@10: low}}}", "evaluate.quality.min_absolute"),
         (
-            'evaluate: {production: ""}',
-            "evaluate.production: Value error, a path must not be empty",
+            'registry: {cache: ""}',
+            "registry.cache: Value error, a path must not be empty",
         ),
         ("validate: {min_rowz: 3}", "validate.min_rowz: unknown key"),
         ("train: {drift: {category_shift: 0.1}}", "train.drift: unknown key"),
@@ -126,7 +126,7 @@ def test_conversions_that_are_allowed(tmp_path: Path) -> None:
         "run: {logical_date: 2026-11-22}\n"  # unquoted: YAML makes it a date
         "validate: {min_timestamp: '1999-12-31', price_max: 500}\n"  # an int for a float
         "optimize: {latency: {batches: [1, 8]}, ship_order: [onnxruntime-fp32]}\n"
-        "evaluate: {production: models/prod}\n",
+        "registry: {cache: stores/other-cache}\n",
         encoding="utf-8",
     )
     params = load_params(path)
@@ -135,7 +135,7 @@ def test_conversions_that_are_allowed(tmp_path: Path) -> None:
     assert params.validate_.price_max == 500.0 and isinstance(params.validate_.price_max, float)
     assert params.optimize.latency.batches == (1, 8)
     assert params.optimize.ship_order == ("onnxruntime-fp32",)
-    assert params.evaluate.production == Path("models/prod")
+    assert params.registry.cache == Path("stores/other-cache")
 
 
 def test_overrides_are_as_strict_as_the_file(project_root: Path) -> None:

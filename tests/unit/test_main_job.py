@@ -310,6 +310,10 @@ def ran(tmp_path: Path) -> Path:
     """A project folder holding what the stages write, in the shape they write it."""
     (tmp_path / "params.yaml").write_text('run:\n  logical_date: "2026-11-22"\n')
     _write_json(
+        tmp_path / stage_path("pin_production", "--out"),
+        {"alias": "production", "cloud": "private", "version": "0123456789abcdef"},
+    )
+    _write_json(
         tmp_path / stage_path("ingest", "--out", "2026-11-22", "manifest.json"),
         {"rows": 366914, "users": 5096, "items": 2000, "logical_date": "2026-11-22"},
     )
@@ -352,6 +356,7 @@ def ran(tmp_path: Path) -> Path:
 def test_key_figures_come_from_the_files_the_stages_wrote(ran: Path) -> None:
     assert {spec.name: key_figure(spec.name, ran) for spec in STAGES} == {
         "set_logical_date": "run.logical_date 2026-11-22",
+        "pin_production": "production 0123456789abcdef",
         "generate": None,
         "ingest": "366,914 events, 5,096 users, 2,000 items",
         "validate": "366,914 rows accepted (43/43 expectations)",
@@ -359,6 +364,8 @@ def test_key_figures_come_from_the_files_the_stages_wrote(ran: Path) -> None:
         "train": "19 epochs, test NDCG@10 0.4998 vs transition 0.5046",
         "optimize": "ships onnxruntime-fp32, 3.0x torch eager at batch 1",
         "evaluate": "gate verdict: pass",
+        # an empty private store (file:stores/private under the folder): nothing promoted
+        "register": "registered; no alias changed (a blocked candidate is never promoted)",
     }
 
 
