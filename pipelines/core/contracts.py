@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from pipelines.core.errors import InputError
 from pipelines.core.io import write_json, write_text
 
 SCHEMA_SUFFIX = ".schema.json"
@@ -79,6 +80,37 @@ def parse_contract(text: str | bytes, model: type[C]) -> C:
                 f"schema version {found!r}, but this code reads {_versions(expected)}"
             ) from exc
         raise ValueError(problems(exc)) from exc
+
+
+def read_contract(
+    path: Path,
+    model: type[C],
+    what: str,
+    *,
+    stage: str,
+    error: type[InputError] = InputError,
+) -> C:
+    """The contract in the file ``path``, checked against ``model``.
+
+    Args:
+        path: The JSON file.
+        model: Its contract.
+        what: What it is, for messages ("gate verdict").
+        stage: The stage that writes it, for the message when it is missing.
+        error: The error to raise (a subclass of ``InputError``).
+
+    Raises:
+        InputError: (or ``error``) It is missing, unreadable, of another schema version, or
+            does not match ``model``; the message names the file and the fields.
+    """
+    if not path.is_file():
+        raise error(f"{path} not found (run the {stage} stage first)")
+    try:
+        return parse_contract(path.read_bytes(), model)
+    except OSError as exc:
+        raise error(f"{path} is not readable: {exc}") from exc
+    except ValueError as exc:
+        raise error(f"{path} is not a valid {what}: {exc}") from exc
 
 
 def _version_of(text: str | bytes) -> object:

@@ -260,6 +260,18 @@ class LatencyConfig(StrictModel):
     settle_s: float = Field(0.2, ge=0.0, le=5.0)  # pause before each turn (idle threads stop)
 
 
+# serving artifacts, best first: exact GPU engines, then the CPU ones (fp32 before INT8)
+SHIP_ORDER: tuple[str, ...] = (
+    "tensorrt-fp16",
+    "tensorrt-bf16",
+    "tensorrt-int8",
+    "torch-compile-bf16",
+    "torch-compile-fp16",
+    "onnxruntime-fp32",
+    "onnxruntime-int8",
+)
+
+
 class OptimizeConfig(StrictModel):
     """The ``optimize`` stage: ONNX export, runtime artifacts, parity and latency."""
 
@@ -269,15 +281,7 @@ class OptimizeConfig(StrictModel):
     threads: int | None = Field(2, ge=1)
     onnxruntime_int8: bool = True
     # the first artifact of this list that passes parity is the one serving uses
-    ship_order: Items[str] = (
-        "tensorrt-fp16",
-        "tensorrt-bf16",
-        "tensorrt-int8",
-        "torch-compile-bf16",
-        "torch-compile-fp16",
-        "onnxruntime-fp32",
-        "onnxruntime-int8",
-    )
+    ship_order: Items[str] = SHIP_ORDER
     parity: ParityConfig = ParityConfig()
     latency: LatencyConfig = LatencyConfig()
     tensorrt: TensorRTConfig = TensorRTConfig()

@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final, Literal
 
-from pipelines.core.contracts import Contract, parse_contract, write_contract
-from pipelines.core.errors import InputError
+from pipelines.core.contracts import Contract, read_contract, write_contract
 
 VERDICT = "verdict.json"
 VERDICT_VERSION: Final = 1
@@ -112,12 +111,4 @@ def read_verdict(folder: Path) -> Verdict:
     Raises:
         InputError: It is missing, unreadable, or does not match :class:`Verdict`.
     """
-    path = folder / VERDICT
-    if not path.is_file():
-        raise InputError(f"{path} not found (run the evaluate stage first)")
-    try:
-        return parse_contract(path.read_bytes(), Verdict)
-    except OSError as exc:
-        raise InputError(f"{path} is not readable: {exc}") from exc
-    except ValueError as exc:
-        raise InputError(f"{path} is not a valid gate verdict: {exc}") from exc
+    return read_contract(folder / VERDICT, Verdict, "gate verdict", stage="evaluate")

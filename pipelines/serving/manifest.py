@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field
 
-from pipelines.core.contracts import Contract, parse_contract, write_contract
+from pipelines.core.contracts import Contract, read_contract, write_contract
 from pipelines.core.errors import InputError
 from pipelines.core.io import sha256_file
 
@@ -193,15 +193,13 @@ def read_manifest(folder: Path) -> ArtifactManifest:
         ArtifactError: It is missing, not JSON, of another schema version, or does not
             match :class:`ArtifactManifest` (the message names the fields).
     """
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"{path} not found (run the optimize stage first)")
-    try:
-        return parse_contract(path.read_bytes(), ArtifactManifest)
-    except OSError as exc:
-        raise ArtifactError(f"{path} is not readable: {exc}") from exc
-    except ValueError as exc:
-        raise ArtifactError(f"{path} is not a valid artifact manifest: {exc}") from exc
+    return read_contract(
+        folder / MANIFEST,
+        ArtifactManifest,
+        "artifact manifest",
+        stage="optimize",
+        error=ArtifactError,
+    )
 
 
 def verify_file(folder: Path, entry: Artifact) -> Path:

@@ -131,7 +131,7 @@ def test_invalid_metrics_are_refused_naming_the_field(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(
         json.dumps({"schema_version": 1, "best_epoch": "3", "test": {"hr@10": 0.5}})
     )
-    with pytest.raises(InputError, match="not valid training metrics") as info:
+    with pytest.raises(InputError, match="not a valid training metrics document") as info:
         read_training_metrics(tmp_path)
     message = str(info.value)
     assert "best_epoch: Input should be a valid integer" in message

@@ -290,7 +290,7 @@ def test_recflow_serve_is_a_command_with_clear_start_up_errors(
     from pipelines import cli
     from tests.serving.live import PROJECT_ROOT, write_params
 
-    assert "serve" in cli._modules() and cli._modules()["serve"] == "pipelines.commands.serve"
+    assert cli._entries()["serve"] == "pipelines.commands.serve"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECFLOW_")}
     params = write_params(tmp_path)
     base = [sys.executable, "-m", "pipelines.cli", "serve", "--params", str(params)]

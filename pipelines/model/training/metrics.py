@@ -11,8 +11,7 @@ from typing import Final, Literal
 
 from pydantic import ConfigDict, Field
 
-from pipelines.core.contracts import Contract, parse_contract
-from pipelines.core.errors import InputError
+from pipelines.core.contracts import Contract, read_contract
 
 METRICS = "metrics.json"
 TRAINING_METRICS_VERSION: Final = 1
@@ -66,12 +65,6 @@ def read_training_metrics(folder: Path) -> TrainingMetrics:
     Raises:
         InputError: They are missing, unreadable, or do not match :class:`TrainingMetrics`.
     """
-    path = folder / METRICS
-    if not path.is_file():
-        raise InputError(f"{path} not found (run the train stage first)")
-    try:
-        return parse_contract(path.read_bytes(), TrainingMetrics)
-    except OSError as exc:
-        raise InputError(f"{path} is not readable: {exc}") from exc
-    except ValueError as exc:
-        raise InputError(f"{path} is not valid training metrics: {exc}") from exc
+    return read_contract(
+        folder / METRICS, TrainingMetrics, "training metrics document", stage="train"
+    )

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.core.params import SHIP_ORDER
 from pipelines.serving.backends.selection import Capabilities
 from pipelines.serving.items import ItemTable
 from pipelines.serving.manifest import ArtifactError, ArtifactManifest, read_manifest
@@ -24,16 +25,8 @@ from pipelines.serving.runtime import Recommender
 
 log = logging.getLogger("recflow.serve")
 
-# best first, where the machine can run them
-PREFERENCE = (
-    "tensorrt-fp16",
-    "tensorrt-bf16",
-    "tensorrt-int8",
-    "torch-compile-bf16",
-    "torch-compile-fp16",
-    "onnxruntime-fp32",
-    "onnxruntime-int8",
-)
+# best first, where the machine can run them: the optimize stage's default ship order
+PREFERENCE = SHIP_ORDER
 
 
 def runs_here(entry: dict[str, Any], caps: Capabilities | None) -> bool:
