@@ -438,6 +438,8 @@ class ServeConfig(StrictModel):
 ObjectKind = Literal[
     "model",
     "artifact",
+    # what the model's item indices mean in the catalog: item ids, categories, prices, popularity
+    "item_table",
     "manifest",
     "metrics",
     "verdict",
@@ -547,6 +549,7 @@ class CrossingConfig(StrictModel):
     allow: Items[ObjectKind] = (
         "model",
         "artifact",
+        "item_table",
         "manifest",
         "metrics",
         "verdict",

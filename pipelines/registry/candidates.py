@@ -39,10 +39,12 @@ def classify(path: str) -> str | None:
         return None  # resume snapshots and dotfiles are the trainer's, not the model's
     if path == "model.pt":
         return "model"
-    if path in ("metrics.json", "history.jsonl") or top == "plots":
+    if path in ("metrics.json", "metrics.schema.json", "history.jsonl") or top == "plots":
         return "metrics"
     if path == "optimized/manifest.json":
         return "manifest"
+    if path == "optimized/items.parquet":
+        return "item_table"
     if top == "optimized":
         return "artifact"
     if path == "evaluation/verdict.json":

@@ -25,6 +25,10 @@ from pipelines.core.params import NEVER_CROSS, CrossingConfig, ObjectKind
 from pipelines.registry.errors import PolicyViolation
 
 KINDS: frozenset[str] = frozenset(get_args(ObjectKind))
+# the columns of a served bundle's item table (pipelines/serving/items.py): catalog facts only
+ITEM_TABLE_COLUMNS = frozenset(
+    {"item_idx", "item_id", "category", "price", "popularity_rank", "popularity"}
+)
 PSEUDONYM = re.compile(r"anon-[0-9a-f]{24}")
 _PARQUET_MAGIC = b"PAR1"
 _JSON_LIMIT = 64 * 2**20  # larger JSON documents are not models' metadata: refused on a replica
@@ -142,11 +146,31 @@ class CrossingPolicy:
         refused = f"refused to write {key} ({kind}) to store {store!r} (a replica): "
         head = payload[:4] if isinstance(payload, bytes) else _head(payload)
         if head == _PARQUET_MAGIC:
+            if kind == "item_table":
+                self._check_item_table(refused, payload)
+                return
             raise PolicyViolation(
                 refused + "it is a Parquet data file, and event data never leaves the private cloud"
             )
         if key.endswith(".json"):
             self._check_json(refused, payload)
+
+    def _check_item_table(self, refused: str, payload: bytes | Path) -> None:
+        """An item table crosses only with the catalog columns it is made of, nothing else."""
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        source = pa.BufferReader(payload) if isinstance(payload, bytes) else str(payload)
+        try:
+            columns = set(pq.read_schema(source).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise PolicyViolation(refused + f"its Parquet schema is unreadable: {exc}") from exc
+        extra = sorted(columns - ITEM_TABLE_COLUMNS)
+        if extra:
+            raise PolicyViolation(
+                refused + f"an item table holds only catalog columns, not {', '.join(extra)}"
+            )
 
     def _check_json(self, refused: str, payload: bytes | Path) -> None:
         size = len(payload) if isinstance(payload, bytes) else payload.stat().st_size

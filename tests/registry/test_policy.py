@@ -74,6 +74,35 @@ def test_a_parquet_file_never_crosses_whatever_kind_it_claims(
     assert sent == [] and _bucket_keys(s3_endpoint, bucket) == []
 
 
+def test_an_item_table_crosses_only_with_catalog_columns(
+    registry: Registry, tmp_path: Path, s3_endpoint: str, bucket: str
+) -> None:
+    from pipelines.serving.items import ITEMS_FILE
+
+    public = registry.store("public")
+    assert isinstance(public, S3Store)
+    key = f"versions/0123456789abcdef/files/optimized/{ITEMS_FILE}"
+    disguised = tmp_path / "disguised.parquet"
+    pq.write_table(pa.table({"item_idx": [1], "item_id": ["i1"], "user_id": ["u1"]}), disguised)
+    sent = _requests(public)
+    with pytest.raises(PolicyViolation, match="only catalog columns, not user_id"):
+        public.put_file(key, disguised, "item_table")
+    assert sent == [] and _bucket_keys(s3_endpoint, bucket) == []
+    catalog = tmp_path / ITEMS_FILE
+    columns = {
+        "item_idx": [1],
+        "item_id": ["i1"],
+        "category": ["c1"],
+        "price": [9.5],
+        "popularity_rank": [1],
+        "popularity": [3],
+    }
+    pq.write_table(pa.table(columns), catalog)
+    public.put_file(key, catalog, "item_table")
+    (stored,) = _bucket_keys(s3_endpoint, bucket)
+    assert stored.endswith(key)
+
+
 def test_raw_user_ids_in_a_report_are_refused_pseudonyms_pass(
     registry: Registry, s3_endpoint: str, bucket: str
 ) -> None:
