@@ -152,7 +152,8 @@ def plan(candidate: Path, pseudonym_key: Callable[[], bytes], id_fields: tuple[s
             continue
         check_key(rel)
         with open(path, "rb") as handle:
-            if handle.read(4) == _PARQUET_MAGIC:
+            # the item table is catalog facts the served model needs; any other Parquet is data
+            if handle.read(4) == _PARQUET_MAGIC and kind != "item_table":
                 raise InputError(
                     f"candidate file {rel} is a Parquet data file: data is not a model"
                 )
