@@ -1,0 +1,332 @@
+"""Traffic replay: held-out sessions sent as users to a fleet, at a rate and a concurrency,
+bounded in requests and in time, to loopback endpoints only.
+
+Requests are paced open-loop (request ``i`` is due ``i / rate`` seconds after the start, as a
+user population would send them, not as fast as the answers come back), at most
+``concurrency`` in flight, spread round-robin over the endpoints as a load balancer would. Each
+answer is checked (items present, scores finite, at most ``k``) and tallied by the model version
+and arm that answered it: requests, hits of the session's true next item, fallbacks, malformed
+answers. A rollout reads its canary's online metric from these tallies; the load tests and, later,
+drift monitoring use the same replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+
+from pipelines.core.errors import InputError
+from pipelines.rollout.sessions import HeldOut
+
+_DECODE = msgspec.json.Decoder().decode
+
+
+def check_loopback(url: str) -> str:
+    """``url`` without a trailing slash if it is ``http://`` on a loopback address.
+
+    Raises:
+        InputError: It is not http, or its host is not a loopback address (the replay never
+            sends load anywhere else).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or not host:
+        raise InputError(f"endpoint {url[:200]!r} is not an http://host:port URL")
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if not loopback:
+        raise InputError(
+            f"endpoint {url[:200]!r} is not on a loopback address: the replay sends load only to "
+            "127.0.0.1, ::1 or localhost"
+        )
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """How a replay sends its requests.
+
+    Attributes:
+        rate: Requests per second (paced open-loop).
+        concurrency: Requests in flight at most.
+        max_requests: Requests sent at most.
+        max_s: Seconds of sending at most (requests in flight then finish or time out).
+        k: Items asked for.
+        timeout_s: Per request.
+    """
+
+    rate: float
+    concurrency: int
+    max_requests: int
+    max_s: float
+    k: int = 10
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not (self.rate > 0 and math.isfinite(self.rate)):
+            raise InputError(f"replay rate must be a positive number, not {self.rate}")
+        for name in ("concurrency", "max_requests", "k"):
+            if getattr(self, name) < 1:
+                raise InputError(f"replay {name} must be at least 1, not {getattr(self, name)}")
+        if not self.max_s > 0 or not self.timeout_s > 0:
+            raise InputError("replay max_s and timeout_s must be positive")
+
+
+@dataclass
+class ArmTally:
+    """What one model version answered in one arm."""
+
+    answered: int = 0
+    hits: int = 0
+    popularity_hits: int = 0
+    fallbacks: int = 0
+    invalid: int = 0
+
+    def add(self, other: ArmTally) -> None:
+        self.answered += other.answered
+        self.hits += other.hits
+        self.popularity_hits += other.popularity_hits
+        self.fallbacks += other.fallbacks
+        self.invalid += other.invalid
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "answered": self.answered,
+            "hits": self.hits,
+            "popularity_hits": self.popularity_hits,
+            "fallbacks": self.fallbacks,
+            "invalid": self.invalid,
+        }
+
+
+@dataclass
+class ReplayReport:
+    """What a replay sent and got back.
+
+    Attributes:
+        sent: Requests sent.
+        errors: Requests without a valid answer, by kind (``http 503``, ``ReadTimeout``,
+            ``invalid answer``).
+        arms: Tallies by ``(version, arm)`` of the answers (valid or not).
+        latencies_ms: Client-side latency of each request that got an HTTP answer.
+        seconds: Wall time of the replay.
+        stopped: Why it stopped: ``requests``, ``time`` or ``condition``.
+    """
+
+    sent: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    arms: dict[tuple[str, str], ArmTally] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: str = ""
+
+    def tally(self, version: str, arm: str) -> ArmTally:
+        """The tally of ``version`` in ``arm`` (empty if it answered nothing)."""
+        return self.arms.get((version, arm), ArmTally())
+
+    @property
+    def answered(self) -> int:
+        """Requests that got a valid answer."""
+        return self.sent - sum(self.errors.values())
+
+    @property
+    def hits(self) -> int:
+        return sum(t.hits for t in self.arms.values())
+
+    @property
+    def popularity_hits(self) -> int:
+        return sum(t.popularity_hits for t in self.arms.values())
+
+    def latency_ms(self, q: float) -> float | None:
+        """The ``q`` quantile of the client-side latency (None without answers)."""
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+    def merge(self, other: ReplayReport) -> ReplayReport:
+        """This report and ``other`` as one (a step's window held for another round)."""
+        merged = ReplayReport(
+            sent=self.sent + other.sent,
+            errors=self.errors + other.errors,
+            latencies_ms=self.latencies_ms + other.latencies_ms,
+            seconds=self.seconds + other.seconds,
+            stopped=other.stopped,
+        )
+        for source in (self, other):
+            for key, tally in source.arms.items():
+                merged.arms.setdefault(key, ArmTally()).add(tally)
+        return merged
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary (the arms keyed ``version/arm``)."""
+        sent = max(self.sent, 1)
+        return {
+            "sent": self.sent,
+            "answered": self.answered,
+            "errors": dict(self.errors),
+            "error_rate": sum(self.errors.values()) / sent,
+            "hit_rate": self.hits / max(self.answered, 1),
+            "popularity_hit_rate": self.popularity_hits / max(self.answered, 1),
+            "latency_ms": {"p50": self.latency_ms(0.5), "p99": self.latency_ms(0.99)},
+            "seconds": round(self.seconds, 3),
+            "rate": self.sent / self.seconds if self.seconds else None,
+            "stopped": self.stopped,
+            "arms": {f"{v}/{a}": t.to_json() for (v, a), t in sorted(self.arms.items())},
+        }
+
+
+def _valid(body: Any, k: int) -> tuple[str, str, list[str], bool] | None:
+    """``(version, arm, item ids, fallback)`` of a well-formed answer, else None."""
+    if not isinstance(body, dict):
+        return None
+    items = body.get("items")
+    version, arm = body.get("model_version"), body.get("arm")
+    if not isinstance(version, str) or not isinstance(arm, str) or not isinstance(items, list):
+        return None
+    if not items or len(items) > k:
+        return None
+    ids = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("item_id"), str):
+            return None
+        score = item.get("score")
+        if not isinstance(score, int | float) or not math.isfinite(score):
+            return None  # a NaN score reaches JSON as null
+        ids.append(item["item_id"])
+    return version, arm, ids, bool(body.get("fallback"))
+
+
+async def _replay(
+    endpoints: Sequence[str],
+    held_out: HeldOut,
+    token: str,
+    settings: ReplaySettings,
+    until: Callable[[ReplayReport], bool] | None,
+    offset: int,
+) -> ReplayReport:
+    report = ReplayReport()
+    sessions = held_out.sessions
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    limits = httpx.Limits(
+        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+    )
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(settings.concurrency)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(client: httpx.AsyncClient, index: int) -> None:
+        session = sessions[(offset + index) % len(sessions)]
+        url = f"{endpoints[index % len(endpoints)]}/recommend"
+        body = {"user_id": session.user_id, "history": list(session.history), "k": settings.k}
+        started = time.perf_counter()
+        try:
+            answer = await client.post(url, content=msgspec.json.encode(body), headers=headers)
+        except httpx.HTTPError as exc:
+            report.errors[type(exc).__name__] += 1
+            return
+        finally:
+            slots.release()
+        report.latencies_ms.append((time.perf_counter() - started) * 1000)
+        if answer.status_code != 200:
+            report.errors[f"http {answer.status_code}"] += 1
+            return
+        try:
+            parsed = _valid(_DECODE(answer.content), settings.k)
+        except msgspec.DecodeError:
+            parsed = None
+        if parsed is None:
+            report.errors["invalid answer"] += 1
+            version = arm = "unknown"
+            try:
+                raw = _DECODE(answer.content)
+                version = str(raw.get("model_version", "unknown"))
+                arm = str(raw.get("arm", "unknown"))
+            except (msgspec.DecodeError, AttributeError):
+                pass
+            report.arms.setdefault((version, arm), ArmTally()).invalid += 1
+            return
+        version, arm, ids, fallback = parsed
+        tally = report.arms.setdefault((version, arm), ArmTally())
+        tally.answered += 1
+        tally.hits += session.next_item in ids
+        tally.popularity_hits += held_out.popularity_hit(session, settings.k)
+        tally.fallbacks += fallback
+
+    started = loop.time()
+    async with httpx.AsyncClient(limits=limits, timeout=settings.timeout_s) as client:
+        report.stopped = "requests"
+        for index in range(settings.max_requests):
+            if until is not None and until(report):
+                report.stopped = "condition"
+                break
+            due = started + index / settings.rate
+            if due - started >= settings.max_s:
+                report.stopped = "time"
+                break
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await slots.acquire()
+            if loop.time() - started >= settings.max_s:
+                slots.release()
+                report.stopped = "time"
+                break
+            report.sent += 1
+            task = loop.create_task(one(client, index))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.gather(*pending)
+    report.seconds = loop.time() - started
+    return report
+
+
+def replay(
+    endpoints: Sequence[str],
+    held_out: HeldOut,
+    token: str,
+    settings: ReplaySettings,
+    *,
+    until: Callable[[ReplayReport], bool] | None = None,
+    offset: int = 0,
+) -> ReplayReport:
+    """Replay ``held_out``'s sessions against ``endpoints`` (round-robin).
+
+    Args:
+        endpoints: Base URLs of the servers (``http://127.0.0.1:PORT``), loopback only.
+        held_out: The sessions, in replay order (repeated from the start if there are fewer
+            than ``settings.max_requests``).
+        token: A client token.
+        settings: Rate, concurrency and bounds.
+        until: Checked before each request: True stops the replay early (a canary arm that
+            has enough answers, a rollback asked for).
+        offset: The session the replay starts with (the next window goes on where the last
+            stopped, so that a held window sees new users).
+
+    Returns:
+        The report.
+
+    Raises:
+        InputError: An endpoint is not on loopback, there is none, or there are no sessions.
+    """
+    urls = [check_loopback(url) for url in endpoints]
+    if not urls:
+        raise InputError("the replay needs at least one endpoint")
+    if not held_out.sessions:
+        raise InputError("there are no sessions to replay")
+    return asyncio.run(_replay(urls, held_out, token, settings, until, offset))
