@@ -271,9 +271,6 @@ async def _replay(
     async with httpx.AsyncClient(limits=limits, timeout=settings.timeout_s) as client:
         report.stopped = "requests"
         for index in range(settings.max_requests):
-            if until is not None and until(report):
-                report.stopped = "condition"
-                break
             due = started + index / settings.rate
             if due - started >= settings.max_s:
                 report.stopped = "time"
@@ -282,6 +279,11 @@ async def _replay(
             if delay > 0:
                 await asyncio.sleep(delay)
             await slots.acquire()
+            # asked once a slot is free: every answer but the ones still in flight is counted
+            if until is not None and until(report):
+                slots.release()
+                report.stopped = "condition"
+                break
             if loop.time() - started >= settings.max_s:
                 slots.release()
                 report.stopped = "time"
@@ -313,8 +315,8 @@ def replay(
             than ``settings.max_requests``).
         token: A client token.
         settings: Rate, concurrency and bounds.
-        until: Checked before each request: True stops the replay early (a canary arm that
-            has enough answers, a rollback asked for).
+        until: Checked before each request, once a slot is free: True stops the replay early
+            (a canary arm that has enough answers, a rollback asked for).
         offset: The session the replay starts with (the next window goes on where the last
             stopped, so that a held window sees new users).
 

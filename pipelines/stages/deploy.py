@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.core.cli import run_cli, stage_parser
-from pipelines.core.errors import InputError
+from pipelines.core.errors import InputError, RecflowError
 from pipelines.core.params import load_params
 from pipelines.registry import lineage
 from pipelines.registry.aliases import read_alias
@@ -60,7 +60,7 @@ def _context(params_file: Path, prepared: Path) -> Context:
 def _version(text: str) -> str:
     try:
         return check_version_id(text)
-    except InputError as exc:
+    except RecflowError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 

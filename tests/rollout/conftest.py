@@ -96,7 +96,14 @@ class Project:
         shutil.copytree(optimized, folder / "optimized")
         shutil.copy(self.model, folder / "model.pt")
         (folder / "evaluation").mkdir()
-        verdict = {"verdict": "pass", "blocked": False, "bootstrap": False, "name": name}
+        # "outcome" is the gate's contract; "verdict" what the registry read before it
+        verdict = {
+            "outcome": "pass",
+            "verdict": "pass",
+            "blocked": False,
+            "bootstrap": False,
+            "name": name,
+        }
         (folder / "evaluation" / "verdict.json").write_text(json.dumps(verdict))
         (folder / "metrics.json").write_text("{}")
         done = publish(self.registry(), folder, {"format": 1, "name": name}, actor="t", at=AT)

@@ -125,9 +125,15 @@ class LocalFleet:
                         f"{self.cloud} server {url} exited ({process.returncode}) before it was "
                         f"ready: {processes.tail(log_file, 1500)}"
                     )
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    answer = httpx.get(f"{url}/readyz", timeout=2.0)
+                    if answer.status_code == 200:
                         waiting.remove(item)
+                        continue
+                    # a server whose version does not load stays up with nothing to serve
+                    refused = answer.json().get("error")
+                    if refused:
+                        raise FleetStartError(f"{self.cloud} server {url} is not ready: {refused}")
             if waiting and time.monotonic() > deadline:
                 _, url, log_file = waiting[0]
                 raise FleetStartError(
