@@ -14,6 +14,10 @@ Each check is decided like this:
 - beyond its limit with the configured confidence (one-sided, from the two proportions'
   standard error), it fails; beyond it but within the noise of the window, it is inconclusive.
 
+The hit rate is compared on the same sessions (pairs: the replay asks stable for each session
+the canary answers; a bake's baseline is the popularity shelf on the same sessions), so the
+difference between the users each arm happens to get does not count as the model's.
+
 A step fails if any check fails, is inconclusive if any is, and passes otherwise. The same code
 judges windows read from Prometheus and from the servers' ``/metrics``.
 """
@@ -110,9 +114,12 @@ class ArmWindow:
         latency_p99_ms: p99 latency (request latency for a canary, model latency against a
             shadow), None without observations.
         latency_count: Observations behind it.
-        replayed: Its answers the replay tallied (the hit rate's denominator).
+        replayed: Its answers the replay tallied.
         hits: Of those, answers holding the session's true next item.
         popularity_hits: Of those sessions, the ones the popularity shelf would have hit.
+        both_popular: Sessions both it and the popularity shelf hit.
+        paired: Its sessions that stable answered too (a canary's).
+        paired_hits, stable_hits, both_paired: Of those, its hits, stable's, and both's.
     """
 
     requests: int
@@ -123,6 +130,11 @@ class ArmWindow:
     replayed: int
     hits: int
     popularity_hits: int
+    both_popular: int = 0
+    paired: int = 0
+    paired_hits: int = 0
+    stable_hits: int = 0
+    both_paired: int = 0
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,7 @@ def arm_window(
 ) -> ArmWindow:
     """The window of ``version`` in ``arm`` from the servers' metrics and the replay's tally."""
     tally = report.tally(version, arm)
+    pairs = report.paired(version, arm)
     name = (
         "recflow_model_latency_seconds_bucket"
         if model_latency
@@ -166,6 +179,11 @@ def arm_window(
         replayed=tally.answered,
         hits=tally.hits,
         popularity_hits=tally.popularity_hits,
+        both_popular=tally.both,
+        paired=pairs.sessions,
+        paired_hits=pairs.hits,
+        stable_hits=pairs.stable_hits,
+        both_paired=pairs.both,
     )
 
 
@@ -279,30 +297,44 @@ def latency_check(
 
 def hit_rate_check(
     hits: int,
-    n: int,
     base_hits: int,
-    base_n: int,
+    both: int,
+    n: int,
     limits: HitRateLimit,
     cfg: AnalysisConfig,
     baseline_name: str = "stable",
 ) -> Check:
-    """The replayed sessions' hit rate, which may drop below the baseline's by a bounded drop."""
-    baseline = base_hits / base_n if base_n else None
-    if n == 0 or baseline is None:
-        return Check("hit_rate", "inconclusive", None, baseline, None, "hit rate: no answers yet")
-    value = hits / n
-    limit = baseline - max(limits.max_drop, limits.max_relative_drop * baseline)
+    """The hit rate on ``n`` sessions answered by the candidate and by a baseline, which may
+    drop below the baseline's by the larger of ``max_drop`` and ``max_relative_drop``.
+
+    Args:
+        hits: Sessions the candidate hit.
+        base_hits: Sessions the baseline hit.
+        both: Sessions both hit.
+        n: Sessions.
+        limits: The allowed drop.
+        cfg: Minimum answers and confidence.
+        baseline_name: What the baseline is, for the detail.
+    """
+    if n == 0:
+        return Check("hit_rate", "inconclusive", None, None, None, "hit rate: no paired sessions")
+    value, baseline = hits / n, base_hits / n
+    allowed = max(limits.max_drop, limits.max_relative_drop * baseline)
+    limit = baseline - allowed
     text = (
-        f"hit rate {value:.3f} ({hits}/{n}) against limit {limit:.3f}, {baseline_name} "
-        f"{baseline:.3f} of {base_n}"
+        f"hit rate {value:.3f} against {baseline_name} {baseline:.3f} on the same {n} "
+        f"sessions, limit {limit:.3f}"
     )
-    # a miss is the "bad" outcome: the candidate's miss rate against the baseline's
-    se = _se(n - hits, n, base_n - base_hits, base_n)
-    if value + _z(cfg) * se < limit:
+    # the paired difference (McNemar): sessions only one of the two hit carry it; one more
+    # discordant session keeps a handful of sessions from looking certain
+    only, only_base = hits - both, base_hits - both
+    se = math.sqrt(max(only + only_base - (only - only_base) ** 2 / n, 0.0) + 1.0) / n
+    difference = (only - only_base) / n
+    if difference + _z(cfg) * se < -allowed:
         return Check("hit_rate", "fail", value, baseline, limit, f"{text}: below")
-    if value >= limit and n >= cfg.min_requests and base_n >= cfg.min_requests:
+    if difference >= -allowed and n >= cfg.min_requests:
         return Check("hit_rate", "pass", value, baseline, limit, text)
-    why = "too few answers" if min(n, base_n) < cfg.min_requests else "below, within the noise"
+    why = "too few sessions" if n < cfg.min_requests else "below, within the noise"
     return Check("hit_rate", "inconclusive", value, baseline, limit, f"{text}: {why}")
 
 
@@ -454,7 +486,12 @@ def judge_canary(
             cfg,
         ),
         hit_rate_check(
-            canary.hits, canary.replayed, stable.hits, stable.replayed, cfg.hit_rate, cfg
+            canary.paired_hits,
+            canary.stable_hits,
+            canary.both_paired,
+            canary.paired,
+            cfg.hit_rate,
+            cfg,
         ),
         fleet_check(report, cfg),
     ]
@@ -498,8 +535,8 @@ def judge_bake(
         ),
         hit_rate_check(
             candidate.hits,
-            candidate.replayed,
             candidate.popularity_hits,
+            candidate.both_popular,
             candidate.replayed,
             cfg.hit_rate,
             cfg,

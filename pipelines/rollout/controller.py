@@ -10,7 +10,8 @@ Per target (``deploy.targets``, in order), with the record saved after every tra
    failures, drops, p99 latency and top-k overlap are judged against stable's.
 3. **canary** at each of ``deploy.canary.weights``: that share of the users (by hash of the user
    id) gets the candidate; the canary arm is judged against stable over the same window, the
-   hit rate of the replayed sessions' true next items among the metrics.
+   hit rate of the replayed sessions' true next items among the metrics (on the same sessions:
+   the replay asks stable for each session the canary answers).
 4. **full**: every server makes the candidate stable; then ``production`` points at it in the
    target's cloud, in the ledger with the steps' verdicts.
 
@@ -672,8 +673,11 @@ class Controller:
 
         def enough(report: ReplayReport) -> bool:
             canary = report.tally(self.version, "canary")
+            paired = report.paired(self.version, "canary").sessions
+            # a canary's malformed answers have no pair: they need none to be judged
             return (
                 canary.answered + canary.invalid >= needed
+                and paired >= min(needed, canary.answered)
                 and report.tally(stable, "stable").answered >= needed
             )
 
@@ -684,6 +688,7 @@ class Controller:
             self.sources[target.cloud],
             judge,
             max_requests=self.cfg.canary.max_requests,
+            pair=True,
             stop_when=enough,
             interrupted=self._interrupted,
             on_verdict=self._recorder(target),

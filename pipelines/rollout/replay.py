@@ -6,8 +6,14 @@ user population would send them, not as fast as the answers come back), at most
 ``concurrency`` in flight, spread round-robin over the endpoints as a load balancer would. Each
 answer is checked (items present, scores finite, at most ``k``) and tallied by the model version
 and arm that answered it: requests, hits of the session's true next item, fallbacks, malformed
-answers. A rollout reads its canary's online metric from these tallies; the load tests and, later,
-drift monitoring use the same replay.
+answers, and whether the popularity shelf would have hit too.
+
+With ``pair``, each session a canary answers is also asked of stable: the same history under
+another user id (``<user>~probe<n>``, tried until the fleet's sticky routing sends it to stable,
+at most ``max_probe_tries`` times). The two answers to the same session make a pair, so the
+canary's hit rate is compared with stable's on the same sessions, free of the difference between
+the users each arm happens to get. A rollout reads its canary's online metric from these pairs;
+the load tests and, later, drift monitoring use the same replay.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import httpx
 import msgspec
 
 from pipelines.core.errors import InputError
-from pipelines.rollout.sessions import HeldOut
+from pipelines.rollout.sessions import HeldOut, Session
 
 _DECODE = msgspec.json.Decoder().decode
 
@@ -67,6 +73,8 @@ class ReplaySettings:
         max_s: Seconds of sending at most (requests in flight then finish or time out).
         k: Items asked for.
         timeout_s: Per request.
+        pair: Ask stable too for each session a canary answers (see the module's docstring).
+        max_probe_tries: User ids tried for a session's stable probe.
     """
 
     rate: float
@@ -75,6 +83,8 @@ class ReplaySettings:
     max_s: float
     k: int = 10
     timeout_s: float = 5.0
+    pair: bool = False
+    max_probe_tries: int = 8
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and math.isfinite(self.rate)):
@@ -88,28 +98,65 @@ class ReplaySettings:
 
 @dataclass
 class ArmTally:
-    """What one model version answered in one arm."""
+    """What one model version answered in one arm.
+
+    Attributes:
+        answered: Valid answers.
+        hits: Of those, answers holding the session's true next item.
+        popularity_hits: Sessions the popularity shelf would have hit.
+        both: Sessions both the answer and the popularity shelf hit (the pairing of the two).
+        fallbacks: Answers from the server's popularity fallback.
+        invalid: Malformed answers (no items, a score that is not a finite number).
+    """
 
     answered: int = 0
     hits: int = 0
     popularity_hits: int = 0
+    both: int = 0
     fallbacks: int = 0
     invalid: int = 0
 
     def add(self, other: ArmTally) -> None:
-        self.answered += other.answered
-        self.hits += other.hits
-        self.popularity_hits += other.popularity_hits
-        self.fallbacks += other.fallbacks
-        self.invalid += other.invalid
+        for name in ("answered", "hits", "popularity_hits", "both", "fallbacks", "invalid"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self) -> dict[str, int]:
         return {
             "answered": self.answered,
             "hits": self.hits,
             "popularity_hits": self.popularity_hits,
+            "both": self.both,
             "fallbacks": self.fallbacks,
             "invalid": self.invalid,
+        }
+
+
+@dataclass
+class PairTally:
+    """Sessions answered by a canary and, for the same history, by stable.
+
+    Attributes:
+        sessions: Pairs.
+        hits: Sessions the canary hit.
+        stable_hits: Sessions stable hit.
+        both: Sessions both hit.
+    """
+
+    sessions: int = 0
+    hits: int = 0
+    stable_hits: int = 0
+    both: int = 0
+
+    def add(self, other: PairTally) -> None:
+        for name in ("sessions", "hits", "stable_hits", "both"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "sessions": self.sessions,
+            "hits": self.hits,
+            "stable_hits": self.stable_hits,
+            "both": self.both,
         }
 
 
@@ -121,7 +168,10 @@ class ReplayReport:
         sent: Requests sent.
         errors: Requests without a valid answer, by kind (``http 503``, ``ReadTimeout``,
             ``invalid answer``).
-        arms: Tallies by ``(version, arm)`` of the answers (valid or not).
+        arms: Tallies by ``(version, arm)`` of the answers (valid or not) to the replayed
+            sessions (stable probes are not among them).
+        pairs: By ``(version, arm)`` of a canary: its sessions paired with stable's answers.
+        probes: Requests sent to ask stable for a canary's session (in ``sent`` too).
         latencies_ms: Client-side latency of each request that got an HTTP answer.
         seconds: Wall time of the replay.
         stopped: Why it stopped: ``requests``, ``time`` or ``condition``.
@@ -130,6 +180,8 @@ class ReplayReport:
     sent: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     arms: dict[tuple[str, str], ArmTally] = field(default_factory=dict)
+    pairs: dict[tuple[str, str], PairTally] = field(default_factory=dict)
+    probes: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     stopped: str = ""
@@ -138,10 +190,19 @@ class ReplayReport:
         """The tally of ``version`` in ``arm`` (empty if it answered nothing)."""
         return self.arms.get((version, arm), ArmTally())
 
+    def paired(self, version: str, arm: str) -> PairTally:
+        """The sessions ``version`` answered in ``arm`` that stable answered too."""
+        return self.pairs.get((version, arm), PairTally())
+
     @property
     def answered(self) -> int:
         """Requests that got a valid answer."""
         return self.sent - sum(self.errors.values())
+
+    @property
+    def replayed(self) -> int:
+        """Valid answers to the replayed sessions (stable probes left out)."""
+        return sum(t.answered for t in self.arms.values())
 
     @property
     def hits(self) -> int:
@@ -163,6 +224,7 @@ class ReplayReport:
         merged = ReplayReport(
             sent=self.sent + other.sent,
             errors=self.errors + other.errors,
+            probes=self.probes + other.probes,
             latencies_ms=self.latencies_ms + other.latencies_ms,
             seconds=self.seconds + other.seconds,
             stopped=other.stopped,
@@ -170,6 +232,8 @@ class ReplayReport:
         for source in (self, other):
             for key, tally in source.arms.items():
                 merged.arms.setdefault(key, ArmTally()).add(tally)
+            for key, pair in source.pairs.items():
+                merged.pairs.setdefault(key, PairTally()).add(pair)
         return merged
 
     def summary(self) -> dict[str, Any]:
@@ -180,13 +244,15 @@ class ReplayReport:
             "answered": self.answered,
             "errors": dict(self.errors),
             "error_rate": sum(self.errors.values()) / sent,
-            "hit_rate": self.hits / max(self.answered, 1),
-            "popularity_hit_rate": self.popularity_hits / max(self.answered, 1),
+            "hit_rate": self.hits / max(self.replayed, 1),
+            "popularity_hit_rate": self.popularity_hits / max(self.replayed, 1),
             "latency_ms": {"p50": self.latency_ms(0.5), "p99": self.latency_ms(0.99)},
             "seconds": round(self.seconds, 3),
             "rate": self.sent / self.seconds if self.seconds else None,
             "stopped": self.stopped,
             "arms": {f"{v}/{a}": t.to_json() for (v, a), t in sorted(self.arms.items())},
+            "pairs": {f"{v}/{a}": t.to_json() for (v, a), t in sorted(self.pairs.items())},
+            "probes": self.probes,
         }
 
 
@@ -229,43 +295,71 @@ async def _replay(
     slots = asyncio.Semaphore(settings.concurrency)
     pending: set[asyncio.Task[None]] = set()
 
-    async def one(client: httpx.AsyncClient, index: int) -> None:
-        session = sessions[(offset + index) % len(sessions)]
-        url = f"{endpoints[index % len(endpoints)]}/recommend"
-        body = {"user_id": session.user_id, "history": list(session.history), "k": settings.k}
+    async def ask(
+        client: httpx.AsyncClient, url: str, user: str, history: tuple[str, ...]
+    ) -> tuple[str, str, list[str], bool] | None:
+        """One request: the answer's (version, arm, item ids, fallback), or None (counted)."""
+        body = {"user_id": user, "history": list(history), "k": settings.k}
         started = time.perf_counter()
+        report.sent += 1
         try:
             answer = await client.post(url, content=msgspec.json.encode(body), headers=headers)
         except httpx.HTTPError as exc:
             report.errors[type(exc).__name__] += 1
-            return
-        finally:
-            slots.release()
+            return None
         report.latencies_ms.append((time.perf_counter() - started) * 1000)
         if answer.status_code != 200:
             report.errors[f"http {answer.status_code}"] += 1
-            return
+            return None
         try:
-            parsed = _valid(_DECODE(answer.content), settings.k)
+            raw = _DECODE(answer.content)
         except msgspec.DecodeError:
-            parsed = None
+            raw = None
+        parsed = _valid(raw, settings.k)
         if parsed is None:
             report.errors["invalid answer"] += 1
-            version = arm = "unknown"
-            try:
-                raw = _DECODE(answer.content)
-                version = str(raw.get("model_version", "unknown"))
-                arm = str(raw.get("arm", "unknown"))
-            except (msgspec.DecodeError, AttributeError):
-                pass
-            report.arms.setdefault((version, arm), ArmTally()).invalid += 1
-            return
-        version, arm, ids, fallback = parsed
-        tally = report.arms.setdefault((version, arm), ArmTally())
-        tally.answered += 1
-        tally.hits += session.next_item in ids
-        tally.popularity_hits += held_out.popularity_hit(session, settings.k)
-        tally.fallbacks += fallback
+            where = raw if isinstance(raw, dict) else {}
+            key = (str(where.get("model_version", "unknown")), str(where.get("arm", "unknown")))
+            report.arms.setdefault(key, ArmTally()).invalid += 1
+        return parsed
+
+    async def one(client: httpx.AsyncClient, index: int) -> None:
+        session = sessions[(offset + index) % len(sessions)]
+        url = f"{endpoints[index % len(endpoints)]}/recommend"
+        try:
+            parsed = await ask(client, url, session.user_id, session.history)
+            if parsed is None:
+                return
+            version, arm, ids, fallback = parsed
+            hit = session.next_item in ids
+            popular = held_out.popularity_hit(session, settings.k)
+            tally = report.arms.setdefault((version, arm), ArmTally())
+            tally.answered += 1
+            tally.hits += hit
+            tally.popularity_hits += popular
+            tally.both += hit and popular
+            tally.fallbacks += fallback
+            if settings.pair and arm != "stable":
+                await probe(client, url, session, (version, arm), hit)
+        finally:
+            slots.release()
+
+    async def probe(
+        client: httpx.AsyncClient, url: str, session: Session, key: tuple[str, str], hit: bool
+    ) -> None:
+        for attempt in range(1, settings.max_probe_tries + 1):
+            report.probes += 1
+            parsed = await ask(client, url, f"{session.user_id}~probe{attempt}", session.history)
+            if parsed is None:
+                return
+            if parsed[1] == "stable":
+                stable_hit = session.next_item in parsed[2]
+                pair = report.pairs.setdefault(key, PairTally())
+                pair.sessions += 1
+                pair.hits += hit
+                pair.stable_hits += stable_hit
+                pair.both += hit and stable_hit
+                return
 
     started = loop.time()
     async with httpx.AsyncClient(limits=limits, timeout=settings.timeout_s) as client:
@@ -288,7 +382,6 @@ async def _replay(
                 slots.release()
                 report.stopped = "time"
                 break
-            report.sent += 1
             task = loop.create_task(one(client, index))
             pending.add(task)
             task.add_done_callback(pending.discard)

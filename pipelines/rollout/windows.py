@@ -50,8 +50,9 @@ class Traffic:
     cursor: int = 0
 
 
-def settings_for(cfg: DeployConfig, max_requests: int) -> ReplaySettings:
-    """The replay settings of one round of a window."""
+def settings_for(cfg: DeployConfig, max_requests: int, pair: bool = False) -> ReplaySettings:
+    """The replay settings of one round of a window (``pair``: ask stable for each session a
+    canary answers)."""
     replay_cfg = cfg.replay
     return ReplaySettings(
         rate=replay_cfg.rate,
@@ -60,6 +61,7 @@ def settings_for(cfg: DeployConfig, max_requests: int) -> ReplaySettings:
         max_s=replay_cfg.max_s,
         k=replay_cfg.k,
         timeout_s=replay_cfg.timeout_s,
+        pair=pair,
     )
 
 
@@ -71,6 +73,7 @@ def run_window(
     judge: Judge,
     *,
     max_requests: int,
+    pair: bool = False,
     stop_when: StopWhen | None = None,
     settled: Settled | None = None,
     interrupted: Callable[[], bool] = lambda: False,
@@ -85,6 +88,7 @@ def run_window(
         source: The fleet's metrics.
         judge: The step's judge.
         max_requests: Requests of one round at most.
+        pair: Ask stable for each session a canary answers (the paired hit rate).
         stop_when: Stops a round early (the canary arm answered enough).
         settled: Whether the servers counted everything of the window (shadow copies are
             scored after the answer); waited for up to ``SETTLE_S``.
@@ -103,7 +107,7 @@ def run_window(
         def until(round_report: ReplayReport) -> bool:
             return interrupted() or (stop_when is not None and stop_when(round_report))
 
-        settings = settings_for(cfg, max_requests)
+        settings = settings_for(cfg, max_requests, pair)
         round_report = replay(
             traffic.endpoints,
             traffic.held_out,

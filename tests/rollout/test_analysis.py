@@ -11,7 +11,7 @@ from pipelines.core.params import AnalysisConfig, HitRateLimit, LatencyLimit, Ra
 from pipelines.rollout import analysis
 from pipelines.rollout.analysis import ArmWindow, ShadowWindow
 from pipelines.rollout.metrics import Snapshot
-from pipelines.rollout.replay import ArmTally, ReplayReport
+from pipelines.rollout.replay import ArmTally, PairTally, ReplayReport
 
 CFG = AnalysisConfig(min_requests=50, confidence=0.95)
 ERRORS = RateLimit(max=0.01, max_increase=0.005, max_relative_increase=0.5)
@@ -60,20 +60,25 @@ def test_latency() -> None:
     assert analysis.latency_check("l", None, 0, None, limits, CFG).outcome == "inconclusive"
 
 
-def test_hit_rate() -> None:
+def test_the_hit_rate_is_compared_on_the_same_sessions() -> None:
     limits = HitRateLimit(max_drop=0.05, max_relative_drop=0.25)
-    same = analysis.hit_rate_check(150, 300, 1500, 3000, limits, CFG)
+    # the same answers on the same sessions: no difference at all
+    same = analysis.hit_rate_check(150, 150, 150, 300, limits, CFG)
     assert same.outcome == "pass" and same.limit == pytest.approx(0.375)
-    worse = analysis.hit_rate_check(60, 300, 1500, 3000, limits, CFG)
-    assert worse.outcome == "fail" and "below" in worse.detail
-    unsure = analysis.hit_rate_check(17, 50, 1500, 3000, limits, CFG)
+    assert same.detail.startswith("hit rate 0.500 against stable 0.500 on the same 300 sessions")
+    # stable hits 100 sessions the candidate misses, the candidate 10 that stable misses
+    worse = analysis.hit_rate_check(60, 150, 50, 300, limits, CFG)
+    assert worse.outcome == "fail" and worse.detail.endswith(": below")
+    # a drop beyond the limit on a handful of sessions is not yet sure
+    unsure = analysis.hit_rate_check(2, 6, 2, 10, limits, CFG)
     assert unsure.outcome == "inconclusive"
-    few = analysis.hit_rate_check(10, 20, 1500, 3000, limits, CFG)
-    assert few.outcome == "inconclusive" and "too few" in few.detail
+    few = analysis.hit_rate_check(10, 10, 10, 20, limits, CFG)
+    assert few.outcome == "inconclusive" and "too few sessions" in few.detail
     popular = analysis.hit_rate_check(
-        150, 300, 100, 300, limits, CFG, baseline_name="popularity fallback"
+        150, 100, 90, 300, limits, CFG, baseline_name="popularity fallback"
     )
-    assert popular.outcome == "pass" and "popularity fallback 0.333" in popular.detail
+    assert popular.outcome == "pass" and "against popularity fallback 0.333" in popular.detail
+    assert analysis.hit_rate_check(0, 0, 0, 0, limits, CFG).outcome == "inconclusive"
 
 
 def test_shadow_overlap_and_volume() -> None:
@@ -88,6 +93,8 @@ def test_shadow_overlap_and_volume() -> None:
 
 
 def _arm(requests: int, errors: int = 0, p99: float = 3.0, hits: int | None = None) -> ArmWindow:
+    hits = requests // 2 if hits is None else hits
+    popular = requests // 4
     return ArmWindow(
         requests=requests,
         errors=errors,
@@ -95,8 +102,14 @@ def _arm(requests: int, errors: int = 0, p99: float = 3.0, hits: int | None = No
         latency_p99_ms=p99,
         latency_count=requests,
         replayed=requests,
-        hits=requests // 2 if hits is None else hits,
-        popularity_hits=requests // 4,
+        hits=hits,
+        popularity_hits=popular,
+        both_popular=min(hits, popular),
+        # paired with stable on every session, stable hitting half of them
+        paired=requests,
+        paired_hits=hits,
+        stable_hits=requests // 2,
+        both_paired=min(hits, requests // 2),
     )
 
 
@@ -156,8 +169,10 @@ def test_the_windows_of_an_arm_and_a_shadow_come_from_the_snapshot_and_the_repla
     window.add("recflow_shadow_overlap_sum", {"version": "v3"}, 6.0)
     report = ReplayReport(sent=40)
     report.arms[("v2", "canary")] = ArmTally(answered=39, hits=20, invalid=1)
+    report.pairs[("v2", "canary")] = PairTally(sessions=39, hits=20, stable_hits=18, both=15)
     arm = analysis.arm_window(window, report, "v2", "canary")
     assert (arm.requests, arm.errors, arm.fallbacks, arm.hits, arm.replayed) == (40, 4, 4, 20, 39)
+    assert (arm.paired, arm.paired_hits, arm.stable_hits, arm.both_paired) == (39, 20, 18, 15)
     assert arm.latency_count == 40 and 1.0 < (arm.latency_p99_ms or 0) <= 10.0
     shadow = analysis.shadow_window(window, "v3")
     assert (shadow.scored, shadow.skipped, shadow.copies, shadow.overlap_sum) == (8, 2, 10, 6.0)

@@ -275,3 +275,37 @@ def test_the_replay_command(tiny_prepared: Path) -> None:
         assert no_token.returncode == 2 and "RECFLOW_API_TOKENS is not set" in no_token.stderr
     remote = command("--endpoint", "http://192.0.2.1:8000")
     assert remote.returncode == 2 and "is not on a loopback address" in remote.stderr
+
+
+def test_each_canary_session_is_paired_with_stable_s_answer_to_it() -> None:
+    def answer(body: dict[str, Any]) -> tuple[int, Any]:
+        user = body["user_id"]
+        number = int(user.split("~")[0][1:])
+        if user.endswith("~probe1") and number % 4 == 1:
+            # sticky routing may keep a probe on the canary: the next user id is tried
+            return 200, _answer(["x"], version="v2", arm="canary")
+        if "~probe" in user:  # stable hits every other session
+            return 200, _answer([f"next{number}" if number % 4 == 1 else "x"])
+        if number % 2:  # the canary hits every session
+            return 200, _answer([f"next{number}"], version="v2", arm="canary")
+        return 200, _answer(["x"])
+
+    with serving(answer) as (url, server):
+        report = replay([url], _sessions(), TOKEN, _settings(max_requests=40, pair=True))
+    pair = report.paired("v2", "canary")
+    assert (pair.sessions, pair.hits, pair.stable_hits, pair.both) == (20, 20, 10, 10)
+    assert report.probes == 30  # one try for half the sessions, two for the other half
+    assert report.sent == 70 and report.replayed == 40
+    assert report.tally("v1", "stable").answered == 20  # probes are not replayed sessions
+    probes = [b for b in server.bodies if "~probe" in b["user_id"]]
+    assert {b["history"][0] for b in probes} == {f"i{n}" for n in range(1, 40, 2)}
+    assert report.summary()["pairs"]["v2/canary"]["sessions"] == 20
+
+
+def test_a_probe_that_never_reaches_stable_gives_up() -> None:
+    canary = (200, _answer(["x"], version="v2", arm="canary"))
+    with serving(lambda body: canary) as (url, _):
+        report = replay(
+            [url], _sessions(), TOKEN, _settings(max_requests=4, pair=True, max_probe_tries=3)
+        )
+    assert report.probes == 12 and report.paired("v2", "canary").sessions == 0
