@@ -115,7 +115,8 @@ def _gate(candidate: Path) -> dict[str, Any]:
     if not isinstance(verdict, dict) or not isinstance(verdict.get("blocked"), bool):
         raise InputError(f"{candidate / 'evaluation/verdict.json'} holds no gate verdict")
     return {
-        "verdict": str(verdict.get("verdict")),
+        # the gate's contract (pipelines.gate.verdict) names the outcome ``outcome``
+        "verdict": str(verdict.get("outcome")),
         "blocked": verdict["blocked"],
         "bootstrap": bool(verdict.get("bootstrap")),
     }

@@ -149,7 +149,11 @@ def collect(
         "params": {"run": params.run.model_dump(mode="json"), **dvc["params"]},
         "validation": _read_json(validation),
         "training": _training(_read_json(candidate / "metrics.json")),
-        "gate": {k: verdict.get(k) for k in ("verdict", "blocked", "bootstrap")},
+        "gate": {
+            "verdict": verdict.get("outcome"),
+            "blocked": verdict.get("blocked"),
+            "bootstrap": verdict.get("bootstrap"),
+        },
         "airflow": run,
     }
 

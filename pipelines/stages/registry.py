@@ -80,7 +80,7 @@ STAGES: tuple[StageSpec, ...] = (
         name="generate",
         help="generate the synthetic clickstream (embedded default)",
         args=("--params", "params.yaml", "--out", "data/source/synthetic"),
-        upstream=("set_logical_date",),
+        upstream=("pin_production",),
     ),
     StageSpec(
         name="ingest",

@@ -83,7 +83,7 @@ def make_candidate(
     ]
     manifest = {"format": 1, "shipped": "onnxruntime-fp32", "artifacts": artifacts}
     (optimized / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    verdict_doc = {"verdict": verdict, "blocked": blocked, "bootstrap": True, "checks": []}
+    verdict_doc = {"outcome": verdict, "blocked": blocked, "bootstrap": True, "checks": []}
     verdict_doc.update(extra or {})
     (evaluation / "verdict.json").write_text(json.dumps(verdict_doc, indent=2))
     (evaluation / "report.md").write_text(f"# Gate\n\nverdict: {verdict}\n")
