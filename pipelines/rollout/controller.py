@@ -153,6 +153,12 @@ def summary(verdict: Verdict) -> str:
     """The few numbers of a verdict a person reads on the console."""
     if verdict.outcome != "pass":
         return "; ".join(verdict.reasons())
+    if verdict.step == "infra":
+        fleet, metrics = _value(verdict, "fleet"), _value(verdict, "metrics")
+        source = "Prometheus" if metrics and metrics.detail.startswith("Prometheus") else "/metrics"
+        return (
+            f"{fleet.detail if fleet else ''}, version intact in the store, metrics from {source}"
+        )
     parts = []
     volume = _value(verdict, "requests")
     if volume is not None:

@@ -38,7 +38,8 @@ DVC_STAGES = [spec.name for spec in STAGES if spec.tracked]
 RUN_DATE = "2026-11-20"
 BAD_DATE = "2026-11-21"
 TASK_LINE = re.compile(r"^(?P<clock>\d{2}:\d{2}:\d{2}) (?P<state>\S+)\s+(?P<task>\S+)(?P<rest>.*)$")
-ONE_SCREEN = 40
+# a tall screen: in a pipe every task keeps its start line, and deploy shows a line per step
+ONE_SCREEN = 50
 
 
 def _json_rows(stdout: str) -> list[dict[str, Any]]:

@@ -107,3 +107,35 @@ def test_the_plan_of_a_version_already_in_production(
     out = capsys.readouterr().out
     assert "    nothing to do: the version is production there" in out
     assert "2. bake (no stable version yet)" in out  # public has none yet
+
+
+def test_status_says_where_a_rollout_stands(
+    make_project: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project: Project = make_project()
+    record = RolloutRecord(
+        version="0123456789abcdef",
+        targets=[
+            TargetRecord(
+                "private",
+                phase="done",
+                stable="fedcba9876543210",
+                steps=[{"step": "infra", "outcome": "pass"}, {"step": "shadow", "outcome": "pass"}],
+            ),
+            TargetRecord("public", phase="canary", stable="fedcba9876543210", canary_step=1),
+        ],
+        actor="t",
+        created_at=AT.isoformat(),
+        updated_at=AT.isoformat(),
+    )
+    Records(project.root / "deploy").save(record)
+    params = ["--params", str(project.params_file)]
+    assert main(["status", *params]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "rollout of 0123456789abcdef: running (public canary)",
+        "  private: done; stable fedcba9876543210; infra pass, shadow pass",
+        "  public: canary; stable fedcba9876543210; no steps yet",
+    ]
+    assert main(["status", "0123456789abcdef", "--json", *params]) == 0
+    assert json.loads(capsys.readouterr().out)["targets"][1]["canary_step"] == 1
