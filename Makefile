@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 # imports of the large stack (Airflow, GX, DVC) are several times faster from bytecode
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup lock run airflow test test-fast lint format bench bench-recbole recbole-env clean wrk serve
+.PHONY: help setup lock run airflow test test-fast lint format bench bench-recbole recbole-env clean wrk prometheus serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -30,7 +30,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed wrk ## Create the virtual environment from the lock file (idempotent)
+setup: $(VENV)/.installed wrk prometheus ## Create the virtual environment from the lock file (idempotent)
 
 wrk: ## Install Debian's wrk, the serving benchmark's load generator (as root, with apt-get)
 	@command -v wrk >/dev/null && exit 0; \
@@ -39,6 +39,14 @@ wrk: ## Install Debian's wrk, the serving benchmark's load generator (as root, w
 	  { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } || \
 	  echo "wrk could not be installed: the serving benchmark and its tests will skip"; \
 	else echo "wrk not installed (needs apt-get as root): the serving benchmark will skip"; fi
+
+prometheus: ## Install Debian's prometheus, which a rollout's analysis queries (as root, with apt-get)
+	@command -v prometheus >/dev/null && exit 0; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; } || \
+	  echo "prometheus could not be installed: rollouts read the servers' /metrics instead"; \
+	else echo "prometheus not installed (needs apt-get as root): rollouts read the servers' /metrics"; fi
 
 serve: setup ## Serve models/candidate/optimized (RECFLOW_API_TOKENS, RECFLOW_ADMIN_TOKEN, RECFLOW_PSEUDONYM_KEY)
 	$(BIN)/recflow serve --model models/candidate/optimized
@@ -50,7 +58,7 @@ lock: | $(BIN)/uv ## Re-resolve requirements.lock from pyproject.toml
 	  echo "# torch is the CPU build (+cpu) from the local wheel folder; see the Makefile's WHEELS."; \
 	  cat requirements.lock; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
-run: setup ## Run the chain on the embedded default: the Airflow DAG, then dvc repro (a no-op)
+run: setup ## Run the chain on the embedded default (Airflow DAG, ending deployed), then dvc repro
 	@$(BIN)/python -m pipelines.main_job
 
 airflow: setup ## Open the Airflow UI for this project on 127.0.0.1 (AIRFLOW_PORT, default 8080)

@@ -13,7 +13,8 @@ The recflow chain for one logical date: the same stage commands as `dvc.yaml`, r
 | `train` | SASRec under torchrun (DDP), with checkpoints, resume and early stopping |
 | `optimize` | ONNX export, ONNX Runtime (and TensorRT on GPUs) artifacts, parity with PyTorch |
 | `evaluate` | regression gate against the production model; a blocked candidate stops here |
-| `register` | registers the gated model in the private store, replicates it to the public one |
+| `register` | registers the gated model, replicates it to the public store, names it `candidate` |
+| `deploy` | private, then public fleet: shadow, canary, full (`production`), or rolled back |
 
 Each stage task asks DVC first: an up-to-date stage is skipped, a changed one runs and is
 recorded in `dvc.lock`, so `dvc repro` afterwards finds nothing to do.

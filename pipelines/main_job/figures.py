@@ -112,15 +112,53 @@ def register_figure(root: Path) -> str:
     from pipelines.registry import ledger
     from pipelines.registry.clouds import open_registry
 
-    registry = open_registry(load_params(root / "params.yaml"), root)
+    params = load_params(root / "params.yaml")
+    registry = open_registry(params, root)
     if getattr(registry.stores, registry.record_cloud).url.startswith("s3:"):
         return "registered (the store of record is remote: recflow registry history)"
-    entries = ledger.entries(registry.record)
+    alias = params.registry.candidate_alias
+    entries = ledger.select(ledger.entries(registry.record), alias)
     if not entries:
-        return "registered; no alias changed (a blocked candidate is never promoted)"
+        return "registered; no alias changed (a blocked candidate is never a candidate)"
     newest = entries[-1].version
-    clouds = sorted({e.cloud for e in entries if e.version == newest and e.alias == "production"})
-    return f"version {newest}: production in {', '.join(clouds) or 'no cloud'}"
+    clouds = sorted({e.cloud for e in entries if e.version == newest})
+    return f"version {newest}: {alias} in {', '.join(clouds)}"
+
+
+def _latest_rollout(root: Path) -> Any:
+    from pipelines.rollout.record import Records
+
+    return Records(root / load_params(root / "params.yaml").deploy.run_dir).latest()
+
+
+def deploy_figure(root: Path) -> str:
+    """Where the latest rollout ended: serving where, through which steps, or why not."""
+    record = _latest_rollout(root)
+    if record is None:
+        return "no rollout yet"
+    version = record.version[:12]
+    if record.status == "rolled_back":
+        failure = record.failure or {}
+        where = f"{failure.get('cloud')} {failure.get('step')}" if failure.get("cloud") else ""
+        reason = str(failure.get("reason", ""))
+        return f"{version} rolled back at {where or failure.get('step')}: {reason}"
+    if record.status == "awaiting_approval":
+        current = record.current
+        return f"{version} waits for approval before {current.cloud if current else '?'}"
+    done = [t for t in record.targets if t.phase == "done"]
+    steps = list(
+        dict.fromkeys(
+            s["step"]
+            for t in done
+            for s in t.steps
+            if s["outcome"] == "pass" and s["step"] != "infra"
+        )
+    )
+    canary = [s.removeprefix("canary ").removesuffix("%") for s in steps if s.startswith("canary")]
+    path = [s for s in steps if not s.startswith("canary")]
+    path += [f"canary {'/'.join(canary)}%"] if canary else []
+    clouds = ", ".join(t.cloud for t in done)
+    return f"{version} serves in {clouds or 'no cloud'} ({', '.join(path) or 'already production'})"
 
 
 KEY_FIGURES: dict[str, Figure | None] = {
@@ -135,6 +173,7 @@ KEY_FIGURES: dict[str, Figure | None] = {
     "optimize": optimize_figure,
     "evaluate": evaluate_figure,
     "register": register_figure,
+    "deploy": deploy_figure,
 }
 
 
@@ -163,11 +202,27 @@ LANDED: tuple[tuple[str, str, Path], ...] = (
 )
 
 
+def _rollout_record(root: Path) -> Path | None:
+    """The latest rollout's record, relative to ``root`` where it is under it."""
+    try:
+        record = _latest_rollout(root)
+    except (OSError, ValueError, RecflowError):
+        return None
+    if record is None:
+        return None
+    run_dir = load_params(root / "params.yaml").deploy.run_dir
+    return run_dir / record.version / "rollout.json"
+
+
 def summary_lines(root: Path) -> list[str]:
     """One line per output a person opens after a run: its stage's key figure, and where it is."""
-    width = max(len(name) for name, *_ in LANDED)
+    landed = list(LANDED)
+    record = _rollout_record(root)
+    if record is not None:
+        landed.append(("deploy", "record", record))
+    width = max(len(name) for name, *_ in landed)
     lines = []
-    for name, noun, path in LANDED:
+    for name, noun, path in landed:
         where = f"{path}/" if noun == "in" else str(path)
         lines.append(f"  {name:<{width}}  {key_figure(name, root)}; {noun} {where}")
     return lines

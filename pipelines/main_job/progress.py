@@ -8,8 +8,9 @@ updated`` with ``new_state``), and the task ends (``[DAG TEST] end task``). Thos
 messages of Airflow 3.3's ``dag.test``; the end-to-end test of the main job fails if they change.
 
 On the console: one line when a task starts, one when it ends (state, duration, the stage's key
-figure), the stage's own warnings and errors and the trainer's line per epoch indented under
-it, and for a failed task its last error lines. Every record also goes, as text, to the full log.
+figure), the stage's own warnings and errors, the trainer's line per epoch and the deploy
+controller's line per rollout step indented under it, and for a failed task its last error
+lines. Every record also goes, as text, to the full log.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ STAGE_LOG = re.compile(
 )
 # the trainer's rate line: "epoch 3: loss 4.61, valid ndcg@10 0.31, 0.10 s (3981 windows/s)"
 EPOCH = re.compile(r"^epoch \d+: ")
+# the deploy controller's line per rollout step: "private canary 5%: pass, ..."
+ROLLOUT_STEPS = "recflow.rollout.steps"
 # torch's C++-style log lines (torchrun): "W1202 04:46:32.053000 12580 run.py:874] message"
 NATIVE_LOG = re.compile(r"^(?P<level>[WEF])\d{4} [\d:.]+ +\d+ (?P<where>\S+?)\] ?(?P<message>.*)$")
 PYTHON_WARNING = re.compile(r"^\S.*:\d+: \w*Warning: ")
@@ -88,10 +91,13 @@ def live_line(text: str) -> str | None:
     """What the console shows of one line of a stage's output while it runs, if anything.
 
     Warnings and errors in the stage's log format (without the clock), torch's native
-    warnings and errors, Python warnings, and the trainer's line per epoch.
+    warnings and errors, Python warnings, the trainer's line per epoch, and the deploy
+    controller's line per rollout step.
     """
     if match := STAGE_LOG.match(text):
         level, logger, message = match["level"], match["logger"], match["message"]
+        if logger == ROLLOUT_STEPS:
+            return message
         if level in ("WARNING", "ERROR", "CRITICAL"):
             return f"{level} {logger}: {message}"
         if logger == "recflow.train" and EPOCH.match(message):

@@ -77,6 +77,7 @@ def promote(
     run: dict[str, Any] | None = None,
     action: str = "promote",
     rolls_back: int | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> ledger.LedgerEntry | None:
     """Point ``alias`` in ``cloud`` at ``version`` and record it in the ledger.
 
@@ -93,6 +94,8 @@ def promote(
         run: The Airflow run, when there is one.
         action: ``promote`` or ``rollback``.
         rolls_back: For a rollback, the ledger entry it undoes.
+        decision: What decided the change, kept in the entry's evidence under ``decision``
+            (a rollout's steps, metrics and thresholds).
 
     Returns:
         The ledger entry, or None when the alias already named ``version`` (nothing changed).
@@ -126,7 +129,7 @@ def promote(
         actor=actor,
         at=at,
         run=run,
-        evidence=evidence(target),
+        evidence={**evidence(target), **({"decision": decision} if decision else {})},
         rolls_back=rolls_back,
     )
     write_alias(store, alias, version, change, current)
@@ -152,8 +155,11 @@ def rollback(
     actor: str,
     at: dt.datetime,
     run: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> ledger.LedgerEntry:
     """Point ``alias`` in ``cloud`` back at its last known good version, recorded in the ledger.
+
+    ``decision`` goes into the entry's evidence as in :func:`promote`.
 
     Raises:
         UnknownAlias: The alias is not set in that cloud.
@@ -179,6 +185,7 @@ def rollback(
         run=run,
         action="rollback",
         rolls_back=undone,
+        decision=decision,
     )
     if entry is None:
         raise RegistryError(f"alias {alias!r} in {cloud!r} already names {target}")

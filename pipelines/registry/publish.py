@@ -1,11 +1,15 @@
-"""The register step of the chain: register the candidate, replicate it, promote it if it passed.
+"""The register step of the chain: register the candidate, replicate it, and name it the
+candidate for production if it passed.
 
 After ``evaluate``: the candidate folder becomes a version in the store of record (a no-op if
 that content is already one; a blocked candidate is kept there too, for the record), every
 replica gets its aliases rebuilt from the ledger where they were lost, and, if the gate let
 the version through, it is replicated to every replica and verified there, and
-``registry.promote_alias`` points at it in each of ``registry.promote_clouds``, each change
-recorded in the ledger with the gate's verdict as its reason.
+``registry.candidate_alias`` points at it in each of ``registry.promote_clouds``, each change
+recorded in the ledger with the gate's verdict as its reason. ``registry.promote_alias``
+(production: what serves) moves only when a rollout to that cloud's fleet completes
+(``recflow deploy``, ``pipelines.rollout``), so the ledger's production entries say what served
+where and when.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def publish(
     at: dt.datetime,
     run: dict[str, Any] | None = None,
 ) -> Published:
-    """Register ``candidate``; if the gate passed it, replicate and promote it.
+    """Register ``candidate``; if the gate passed it, replicate it and name it the candidate.
 
     Args:
         registry: The registry.
@@ -57,7 +61,8 @@ def publish(
         run: The Airflow run, when there is one.
 
     Returns:
-        The version, whether it was new, the replications and the ledger entries written.
+        The version, whether it was new, the replications and the ledger entries written
+        (``promoted``: the candidate alias's changes).
 
     Raises:
         InputError: The candidate is incomplete or inconsistent.
@@ -94,7 +99,7 @@ def publish(
         entry = promote(
             registry,
             version.id,
-            cfg.promote_alias,
+            cfg.candidate_alias,
             cloud,
             reason=reason,
             actor=actor,

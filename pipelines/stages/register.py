@@ -4,8 +4,10 @@
         --lock dvc.lock --validation metrics/validation.json
 
 After ``evaluate``. Registers the candidate with its lineage in the private store of record,
-replicates it to the public store and verifies it there, and, if the gate passed it, moves the
-``production`` alias in both clouds, each change in the ledger (``pipelines.registry.publish``).
+replicates it to the public store and verifies it there, and, if the gate passed it, points the
+``candidate`` alias at it in both clouds, each change in the ledger
+(``pipelines.registry.publish``); the ``deploy`` task then rolls it out and moves ``production``
+in each cloud whose rollout completes.
 It writes to the stores, a side effect, so it is not a DVC stage: after a local ``dvc repro``,
 ``recflow register`` does the same by hand. Rerunning it changes nothing.
 """

@@ -5,7 +5,8 @@ One list feeds everything that names stages: the ``recflow`` command's subcomman
 in ``plugins/recflow_airflow``), and the checks against ``dvc.yaml``
 (``tests/dags/test_parity.py`` compares commands and edges with DVC's own reading of it).
 
-``COMMANDS`` lists the ``recflow`` commands that are not tasks (``serve``, ``registry``);
+``COMMANDS`` lists the ``recflow`` commands that are not tasks (``serve``, ``registry``,
+``replay``);
 each is a module ``pipelines/commands/<name>.py``.
 
 Each stage is a thin module beside this one, ``pipelines/stages/<name>.py``, run as
@@ -175,7 +176,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="register",
-        help="register the gated candidate in the model registry, replicate and promote it",
+        help="register the gated candidate in the model registry, replicate it, name it candidate",
         args=(
             "--params",
             "params.yaml",
@@ -189,6 +190,23 @@ STAGES: tuple[StageSpec, ...] = (
         upstream=("evaluate",),
         # it writes to the object stores, a side effect DVC cannot track; a rerun is a no-op
         tracked=False,
+    ),
+    StageSpec(
+        name="deploy",
+        help="roll the candidate out to the fleets: shadow, canary, full, or rolled back",
+        args=(
+            "--params",
+            "params.yaml",
+            "--from-alias",
+            "${registry.candidate_alias}",
+            "--prepared",
+            "data/prepared",
+        ),
+        upstream=("register",),
+        # a side effect on the fleets and the registry; the rollout record resumes a killed run
+        tracked=False,
+        # a rolled-back candidate is a verdict: a retry would report the same rollback
+        deterministic_failure=True,
     ),
 )
 
@@ -219,6 +237,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(
         name="registry",
         help="model registry: list, show, promote, rollback, history, verify, backup, restore",
+    ),
+    CommandSpec(
+        name="replay",
+        help="replay held-out sessions against a server: hit rate, errors, latency",
     ),
 )
 

@@ -26,6 +26,13 @@ TINY_OVERRIDES: dict[str, dict[str, Any]] = {
         "latency_requests": 20,
         "quality": {"bootstrap_samples": 200, "min_absolute": {"ndcg@10": 0.01, "recall@10": 0.02}},
     },
+    # one server per fleet: the rollout, not the fleet's size, is under test here
+    "deploy": {
+        "fleets": {
+            "private": {"servers": 1, "workers": 1},
+            "public": {"servers": 1, "workers": 1},
+        }
+    },
 }
 
 

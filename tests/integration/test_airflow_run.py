@@ -38,7 +38,8 @@ DVC_STAGES = [spec.name for spec in STAGES if spec.tracked]
 RUN_DATE = "2026-11-20"
 BAD_DATE = "2026-11-21"
 TASK_LINE = re.compile(r"^(?P<clock>\d{2}:\d{2}:\d{2}) (?P<state>\S+)\s+(?P<task>\S+)(?P<rest>.*)$")
-ONE_SCREEN = 40
+# a tall screen: in a pipe every task keeps its start line, and deploy shows a line per step
+ONE_SCREEN = 50
 
 
 def _json_rows(stdout: str) -> list[dict[str, Any]]:
@@ -118,12 +119,31 @@ def test_the_gated_model_is_registered_replicated_and_promoted(
     assert resolve(registry, "production", "public") == version
     assert verify_version(registry.store("public"), version) == []
     entries = ledger.entries(registry.record)
-    assert [(e.cloud, e.version) for e in entries] == [("private", version), ("public", version)]
+    # register names the gated version the candidate; its rollout makes it production
+    assert [(e.alias, e.cloud, e.version) for e in entries] == [
+        ("candidate", "private", version),
+        ("candidate", "public", version),
+        ("production", "private", version),
+        ("production", "public", version),
+    ]
     assert entries[0].change["run"]["dag_id"] == DAG_ID
     assert entries[0].change["reason"] == "gate verdict pass (bootstrap rule)"
+    # the first rollout: nothing served before, so a bake against the popularity fallback
+    assert entries[2].change["reason"] == "rollout passed in private: infra, bake"
+    assert entries[3].change["run"]["task_id"] == "deploy"
     assert re.search(
-        rf"success\s+register .* version {version}: production in private, public", first_run.stdout
+        rf"success\s+register .* version {version}: candidate in private, public", first_run.stdout
     )
+    assert re.search(
+        rf"success\s+deploy .* {version[:12]} serves in private, public \(bake\)", first_run.stdout
+    )
+    console = first_run.console
+    start = next(i for i, line in enumerate(console) if re.search(r" start\s+deploy$", line))
+    steps = [line.strip() for line in console[start + 1 :] if line.startswith(" ")]
+    for cloud in ("private", "public"):
+        assert any(s.startswith(f"{cloud} infra: pass") for s in steps), steps
+        assert any(s.startswith(f"{cloud} bake: pass") for s in steps), steps
+        assert any(s.startswith(f"{cloud} full: {version[:12]} serves 100%") for s in steps)
     # the job's console and its full Airflow log never show the store's secret
     secret = loopback["AWS_SECRET_ACCESS_KEY"]
     assert secret not in first_run.stdout + first_run.stderr
@@ -270,6 +290,14 @@ def test_second_run_judges_the_candidate_against_the_first_runs_production(
     assert {s: v for s, v in lock_after.items() if s != "evaluate"} == {
         s: v for s, v in lock_before.items() if s != "evaluate"
     }
+    # the new verdict makes a new version: rolled out through shadow and canary against the
+    # first run's, in both clouds (the same model: the same answers)
+    assert re.search(
+        r"success\s+deploy .* serves in private, public \(shadow, canary 5/25/50%\)", again.stdout
+    ), again.stdout
+    for cloud in ("private", "public"):
+        assert re.search(rf"^\s+{cloud} shadow: pass, .*overlap 1\.00", again.stdout, re.M)
+        assert re.search(rf"^\s+{cloud} canary 50%: pass, ", again.stdout, re.M)
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +333,7 @@ def test_rejected_batch_stops_the_run_and_is_quarantined(rejected: Path) -> None
     assert any(f"error: batch {BAD_DATE} rejected" in line for line in after), job.stdout
     assert any("expect_column_values_to_be_between(price)" in line for line in after)
     assert "recflow: the DAG run failed at validate" in job.stdout
-    assert "  not run: prepare, train, optimize, evaluate, register" in job.console
+    assert "  not run: prepare, train, optimize, evaluate, register, deploy" in job.console
     assert job.console[-1].startswith("full log: ") and job.console[-1].endswith(".log")
 
     def cli(*args: str) -> Any:

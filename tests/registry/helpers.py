@@ -150,3 +150,25 @@ def snapshot(store: Store) -> dict[str, tuple[str | None, int, str]]:
 def snapshots(registry: Registry) -> dict[str, Any]:
     """Snapshots of both clouds' stores."""
     return {cloud: snapshot(registry.store(cloud)) for cloud in ("private", "public")}
+
+
+def publish_and_roll_out(
+    registry: Registry, candidate: Path, lineage: dict[str, Any], **kw: Any
+) -> Any:
+    """The register step, then what a completed rollout (``recflow deploy``) does in the
+    registry: production points at the version in both clouds."""
+    from pipelines.registry.promotion import promote
+    from pipelines.registry.publish import publish
+
+    done = publish(registry, candidate, lineage, **kw)
+    for cloud in ("private", "public"):
+        promote(
+            registry,
+            done.version.id,
+            "production",
+            cloud,
+            reason="rollout passed",
+            actor=kw["actor"],
+            at=kw["at"],
+        )
+    return done

@@ -16,11 +16,10 @@ from pipelines.registry.clouds import Registry, open_registry
 from pipelines.registry.errors import ChecksumMismatch, RegistryError
 from pipelines.registry.names import file_key
 from pipelines.registry.production import fetch_production
-from pipelines.registry.publish import publish
 from pipelines.registry.replication import sync_aliases
 from pipelines.registry.stores.base import Store
 from pipelines.registry.versions import list_versions
-from tests.registry.helpers import make_candidate, snapshot
+from tests.registry.helpers import make_candidate, publish_and_roll_out, snapshot
 
 AT = dt.datetime(2026, 12, 2, 3, 0, tzinfo=dt.UTC)
 
@@ -28,7 +27,7 @@ AT = dt.datetime(2026, 12, 2, 3, 0, tzinfo=dt.UTC)
 def _two_versions(registry: Registry, tmp_path: Path) -> tuple[str, str]:
     ids = []
     for seed in (1, 2):
-        done = publish(
+        done = publish_and_roll_out(
             registry,
             make_candidate(tmp_path / f"c{seed}", seed=seed),
             {"format": 1, "seed": seed},
@@ -60,10 +59,12 @@ def test_the_drill(
 ) -> None:
     first, second = _two_versions(registry, tmp_path)
     entries = ledger.entries(registry.record)
-    assert [e.version for e in entries] == [first, first, second, second]
+    # candidate in both clouds, then production in both, per version
+    assert [e.version for e in entries] == [first] * 4 + [second] * 4
     report = backup(registry, _open(params, tmp_path, destination, s3_endpoint), at=AT)
-    assert report.versions == 2 and report.ledger_entries == 4
-    assert report.aliases == {"private": {"production": second}, "public": {"production": second}}
+    assert report.versions == 2 and report.ledger_entries == 8
+    both = {"candidate": second, "production": second}
+    assert report.aliases == {"private": both, "public": both}
 
     shutil.rmtree(tmp_path / "private")  # the on-premises volume is lost
     wiped = open_registry(params, tmp_path)

@@ -80,6 +80,14 @@ class Project:
         rows: list[dict[str, Any]] = json.loads(self.ok("registry", "history", "--json", *args))
         return rows
 
+    def roll_out(self, version: str) -> None:
+        """What a completed rollout (``recflow deploy``) does in the registry: production."""
+        for cloud in ("private", "public"):
+            self.ok(
+                "registry", "promote", version, "--alias", "production", "--cloud", cloud,
+                "--reason", "rollout passed",
+            )  # fmt: skip
+
 
 @pytest.fixture
 def project(tmp_path: Path, s3_endpoint: str, bucket: str) -> Project:
@@ -101,6 +109,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str) -> Pr
     project = Project(tmp_path_factory.mktemp("registered"), s3_endpoint, name)
     project.candidate(seed=1)
     project.ok("register")
+    project.roll_out(json.loads(project.ok("registry", "list", "--json"))[0]["id"])
     project.ok("registry", "backup", "file:backup")
     return project
 
@@ -113,9 +122,10 @@ def test_a_registry_story_and_no_secret_in_any_output(project: Project) -> None:
     v1 = first["id"]
     assert first["gate"]["verdict"] == "pass"
     history = project.history()
-    assert [(h["seq"], h["cloud"], h["to_version"]) for h in history] == [
-        (1, "private", v1),
-        (2, "public", v1),
+    # the gated version is the candidate in both clouds; production waits for its rollout
+    assert [(h["seq"], h["cloud"], h["alias"], h["to_version"]) for h in history] == [
+        (1, "private", "candidate", v1),
+        (2, "public", "candidate", v1),
     ]
     assert history[0]["actor"] == f"airflow:recsys_retrain/{AIRFLOW['AIRFLOW_CTX_DAG_RUN_ID']}"
     assert history[0]["run"]["dag_id"] == "recsys_retrain"
@@ -136,9 +146,15 @@ def test_a_registry_story_and_no_secret_in_any_output(project: Project) -> None:
     assert len(json.loads(project.ok("registry", "list", "--cloud", "public", "--json"))) == 1
     assert len(project.history()) == 2
 
+    # its rollout completes
+    project.roll_out(v1)
+
     # tomorrow's run
     project.candidate(seed=2)
     project.ok("register")
+    project.roll_out(
+        project.history("--alias", "candidate", "--cloud", "private")[-1]["to_version"]
+    )
     history = project.history("--alias", "production", "--cloud", "public")
     v2 = history[-1]["to_version"]
     assert [h["to_version"] for h in history] == [v1, v2] and v2 != v1
@@ -175,12 +191,14 @@ def test_a_registry_story_and_no_secret_in_any_output(project: Project) -> None:
     )
     public = project.history("--cloud", "public")
     assert [(h["alias"], h["action"], h["to_version"]) for h in public] == [
+        ("candidate", "promote", v1),
         ("production", "promote", v1),
+        ("candidate", "promote", v2),
         ("production", "promote", v2),
         ("production", "rollback", v1),
         ("canary", "promote", v2),
     ]
-    assert public[2]["rolls_back"] == history[1]["seq"]
+    assert public[4]["rolls_back"] == history[1]["seq"]
 
     # every object re-hashed: intact, then one tampered with in the public cloud
     assert "0 problem(s)" in project.ok("registry", "verify")

@@ -13,7 +13,7 @@ from pipelines.registry.clouds import Registry
 from pipelines.registry.errors import ChecksumMismatch
 from pipelines.registry.names import file_key
 from pipelines.registry.production import fetch_production
-from pipelines.registry.publish import publish
+from tests.registry.helpers import publish_and_roll_out
 
 AT = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
 
@@ -26,7 +26,7 @@ def test_no_production_means_the_bootstrap_rule(params: Params, tmp_path: Path) 
 def test_production_is_fetched_verified_and_reused(
     params: Params, registry: Registry, candidate: Path, tmp_path: Path
 ) -> None:
-    version = publish(registry, candidate, {"format": 1}, actor="t", at=AT).version.id
+    version = publish_and_roll_out(registry, candidate, {"format": 1}, actor="t", at=AT).version.id
     cache = tmp_path / "cache"
     folder = fetch_production(params, cache, root=tmp_path)
     assert folder == cache / version
@@ -46,7 +46,7 @@ def test_production_is_fetched_verified_and_reused(
 def test_a_tampered_production_is_never_served(
     params: Params, registry: Registry, candidate: Path, tmp_path: Path
 ) -> None:
-    version = publish(registry, candidate, {"format": 1}, actor="t", at=AT).version.id
+    version = publish_and_roll_out(registry, candidate, {"format": 1}, actor="t", at=AT).version.id
     (tmp_path / "private" / file_key(version, "model.pt")).write_bytes(b"swapped")
     with pytest.raises(ChecksumMismatch, match=r"model\.pt .* was changed or corrupted"):
         fetch_production(params, tmp_path / "cache", root=tmp_path)
@@ -56,7 +56,7 @@ def test_a_tampered_production_is_never_served(
 def test_the_gate_may_read_the_public_cloud(
     registry: Registry, candidate: Path, tmp_path: Path, params: Params
 ) -> None:
-    version = publish(registry, candidate, {"format": 1}, actor="t", at=AT).version.id
+    version = publish_and_roll_out(registry, candidate, {"format": 1}, actor="t", at=AT).version.id
     public = params.model_copy(
         update={"registry": params.registry.model_copy(update={"gate_cloud": "public"})}
     )

@@ -139,3 +139,37 @@ def test_tokens_keep_clients_and_admins_apart(served_folder: Path, tmp_path: Pat
         assert as_admin.status_code == 403
         no_registry = admin(client, "/admin/load", {"version": "v2"}, status=409)
         assert "no registry" in no_registry["detail"]
+
+
+def test_unload_drops_a_canary_or_staged_version_and_keeps_what_serves(
+    served_folder: Path, registry: Path, tmp_path: Path
+) -> None:
+    with make_client(served_folder, tmp_path, registry) as client:
+        admin(client, "/admin/load", {"version": "v2"})
+        admin(client, "/admin/canary", {"version": "v2", "weight": 0.5})
+        state = admin(client, "/admin/unload", {"version": "v2"})
+        desired = state["desired"]
+        assert (desired["canary"], desired["canary_weight"], desired["staged"]) == (None, 0.0, None)
+        assert state["workers"][0]["loaded"] == ["v1"]
+        assert {recommend(client, u, [])["model_version"] for u in USERS[:40]} == {"v1"}
+        refused = admin(client, "/admin/unload", {"version": "v1"}, status=409)
+        assert "is the stable version" in refused["detail"]
+        refused = admin(client, "/admin/unload", {"version": "v9"}, status=409)
+        assert "was never loaded here" in refused["detail"]
+        admin(client, "/admin/load", {"version": "v2"})
+        admin(client, "/admin/promote", {"version": "v2"})
+        refused = admin(client, "/admin/unload", {"version": "v1"}, status=409)
+        assert "kept for a rollback" in refused["detail"]
+        admin(client, "/admin/unload", {"version": "../x"}, status=422)
+
+
+def test_the_model_latency_of_each_arm_is_measured(
+    served_folder: Path, registry: Path, tmp_path: Path
+) -> None:
+    from tests.serving.test_app import metric
+
+    with make_client(served_folder, tmp_path, registry, cache={"enabled": False}) as client:
+        for user in USERS[:20]:
+            recommend(client, user, [])
+        count = metric(client, "recflow_model_latency_seconds_count", version="v1", arm="stable")
+        assert count == 20

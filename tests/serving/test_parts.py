@@ -307,3 +307,26 @@ def test_recflow_serve_is_a_command_with_clear_start_up_errors(
     assert refused.returncode == 2
     assert "RECFLOW_API_TOKENS is not set" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_model_that_answers_non_finite_scores_fails_the_call(served_folder: Path) -> None:
+    import numpy as np
+
+    from pipelines.serving.manifest import ArtifactError
+    from pipelines.serving.server.bundle import load_bundle
+
+    bundle = load_bundle("v1", served_folder, threads=1)
+    padded = bundle.recommender.pad([[1, 2], [3]])
+    _, scores = bundle.answer(padded, 5)
+    assert np.isfinite(scores).all()
+    real = bundle.recommender.recommend
+
+    def nan_for_the_second_row(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        top, values = real(history)
+        values = values.copy()
+        values[1:] = np.nan
+        return top, values
+
+    bundle.recommender.recommend = nan_for_the_second_row  # type: ignore[method-assign]
+    with pytest.raises(ArtifactError, match="non-finite scores for 1 of 2 request"):
+        bundle.answer(padded, 5)

@@ -261,6 +261,15 @@ def test_output_without_error_lines_gives_its_last_lines() -> None:
         ),
         ("/x/gx.py:12: UserWarning: deprecated", "/x/gx.py:12: UserWarning: deprecated"),
         ('train changed: {"train": []}', None),
+        (
+            "02:00:06 INFO    recflow.rollout.steps: private canary 5%: pass, stable 900",
+            "private canary 5%: pass, stable 900",
+        ),
+        (
+            "02:00:06 WARNING recflow.rollout.steps: public shadow: fail, p99 latency 60 ms",
+            "public shadow: fail, p99 latency 60 ms",
+        ),
+        ("02:00:06 INFO    recflow.rollout: rollout of v begins", None),
     ],
 )
 def test_live_lines_are_warnings_errors_and_epochs(line: str, shown: str | None) -> None:
@@ -365,7 +374,8 @@ def test_key_figures_come_from_the_files_the_stages_wrote(ran: Path) -> None:
         "optimize": "ships onnxruntime-fp32, 3.0x torch eager at batch 1",
         "evaluate": "gate verdict: pass",
         # an empty private store (file:stores/private under the folder): nothing promoted
-        "register": "registered; no alias changed (a blocked candidate is never promoted)",
+        "register": "registered; no alias changed (a blocked candidate is never a candidate)",
+        "deploy": "no rollout yet",
     }
 
 
@@ -379,6 +389,49 @@ def test_the_summary_has_a_line_per_output_with_its_figure_and_place(ran: Path) 
         "in models/candidate/optimized/",
         "  evaluate  gate verdict: pass; report models/candidate/evaluation/report.html",
     ]
+
+
+def _rollout(ran: Path, status: str, phases: dict[str, tuple[str, list[str]]], **more: Any) -> None:
+    from pipelines.rollout.record import Records, RolloutRecord, TargetRecord
+
+    targets = [
+        TargetRecord(cloud, phase=phase, steps=[{"step": s, "outcome": "pass"} for s in steps])
+        for cloud, (phase, steps) in phases.items()
+    ]
+    record = RolloutRecord(
+        version="0123456789abcdef",
+        targets=targets,
+        actor="t",
+        created_at="2026-12-02T06:00:00+00:00",
+        updated_at="2026-12-02T06:00:00+00:00",
+        status=status,
+        **more,
+    )
+    Records(ran / "data/serving/deploy").save(record)
+
+
+def test_the_deploy_figure_says_where_the_rollout_ended(ran: Path) -> None:
+    canary = ["infra", "shadow", "canary 5%", "canary 25%", "canary 50%"]
+    _rollout(ran, "succeeded", {"private": ("done", canary), "public": ("done", canary)})
+    assert key_figure("deploy", ran) == (
+        "0123456789ab serves in private, public (shadow, canary 5/25/50%)"
+    )
+    summary = summary_lines(ran)
+    assert summary[-1].startswith("  deploy    0123456789ab serves in private, public")
+    assert summary[-1].endswith("; record data/serving/deploy/0123456789abcdef/rollout.json")
+    _rollout(ran, "succeeded", {"private": ("done", ["infra", "bake"])})
+    assert key_figure("deploy", ran) == "0123456789ab serves in private (bake)"
+    _rollout(
+        ran,
+        "rolled_back",
+        {"private": ("rolled_back", canary), "public": ("rolled_back", ["infra"])},
+        failure={"cloud": "public", "step": "canary 25%", "reason": "error rate 6% > 0.5%"},
+    )
+    assert key_figure("deploy", ran) == (
+        "0123456789ab rolled back at public canary 25%: error rate 6% > 0.5%"
+    )
+    _rollout(ran, "awaiting_approval", {"private": ("done", canary), "public": ("pending", [])})
+    assert key_figure("deploy", ran) == "0123456789ab waits for approval before public"
 
 
 def test_a_shipped_artifact_without_eager_timing_has_no_speed_up(ran: Path) -> None:

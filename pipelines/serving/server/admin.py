@@ -91,6 +91,32 @@ def promote(version: str | None) -> Callable[[DesiredState], DesiredState]:
     return change
 
 
+def unload(version: str) -> Callable[[DesiredState], DesiredState]:
+    """Stop holding ``version``: it leaves the canary, the shadow and the staged slot, and
+    every worker drops it. The stable version and the previous one (a rollback's target) stay.
+    """
+
+    def change(state: DesiredState) -> DesiredState:
+        if version not in state.versions:
+            raise AdminRefused(409, f"version {version} was never loaded here")
+        if version == state.stable:
+            raise AdminRefused(409, f"version {version} is the stable version: promote another")
+        if state.previous and version == state.previous[-1]:
+            raise AdminRefused(
+                409, f"version {version} is the previous stable version, kept for a rollback"
+            )
+        canary = state.canary == version
+        return replace(
+            state,
+            canary=None if canary else state.canary,
+            canary_weight=0.0 if canary else state.canary_weight,
+            shadow=None if state.shadow == version else state.shadow,
+            staged=None if state.staged == version else state.staged,
+        )
+
+    return change
+
+
 def rollback(state: DesiredState) -> DesiredState:
     """Return to the previous stable version; canary and shadow end."""
     if not state.previous:

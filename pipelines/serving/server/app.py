@@ -8,7 +8,8 @@ millisecond.
 Public: ``GET /healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``. Clients:
 ``POST /recommend`` with ``Authorization: Bearer <token>`` (``RECFLOW_API_TOKENS``). Admin
 (``RECFLOW_ADMIN_TOKEN``): ``GET /admin/state``, ``POST /admin/load``, ``/admin/canary``,
-``/admin/shadow/start``, ``/admin/shadow/stop``, ``/admin/promote``, ``/admin/rollback``.
+``/admin/shadow/start``, ``/admin/shadow/stop``, ``/admin/promote``, ``/admin/rollback``,
+``/admin/unload``.
 Every refusal is a JSON ``{"error", "detail", "field"}`` whose detail names the problem;
 tokens are never logged or echoed.
 """
@@ -51,6 +52,7 @@ from pipelines.serving.server.schema import (
     LoadBody,
     PromoteBody,
     ShadowBody,
+    UnloadBody,
     explain,
     openapi,
     request_struct,
@@ -286,6 +288,10 @@ def build_app(
     async def admin_rollback(request: Request) -> dict[str, Any]:
         return await admin.apply(ops.rollback)
 
+    async def admin_unload(request: Request) -> dict[str, Any]:
+        body = await body_of(request, UnloadBody)
+        return await admin.apply(ops.unload(check_version_name(body.version)))
+
     async def healthz(request: Request) -> Response:
         return Response(b'{"status":"alive"}', media_type=_JSON)
 
@@ -341,6 +347,7 @@ def build_app(
         Route("/admin/shadow/stop", admin_route(admin_shadow_stop), methods=["POST"]),
         Route("/admin/promote", admin_route(admin_promote), methods=["POST"]),
         Route("/admin/rollback", admin_route(admin_rollback), methods=["POST"]),
+        Route("/admin/unload", admin_route(admin_unload), methods=["POST"]),
     ]
     app = Starlette(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}

@@ -94,20 +94,33 @@ class Bundle:
 
         Up to the artifact's own ``top_k`` the graph's top-k output answers; beyond it the
         full scores are ranked here.
+
+        Raises:
+            ArtifactError: The model returned a score that is not a finite number (its ranking
+                means nothing): the call fails, and its requests are answered from the fallback.
         """
         top_k = self.recommender.top_k
         if k <= top_k:
             items, scores = self.recommender.recommend(padded)
-            return items[:, :k], scores[:, :k]
+            return self._finite(items[:, :k], scores[:, :k])
         scores = self.recommender.scores(padded).astype(np.float32, copy=True)
         scores[:, 0] = -np.inf  # index 0 is padding, never an item
         k = min(k, self.items.n_items)
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         part_scores = np.take_along_axis(scores, part, axis=1)
         order = np.argsort(-part_scores, axis=1, kind="stable")
-        return np.take_along_axis(part, order, axis=1), np.take_along_axis(
-            part_scores, order, axis=1
+        return self._finite(
+            np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
         )
+
+    def _finite(self, items: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not np.isfinite(scores).all():
+            bad = int((~np.isfinite(scores).all(axis=1)).sum())
+            raise ArtifactError(
+                f"version {self.version}: the model returned non-finite scores for {bad} of "
+                f"{len(scores)} request(s)"
+            )
+        return items, scores
 
     def pad_row(self, history: list[int]) -> np.ndarray:
         """One left-padded history row (newest steps kept)."""

@@ -19,10 +19,18 @@ from pipelines.serving.items import ItemTable
 from pipelines.serving.manifest import read_manifest
 from pipelines.serving.server import state as run_state
 from pipelines.serving.server.auth import ADMIN_TOKEN_ENV, API_TOKENS_ENV, Tokens
-from pipelines.serving.server.registry import FolderRegistry, KeyedHash, check_version_name
+from pipelines.serving.server.registry import (
+    FolderRegistry,
+    KeyedHash,
+    ModelSource,
+    check_version_name,
+)
 from pipelines.serving.server.state import MULTIPROC_ENV, RUN_DIR_ENV, SETTINGS
 
 log = logging.getLogger("recflow.serve")
+
+# the workers' application: a uvicorn factory that reads the run folder's settings
+APP_FACTORY = "pipelines.serving.server.app:create_app"
 
 
 def worker_count(cfg: ServeConfig) -> int:
@@ -51,6 +59,8 @@ def prepare_run(
     registry: Path | None,
     version: str | None,
     workers: int,
+    source: ModelSource | None = None,
+    settings: dict[str, object] | None = None,
 ) -> run_state.DesiredState:
     """Check the tokens and the model, and lay out the run folder for a fresh server.
 
@@ -61,6 +71,10 @@ def prepare_run(
         version: The version to serve: its name in the registry, or the name given to
             ``model`` (default: ``local-`` and the start of its model's sha256).
         workers: Worker processes.
+        source: Another registry than a folder (the model registry's store of a cloud): the
+            source of ``version``; the workers' application (see :func:`serve`) opens it again
+            from ``settings``.
+        settings: More settings for the workers' application.
 
     Raises:
         InputError: No client token, no pseudonymization key while the request log is on,
@@ -83,12 +97,18 @@ def prepare_run(
         check_model_folder(model)
         name = version or f"local-{read_manifest(model).model_sha256[:12]}"
         folder = model.resolve()
-    elif registry is not None and version is not None:
+    elif (registry is not None or source is not None) and version is not None:
         name = check_version_name(version)
-        folder = FolderRegistry(registry).fetch(version, run_dir / "versions")
+        if source is None:
+            assert registry is not None
+            source = FolderRegistry(registry)
+        folder = source.fetch(version, run_dir / "versions")
         check_model_folder(folder)
     else:
-        raise InputError("nothing to serve: give --model FOLDER, or --registry DIR --version V")
+        raise InputError(
+            "nothing to serve: give --model FOLDER, or a registry (--registry DIR or --cloud C) "
+            "and --version V"
+        )
     desired = run_state.DesiredState(
         generation=1, stable=check_version_name(name), versions={name: str(folder)}
     )
@@ -99,6 +119,7 @@ def prepare_run(
             "config": {**cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
             "registry": str(registry.resolve()) if registry else None,
             "workers": workers,
+            **(settings or {}),
         },
     )
     return desired
@@ -110,12 +131,28 @@ def serve(
     model: Path | None = None,
     registry: Path | None = None,
     version: str | None = None,
+    source: ModelSource | None = None,
+    app_factory: str = APP_FACTORY,
+    settings: dict[str, object] | None = None,
 ) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM: in-flight requests finish first)."""
+    """Serve until interrupted (SIGINT/SIGTERM: in-flight requests finish first).
+
+    ``source``, ``app_factory`` and ``settings`` serve from another registry than a folder:
+    the factory (``module:function``) builds each worker's application and its source of
+    versions from the run folder's settings (see :func:`prepare_run`).
+    """
     import uvicorn
 
     workers = worker_count(cfg)
-    desired = prepare_run(cfg, model=model, registry=registry, version=version, workers=workers)
+    desired = prepare_run(
+        cfg,
+        model=model,
+        registry=registry,
+        version=version,
+        workers=workers,
+        source=source,
+        settings=settings,
+    )
     run_dir = cfg.run_dir.resolve()
     # before any worker imports prometheus_client: every worker writes its values there
     os.environ[MULTIPROC_ENV] = str(run_dir / "metrics")
@@ -124,7 +161,7 @@ def serve(
         "serving %s on http://%s:%d with %d worker(s)", desired.stable, cfg.host, cfg.port, workers
     )
     uvicorn.run(
-        "pipelines.serving.server.app:create_app",
+        app_factory,
         factory=True,
         host=cfg.host,
         port=cfg.port,

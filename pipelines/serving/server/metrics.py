@@ -39,6 +39,7 @@ class ArmMetrics:
 
     answered: Counter
     latency: Histogram
+    model_latency: Histogram
     cache_hits: Counter
     cache_misses: Counter
     unknown_items: Counter
@@ -65,6 +66,14 @@ class Metrics:
         self.latency = Histogram(
             "recflow_request_latency_seconds",
             "Time from request to answer of /recommend",
+            va,
+            buckets=LATENCY_BUCKETS,
+            **kw,
+        )
+        # the arm's model alone (queue and call), comparable with the shadow's latency below
+        self.model_latency = Histogram(
+            "recflow_model_latency_seconds",
+            "Time from queueing a request for its model to the model's answer",
             va,
             buckets=LATENCY_BUCKETS,
             **kw,
@@ -117,6 +126,7 @@ class Metrics:
             found = self._arms[key] = ArmMetrics(
                 answered=self.requests.labels(version, arm, "200"),
                 latency=self.latency.labels(version, arm),
+                model_latency=self.model_latency.labels(version, arm),
                 cache_hits=self.cache_hits.labels(version, arm),
                 cache_misses=self.cache_misses.labels(version, arm),
                 unknown_items=self.unknown_items.labels(version, arm),

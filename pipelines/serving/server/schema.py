@@ -71,6 +71,12 @@ class PromoteBody(msgspec.Struct, forbid_unknown_fields=True):
     version: Version | None = None
 
 
+class UnloadBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /admin/unload``: stop holding ``version`` (canary, shadow or staged)."""
+
+    version: Version
+
+
 def request_struct(limits: ServeLimits) -> type[msgspec.Struct]:
     """The ``POST /recommend`` body with the configured bounds."""
     ident = Annotated[str, Meta(min_length=1, max_length=limits.max_id_length, pattern=ID_PATTERN)]
@@ -124,7 +130,16 @@ def _json(ref: str | None, description: str) -> dict[str, Any]:
 def openapi(limits: ServeLimits) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the server."""
     request = request_struct(limits)
-    bodies = [request, RecommendResponse, ErrorBody, LoadBody, CanaryBody, ShadowBody, PromoteBody]
+    bodies = [
+        request,
+        RecommendResponse,
+        ErrorBody,
+        LoadBody,
+        CanaryBody,
+        ShadowBody,
+        PromoteBody,
+        UnloadBody,
+    ]
     _, components = msgspec.json.schema_components(bodies, ref_template=_REF)
     client: list[dict[str, list[str]]] = [{"clientToken": []}]
     admin: list[dict[str, list[str]]] = [{"adminToken": []}]
@@ -224,6 +239,11 @@ def openapi(limits: ServeLimits) -> dict[str, Any]:
             ),
             "/admin/rollback": admin_post(
                 "Return to the previous stable version", None, "No previous version"
+            ),
+            "/admin/unload": admin_post(
+                "Stop holding a version that is neither stable nor the previous stable",
+                "UnloadBody",
+                "The version is stable, the previous stable, or was never loaded",
             ),
         },
         "components": {

@@ -353,6 +353,7 @@ class Service:
         if cached is not None:
             items, scores = cached[0][:k], cached[1][:k]
         else:
+            asked = time.perf_counter()
             try:
                 answer = await served.batcher.submit(row, width)
             except ModelFailure as failure:
@@ -360,6 +361,9 @@ class Service:
                 items = bundle.items.by_popularity[:k]
                 scores = bundle.items.popularity_share[items]
             else:
+                self.metrics.arm(bundle.version, arm).model_latency.observe(
+                    time.perf_counter() - asked
+                )
                 if self.cfg.cache.enabled:
                     self.cache.put(key, answer)
                 items, scores = answer[0][:k], answer[1][:k]
