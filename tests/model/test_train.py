@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -49,6 +50,7 @@ def test_outputs_of_a_run(trained: tuple[TrainResult, Path]) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"] == result.test
     assert set(metrics["baselines"]) == {"most_popular", "item_transition"}
+    assert metrics["protocol"] == {"mask_history": False, "ties": "index"}
     best_valid = max(row["valid"]["ndcg@10"] for row in history)
     assert metrics["best_valid"]["ndcg@10"] == best_valid
     assert (out / "checkpoints" / "last.pt").is_file()
@@ -162,6 +164,63 @@ def test_windows_with_a_stride_cover_old_steps_of_long_sequences() -> None:
     # every step of the long sequence is a target (or the first step) in some window
     covered = {step for row in strided[:3] for step in row}
     assert covered == set(range(1, 13))
+
+
+def test_newest_window_targets_train_every_step_once() -> None:
+    import numpy as np
+
+    from pipelines.model.training.windows import older_targets, training_windows
+
+    long = np.arange(1, 13)  # 12 steps, windows of max_len + 1 = 5
+    short = np.array([7, 8, 9])
+    sequences = [long, short, np.array([4])]
+    windows = training_windows(sequences, max_len=4, stride=3)
+    skip = older_targets(sequences, max_len=4, stride=3)
+    assert windows.tolist() == [
+        [8, 9, 10, 11, 12],
+        [5, 6, 7, 8, 9],
+        [2, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5],
+        [0, 0, 7, 8, 9],
+    ]
+    # the window ending at step 5 shares targets 3, 4, 5 with the oldest one, which trains them
+    assert skip.tolist() == [1, 1, 3, 0, 0]
+    trained = [
+        step
+        for row, first in zip(windows.tolist(), skip.tolist(), strict=True)
+        for position, step in enumerate(row[1:])
+        if position >= first and step > 0 and row[position] > 0
+    ]
+    assert sorted(trained) == sorted([*range(2, 13), 8, 9])  # each step of both sequences once
+    assert older_targets(sequences, max_len=4).tolist() == [0, 0]  # newest windows only
+
+
+def test_newest_window_targets_train_and_change_the_run(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    every = train(_cfg(epochs=2, window_stride=5), RUN, tiny_prepared, tmp_path / "all")
+    newest = train(
+        _cfg(epochs=2, window_stride=5, window_targets="newest"),
+        RUN,
+        tiny_prepared,
+        tmp_path / "new",
+    )
+    assert newest.best_valid != every.best_valid
+    assert newest.test["ndcg@10"] > newest.baselines["most_popular"]["ndcg@10"] * 0.5
+
+
+def test_learning_rate_schedule() -> None:
+    from pipelines.model.training.schedule import learning_rate
+
+    constant = _cfg(lr=1e-3)
+    assert {learning_rate(constant, step, 10) for step in range(100)} == {1e-3}
+    cosine = _cfg(lr=1e-3, lr_schedule="cosine", warmup_epochs=1, epochs=5, min_lr_ratio=0.1)
+    rates = [learning_rate(cosine, step, 10) for step in range(50)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)  # warm-up
+    assert rates[10] == pytest.approx(1e-3) and rates[-1] > 1e-4  # then down towards the floor
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert learning_rate(cosine, 50, 10) == pytest.approx(1e-4)
+    assert learning_rate(cosine, 500, 10) == pytest.approx(1e-4)  # past the last epoch: floor
 
 
 def test_on_epoch_sees_every_epoch_row(tiny_prepared: Path, tmp_path: Path) -> None:

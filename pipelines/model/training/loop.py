@@ -9,7 +9,8 @@ prepare stage and writes into ``out`` (rank 0 only):
 - ``history.jsonl`` and ``plots/train.csv``: one row per epoch (loss, validation metrics);
 - ``model.pt``: the best weights with the model spec and config;
 - ``metrics.json``: test metrics of the best model beside the most-popular and item-to-item
-  transition baselines.
+  transition baselines, and the protocol that scored them (``mask_history``, ``ties``): numbers
+  of different protocols are not comparable.
 
 Under ``torchrun`` every rank trains on its shard of the windows (``DistributedSampler``), rank 0
 evaluates and broadcasts the early-stopping decision. Backend: NCCL when CUDA is available,
@@ -52,7 +53,8 @@ from pipelines.model.sasrec import (
 )
 from pipelines.model.training.checkpoint import resume, rng_states, save, seed_everything
 from pipelines.model.training.distributed import Dist, init_distributed
-from pipelines.model.training.windows import shard_batches, training_windows
+from pipelines.model.training.schedule import learning_rate
+from pipelines.model.training.windows import older_targets, shard_batches, training_windows
 
 log = logging.getLogger("recflow.train")
 
@@ -70,6 +72,8 @@ class TrainResult:
     best_valid: dict[str, float]
     test: dict[str, float]
     baselines: dict[str, dict[str, float]]
+    # how every number above was ranked: history items masked or not, and the tie rule
+    protocol: dict[str, Any]
 
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
@@ -130,6 +134,7 @@ def _evaluate(
         batch_size=cfg.eval_batch_size,
         mask_history=cfg.mask_history,
         device=device,
+        ties=cfg.ties,
     )
     return _round(metrics)
 
@@ -178,6 +183,7 @@ def _run_epoch(
     ddp_model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     windows: torch.Tensor,
+    skip: torch.Tensor | None,
     sampler: DistributedSampler[int],
     probs: torch.Tensor,
     ctx: Dist,
@@ -187,9 +193,10 @@ def _run_epoch(
     sampler.set_epoch(epoch)
     ddp_model.train()
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
+    steps_per_epoch = -(-sampler.num_samples // cfg.batch_size)
     progress = tqdm(
         shard_batches(sampler, cfg.batch_size),
-        total=-(-sampler.num_samples // cfg.batch_size),
+        total=steps_per_epoch,
         desc=f"epoch {epoch}",
         unit="batch",
         # None: a bar only on a terminal; in a log file (Airflow, CI) the epoch log line with
@@ -197,12 +204,18 @@ def _run_epoch(
         disable=None if ctx.main and cfg.progress else True,
         leave=False,
     )
-    for rows in progress:
+    for step, rows in enumerate(progress, start=(epoch - 1) * steps_per_epoch):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step, steps_per_epoch)
         inputs, targets = next_item_pairs(windows[rows].to(device), model.spec)
+        if skip is not None:
+            # targets an older window holds are trained there (window_targets: newest)
+            position = torch.arange(targets.shape[1], device=device)
+            targets = targets * (position >= skip[rows].to(device).unsqueeze(1))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = ddp_model(inputs)
             if cfg.loss == "full_softmax":
-                loss = full_softmax_loss(model, hidden, targets)
+                loss = full_softmax_loss(model, hidden, targets, cfg.label_smoothing)
             else:
                 loss = sampled_softmax_loss(model, hidden, targets, probs, cfg.num_negatives)
         optimizer.zero_grad(set_to_none=True)
@@ -234,9 +247,11 @@ def _train(
     seed_everything(seed)
     model = _build_model(cfg, data, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    windows = training_windows(
-        data.model_inputs("train", model.spec.event_types), cfg.max_len, cfg.window_stride
-    )
+    sequences = data.model_inputs("train", model.spec.event_types)
+    windows = training_windows(sequences, cfg.max_len, cfg.window_stride)
+    skip = None
+    if cfg.window_targets == "newest":
+        skip = older_targets(sequences, cfg.max_len, cfg.window_stride)
     probs = sampling_probs(
         torch.from_numpy(item_counts(data.train, data.n_items)), cfg.negative_sampler
     )
@@ -263,7 +278,9 @@ def _train(
         # randomness from (seed, epoch, rank): a resumed epoch draws what it would have drawn
         seed_everything(seed + 1_000_003 * epoch + ctx.rank)
         started = time.perf_counter()
-        loss = _run_epoch(cfg, epoch, model, ddp_model, optimizer, windows, sampler, probs, ctx)
+        loss = _run_epoch(
+            cfg, epoch, model, ddp_model, optimizer, windows, skip, sampler, probs, ctx
+        )
         seconds = time.perf_counter() - started
 
         row: dict[str, Any] = {"epoch": epoch, "loss": round(loss, 6)}
@@ -356,6 +373,7 @@ def _finish(
                 data.test_target,
                 batch_size=cfg.eval_batch_size,
                 mask_history=cfg.mask_history,
+                ties=cfg.ties,
             )
         )
     save(
@@ -375,6 +393,7 @@ def _finish(
         best_valid=best_valid,
         test=test,
         baselines=baselines,
+        protocol={"mask_history": cfg.mask_history, "ties": cfg.ties},
     )
     payload = {k: v for k, v in asdict(result).items() if k != "resumed_from"}
     write_json(out / "metrics.json", payload)
