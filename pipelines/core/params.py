@@ -126,6 +126,9 @@ class TrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0.0)
     # share of the full-softmax target mass spread over all items (0: plain cross-entropy)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # decay of an exponential moving average of the weights, updated every optimizer step and
+    # evaluated and saved in place of the raw weights (0: off; pipelines/model/training/averaging)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(256, ge=1)
     # None: one training window per sequence (its newest steps); an integer: also the windows
     # ending every `window_stride` steps further back, so long histories are used in full
@@ -168,6 +171,7 @@ class TrainConfig(StrictModel):
             "seed",
             "window_stride",
             "window_targets",
+            "ema_decay",
         )
         return [name for name in shape if getattr(self, name) != getattr(other, name)]
 

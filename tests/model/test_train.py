@@ -99,6 +99,60 @@ def test_rerun_gives_the_same_bytes_and_resume_matches_an_uninterrupted_run(
     assert done.test == straight.test
 
 
+def test_the_new_training_options_resume_exactly(tiny_prepared: Path, tmp_path: Path) -> None:
+    # the schedule is a function of the step and the weight average travels in the checkpoint
+    options = {
+        "window_stride": 5,
+        "window_targets": "newest",
+        "lr_schedule": "cosine",
+        "warmup_epochs": 0.5,
+        "label_smoothing": 0.1,
+        "ema_decay": 0.99,
+    }
+    cfg = _cfg(epochs=3, **options)
+    straight = train(cfg, RUN, tiny_prepared, tmp_path / "straight")
+
+    def crash_after_epoch_2(row: dict[str, object]) -> None:
+        if row["epoch"] == 2:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, RUN, tiny_prepared, tmp_path / "resumed", on_epoch=crash_after_epoch_2)
+    resumed = train(cfg, RUN, tiny_prepared, tmp_path / "resumed")
+    assert (resumed.resumed_from, resumed.test) == (2, straight.test)
+    for name in ("model.pt", "history.jsonl"):
+        assert sha256_file(tmp_path / "resumed" / name) == sha256_file(tmp_path / "straight" / name)
+    # the saved model is the average the validation judged, not the last raw weights
+    saved = torch.load(tmp_path / "straight" / "model.pt", weights_only=False)["model"]
+    last = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    assert "average" in last
+    best = torch.load(tmp_path / "straight" / "checkpoints" / "best.pt", weights_only=False)
+    assert all(torch.equal(saved[name], best["model"][name]) for name in saved)
+    shadow = last["average"]["shadow"]
+    assert not torch.equal(shadow["item_emb.weight"], last["model"]["item_emb.weight"])
+    if best["epoch"] == 3:
+        assert all(torch.equal(saved[name], shadow[name]) for name in shadow)
+
+
+def test_weight_average_follows_the_weights_and_swaps_in_and_out() -> None:
+    from pipelines.model.training.averaging import WeightAverage
+
+    layer = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(layer.weight)
+    average = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    average.update(layer)  # first update: decay min(0.5, 2 / 11)
+    expected = 1.0 - 2 / 11
+    assert torch.allclose(average.shadow["weight"], torch.full((1, 2), expected))
+    with average.applied(layer):
+        assert torch.allclose(layer.weight, torch.full((1, 2), expected))
+    assert torch.equal(layer.weight, torch.ones(1, 2))
+    copy = WeightAverage(layer, decay=0.5)
+    copy.load_state_dict(average.state_dict())
+    assert copy.updates == 1 and torch.equal(copy.shadow["weight"], average.shadow["weight"])
+
+
 def test_sampled_softmax_training_runs(tiny_prepared: Path, tmp_path: Path) -> None:
     result = train(
         _cfg(epochs=2, loss="sampled_softmax", num_negatives=32), RUN, tiny_prepared, tmp_path

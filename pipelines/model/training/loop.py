@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -51,6 +52,7 @@ from pipelines.model.sasrec import (
     sampled_softmax_loss,
     sampling_probs,
 )
+from pipelines.model.training.averaging import WeightAverage
 from pipelines.model.training.checkpoint import resume, rng_states, save, seed_everything
 from pipelines.model.training.distributed import Dist, init_distributed
 from pipelines.model.training.schedule import learning_rate
@@ -187,6 +189,7 @@ def _run_epoch(
     sampler: DistributedSampler[int],
     probs: torch.Tensor,
     ctx: Dist,
+    average: WeightAverage | None,
 ) -> float:
     """One pass over this rank's shard of the users; returns the mean loss over all ranks."""
     device = next(model.parameters()).device
@@ -223,6 +226,8 @@ def _run_epoch(
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update(model)
         loss_sum[0] += loss.detach().double()
         loss_sum[1] += 1
     if ctx.world > 1:
@@ -257,7 +262,8 @@ def _train(
     )
     last_path = out / "checkpoints" / "last.pt"
     fingerprint = prepared_fingerprint(prepared)
-    state = resume(cfg, last_path, model, optimizer, ctx, fingerprint)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    state = resume(cfg, last_path, model, optimizer, ctx, fingerprint, average)
     resumed_from = int(state["epoch"])
 
     ddp_model: torch.nn.Module = model
@@ -279,7 +285,7 @@ def _train(
         seed_everything(seed + 1_000_003 * epoch + ctx.rank)
         started = time.perf_counter()
         loss = _run_epoch(
-            cfg, epoch, model, ddp_model, optimizer, windows, skip, sampler, probs, ctx
+            cfg, epoch, model, ddp_model, optimizer, windows, skip, sampler, probs, ctx, average
         )
         seconds = time.perf_counter() - started
 
@@ -287,15 +293,19 @@ def _train(
         decision = torch.zeros(1, dtype=torch.int64, device=device if cuda else "cpu")
         if ctx.main:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                row["valid"] = _evaluate(model, cfg, valid_inputs, data.valid_target)
-                if row["valid"][SELECTION_METRIC] > state["best_metric"]:
-                    state.update(
-                        best_metric=row["valid"][SELECTION_METRIC], best_epoch=epoch, bad_evals=0
-                    )
-                    best = {"model": model.state_dict(), "epoch": epoch}
-                    save(out / "checkpoints" / "best.pt", best)
-                else:
-                    state["bad_evals"] += 1
+                # with a weight average, it is what is judged and kept
+                with average.applied(model) if average is not None else nullcontext():
+                    row["valid"] = _evaluate(model, cfg, valid_inputs, data.valid_target)
+                    if row["valid"][SELECTION_METRIC] > state["best_metric"]:
+                        state.update(
+                            best_metric=row["valid"][SELECTION_METRIC],
+                            best_epoch=epoch,
+                            bad_evals=0,
+                        )
+                        best = {"model": model.state_dict(), "epoch": epoch}
+                        save(out / "checkpoints" / "best.pt", best)
+                    else:
+                        state["bad_evals"] += 1
                 decision[0] = int(state["bad_evals"] >= cfg.patience)
             log.info(
                 "epoch %d: loss %.4f, valid %s %s, %.2f s (%.0f windows/s)",
@@ -314,6 +324,7 @@ def _train(
                 **state,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                **({"average": average.state_dict()} if average is not None else {}),
                 "rng": rng_states(),
                 "config": cfg.model_dump(mode="json"),
                 "data": fingerprint,
