@@ -118,11 +118,6 @@ class TrainConfig(StrictModel):
     # embed each step's event type (view / add_to_cart / purchase) beside its item
     event_type_feature: bool = False
     lr: float = Field(1e-3, gt=0.0)
-    # "cosine": a linear warm-up over warmup_epochs, then a cosine decay from lr to
-    # lr * min_lr_ratio at the end of the last epoch (pipelines/model/training/schedule.py)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: float = Field(0.0, ge=0.0)
-    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     # share of the full-softmax target mass spread over all items (0: plain cross-entropy)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)

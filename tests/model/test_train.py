@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -100,12 +99,10 @@ def test_rerun_gives_the_same_bytes_and_resume_matches_an_uninterrupted_run(
 
 
 def test_the_new_training_options_resume_exactly(tiny_prepared: Path, tmp_path: Path) -> None:
-    # the schedule is a function of the step and the weight average travels in the checkpoint
+    # the weight average travels in the checkpoint
     options = {
         "window_stride": 5,
         "window_targets": "newest",
-        "lr_schedule": "cosine",
-        "warmup_epochs": 0.5,
         "label_smoothing": 0.1,
         "ema_decay": 0.99,
     }
@@ -261,20 +258,6 @@ def test_newest_window_targets_train_and_change_the_run(
     )
     assert newest.best_valid != every.best_valid
     assert newest.test["ndcg@10"] > newest.baselines["most_popular"]["ndcg@10"] * 0.5
-
-
-def test_learning_rate_schedule() -> None:
-    from pipelines.model.training.schedule import learning_rate
-
-    constant = _cfg(lr=1e-3)
-    assert {learning_rate(constant, step, 10) for step in range(100)} == {1e-3}
-    cosine = _cfg(lr=1e-3, lr_schedule="cosine", warmup_epochs=1, epochs=5, min_lr_ratio=0.1)
-    rates = [learning_rate(cosine, step, 10) for step in range(50)]
-    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)  # warm-up
-    assert rates[10] == pytest.approx(1e-3) and rates[-1] > 1e-4  # then down towards the floor
-    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
-    assert learning_rate(cosine, 50, 10) == pytest.approx(1e-4)
-    assert learning_rate(cosine, 500, 10) == pytest.approx(1e-4)  # past the last epoch: floor
 
 
 def test_on_epoch_sees_every_epoch_row(tiny_prepared: Path, tmp_path: Path) -> None:

@@ -55,7 +55,6 @@ from pipelines.model.sasrec import (
 from pipelines.model.training.averaging import WeightAverage
 from pipelines.model.training.checkpoint import resume, rng_states, save, seed_everything
 from pipelines.model.training.distributed import Dist, init_distributed
-from pipelines.model.training.schedule import learning_rate
 from pipelines.model.training.windows import older_targets, shard_batches, training_windows
 
 log = logging.getLogger("recflow.train")
@@ -196,10 +195,9 @@ def _run_epoch(
     sampler.set_epoch(epoch)
     ddp_model.train()
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
-    steps_per_epoch = -(-sampler.num_samples // cfg.batch_size)
     progress = tqdm(
         shard_batches(sampler, cfg.batch_size),
-        total=steps_per_epoch,
+        total=-(-sampler.num_samples // cfg.batch_size),
         desc=f"epoch {epoch}",
         unit="batch",
         # None: a bar only on a terminal; in a log file (Airflow, CI) the epoch log line with
@@ -207,9 +205,7 @@ def _run_epoch(
         disable=None if ctx.main and cfg.progress else True,
         leave=False,
     )
-    for step, rows in enumerate(progress, start=(epoch - 1) * steps_per_epoch):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(cfg, step, steps_per_epoch)
+    for rows in progress:
         inputs, targets = next_item_pairs(windows[rows].to(device), model.spec)
         if skip is not None:
             # targets an older window holds are trained there (window_targets: newest)
