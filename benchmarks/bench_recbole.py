@@ -149,8 +149,8 @@ def write_prepared(split: dict[str, Any], out: Path, *, tuning: bool = False) ->
         pq.write_table(table, out / f"{name}.parquet")
 
 
-def _launch(command: Sequence[str], log_path: Path) -> float:
-    """Run ``command`` to completion with its output in ``log_path``; returns the launch time."""
+def _launch(command: Sequence[str], log_path: Path, cwd: Path) -> float:
+    """Run ``command`` in ``cwd`` with its output in ``log_path``; returns the launch time."""
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONWARNINGS": "ignore"}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as stream:
@@ -159,6 +159,7 @@ def _launch(command: Sequence[str], log_path: Path) -> float:
             [*command[:1], *command[1:], "--started-at", repr(launched)],
             check=True,
             env=env,
+            cwd=cwd,
             stdout=stream,
             stderr=subprocess.STDOUT,
         )
@@ -210,7 +211,8 @@ def run_recbole(
     if _finished(work, "recbole.json", request):
         log.info("reusing the finished run in %s", work)
     else:
-        _launch(command, work / "log.txt")
+        # RecBole writes its logs and tensorboard files into its working folder
+        _launch(command, work / "log.txt", cwd=work)
         write_json(work / "request.json", request)
     result: dict[str, Any] = json.loads((work / "recbole.json").read_text())
     return result
@@ -392,7 +394,7 @@ def run_recflow(
     if _finished(out, "recflow.json", request):
         log.info("reusing the finished run in %s", out)
     else:
-        _launch(command, out / "log.txt")
+        _launch(command, out / "log.txt", cwd=PROJECT_ROOT)
         write_json(out / "request.json", request)
     result: dict[str, Any] = json.loads((out / "recflow.json").read_text())
     return result
