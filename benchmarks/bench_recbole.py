@@ -1,11 +1,14 @@
 """recflow's SASRec beside RecBole's on MovieLens-100k, like for like.
 
-    python -m benchmarks.bench_recbole --work DIR all          # or one step at a time:
-    python -m benchmarks.bench_recbole --work DIR tune-recbole
-    python -m benchmarks.bench_recbole --work DIR converge-recbole
-    python -m benchmarks.bench_recbole --work DIR tune-recflow
-    python -m benchmarks.bench_recbole --work DIR final
-    python -m benchmarks.bench_recbole --work DIR report
+    python -m benchmarks.bench_recbole [--work DIR] [--threads 2] all   # or one step at a time:
+    python -m benchmarks.bench_recbole tune-recbole        # RecBole's grid, first epochs
+    python -m benchmarks.bench_recbole converge-recbole    # its choice to convergence (~1 h)
+    python -m benchmarks.bench_recbole tune-recflow        # recflow's grid
+    python -m benchmarks.bench_recbole final               # 3 recflow seeds, RecBole to the bar
+    python -m benchmarks.bench_recbole report              # the results file and README table
+
+A step reuses the finished runs of earlier calls in ``--work`` (``build/bench-recbole``), so the
+steps can run one at a time and an interrupted one continues.
 
 RecBole runs in its own interpreter (``.venv-recbole``, ``make recbole-env``) through
 ``benchmarks/recbole_side.py``; recflow runs in a child process of this environment
@@ -685,7 +688,7 @@ def report(work: Path, threads: int) -> dict[str, Any]:
     loads = [r["to_quality"]["loadavg"] for r in recflow_seeds if r["to_quality"]]
     trials = work / "development_trials.json"
     return {
-        "command": f"python -m benchmarks.bench_recbole --work DIR --threads {threads} all",
+        "command": f"python -m benchmarks.bench_recbole --threads {threads} all",
         "machine": machine_info(),
         "threads": threads,
         "data": {
@@ -773,7 +776,12 @@ def readme_table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for the step outputs")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=PROJECT_ROOT / "build" / "bench-recbole",
+        help="folder for the step outputs, kept between steps (default: build/bench-recbole)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     steps = parser.add_subparsers(dest="step", required=True)
     for name, doc in STEPS.items():
