@@ -170,10 +170,19 @@ class TrainConfig(StrictModel):
     event_type_feature: bool = False
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    # share of the full-softmax target mass spread over all items (0: plain cross-entropy)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    # decay of an exponential moving average of the weights, updated every optimizer step and
+    # evaluated and saved in place of the raw weights (0: off; pipelines/model/training/averaging)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0)
     batch_size: int = Field(256, ge=1)
     # None: one training window per sequence (its newest steps); an integer: also the windows
     # ending every `window_stride` steps further back, so long histories are used in full
     window_stride: int | None = Field(None, ge=1)
+    # "all": every target of every window, so with window_stride < max_len a step is trained
+    # several times per epoch; "newest": a window trains only the targets no older window holds,
+    # so each step once per epoch, with at least max_len - window_stride steps of context
+    window_targets: Literal["all", "newest"] = "all"
     epochs: int = Field(200, ge=1)
     # evaluations without improvement of validation NDCG@10 before stopping
     patience: int = Field(10, ge=1)
@@ -185,6 +194,9 @@ class TrainConfig(StrictModel):
     negative_sampler: Literal["uniform", "popularity"] = "popularity"
     # exclude the user's history items from the ranking (for catalogues without repeats)
     mask_history: bool = False
+    # order of equal scores in the ranking: "index" (the more popular item first) or "topk"
+    # (torch.topk's order, as RecBole's evaluator; pipelines/model/ranking.py)
+    ties: Literal["index", "topk"] = "index"
     eval_every: int = Field(1, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
     # torch intra-op threads per process; None: torch's default
@@ -204,6 +216,8 @@ class TrainConfig(StrictModel):
             "event_type_feature",
             "seed",
             "window_stride",
+            "window_targets",
+            "ema_decay",
         )
         return [name for name in shape if getattr(self, name) != getattr(other, name)]
 

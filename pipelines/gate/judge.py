@@ -13,7 +13,10 @@ serving runtime), on a fixed golden set of test users. The gate checks, in order
 - latency: p99 of batch-1 requests within budget;
 - quality: NDCG@10 and Recall@10 on the golden set (``pipelines.gate.golden``) above their
   minimums and, against production, not worse than the allowed drop with bootstrap confidence
-  (``pipelines.gate.rules``).
+  (``pipelines.gate.rules``). Both models are scored under the candidate's protocol (history
+  masked or not, tie rule; its manifest, or the config in ``model.pt`` for a manifest written
+  before version 3); a production model selected under another protocol is not compared: the
+  ``production_protocol`` check fails and names both.
 
 With no production model (none is given, or its folder does not exist) the bootstrap rule applies:
 every check but the comparison must pass. ``--out`` receives ``verdict.json``
@@ -30,11 +33,17 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core.errors import RecflowError
+from pipelines.core.errors import InputError, RecflowError
 from pipelines.core.io import atomic_dir, write_json, write_text
 from pipelines.core.params import EvaluateConfig
 from pipelines.gate import behaviour
-from pipelines.gate.golden import GOLDEN_SEED, answer_quality, golden_set, mean_quality
+from pipelines.gate.golden import (
+    DEFAULT_PROTOCOL,
+    GOLDEN_SEED,
+    answer_quality,
+    golden_set,
+    mean_quality,
+)
 from pipelines.gate.report import render_html, render_markdown
 from pipelines.gate.rules import absolute_check, comparative_check, verdict
 from pipelines.gate.verdict import (
@@ -47,7 +56,8 @@ from pipelines.gate.verdict import (
     Verdict,
     write_verdict,
 )
-from pipelines.model.saved import load_model
+from pipelines.model.saved import load_model, saved_protocol
+from pipelines.model.training.metrics import ScoringProtocol
 from pipelines.serving.latency import Timing, measure
 from pipelines.serving.manifest import ArtifactError, ArtifactManifest, read_manifest
 from pipelines.serving.parity import Scorer, eager_scorer
@@ -217,7 +227,8 @@ def evaluate(
         checks += _behaviour_checks(cfg, recommender, histories, _reference(candidate / "model.pt"))
         latency, timing = _latency_check(cfg, recommender, recommender.pad(histories))
         checks.append(latency)
-        candidate_users = answer_quality(recommender, histories, targets)
+        protocol = _protocol(recommender.manifest, candidate)
+        candidate_users = answer_quality(recommender, histories, targets, protocol)
         quality = mean_quality(candidate_users)
         checks += [absolute_check(m, quality[m], cfg.quality) for m in QUALITY_METRICS]
         if bootstrap:
@@ -238,6 +249,7 @@ def evaluate(
                 (histories, targets),
                 recommender.event_types,
                 candidate_users,
+                protocol,
             )
             checks += comparisons
     outcome, blocked = verdict(checks, cfg.on_inconclusive)
@@ -282,6 +294,7 @@ def _compare(
     golden: tuple[list[np.ndarray], np.ndarray],
     event_types: bool,
     candidate_users: dict[QualityMetric, np.ndarray],
+    protocol: ScoringProtocol,
 ) -> tuple[dict[QualityMetric, float], list[Check]]:
     """Paired quality of production against the candidate's per-user quality.
 
@@ -293,10 +306,23 @@ def _compare(
     except ArtifactError as exc:
         detail = f"production model: {exc}"
         return {}, [Check(name="production_load", status="fail", detail=detail)]
+    try:
+        production_protocol = _protocol(serving.manifest, production)
+    except InputError as exc:
+        detail = f"production model: {exc}"
+        return {}, [Check(name="production_load", status="fail", detail=detail)]
+    if production_protocol != protocol:
+        detail = (
+            f"the candidate is scored with {_describe(protocol)}, production was selected with "
+            f"{_describe(production_protocol)}: numbers of different protocols do not compare. "
+            "Retrain the candidate under production's protocol, or promote it by hand "
+            "(recflow registry promote) with the reason"
+        )
+        return {}, [Check(name="production_protocol", status="fail", detail=detail)]
     histories, targets = golden
     if serving.event_types != event_types:
         histories, targets = golden_set(prepared, cfg.golden_users, event_types=serving.event_types)
-    production_users = answer_quality(serving, histories, targets)
+    production_users = answer_quality(serving, histories, targets, protocol)
     checks = []
     for index, metric in enumerate(QUALITY_METRICS):
         check, _ = comparative_check(
@@ -308,6 +334,23 @@ def _compare(
         )
         checks.append(check)
     return mean_quality(production_users), checks
+
+
+def _protocol(manifest: ArtifactManifest, model_folder: Path) -> ScoringProtocol:
+    """The model's protocol: its manifest's, else its ``model.pt`` config's, else the default.
+
+    Raises:
+        InputError: ``model.pt`` is unreadable.
+    """
+    if manifest.protocol is not None:
+        return manifest.protocol
+    model_path = model_folder / "model.pt"
+    return saved_protocol(model_path) if model_path.is_file() else DEFAULT_PROTOCOL
+
+
+def _describe(protocol: ScoringProtocol) -> str:
+    masked = "history masked" if protocol.mask_history else "history not masked"
+    return f"{masked} (mask_history={str(protocol.mask_history).lower()}), ties {protocol.ties}"
 
 
 def _manifest_or_none(folder: Path) -> ArtifactManifest | None:

@@ -1,18 +1,26 @@
 """Full-ranking metrics of next-item scores: HR@K, NDCG@K and MRR@K.
 
-Every user has exactly one target, so HR@K equals Recall@K. The rank of a target is the number
-of items scored above it, plus the number of items with the same score and a smaller item index
-(ties go to the more popular item, since item indices are ordered by popularity). The padding
-item (index 0) never ranks. With ``mask_history`` the items of the user's history are excluded
-from the ranking (set to ``-inf``), the usual protocol for catalogues without repeat
-consumption; a target that is itself in the history then counts as a miss. A target whose
-score is ``-inf`` is always a miss.
+Every user has exactly one target, so HR@K equals Recall@K. The padding item (index 0) never
+ranks. With ``mask_history`` the items of the user's history are excluded from the ranking (set
+to ``-inf``), the usual protocol for catalogues without repeat consumption; a target that is
+itself in the history then counts as a miss. A target whose score is ``-inf`` is always a miss.
+Without it every item is ranked, history included, as RecBole does for sequential models.
+
+Two rules for items with equal scores (``ties``):
+
+- ``"index"``: the rank of a target is the number of items scored above it, plus the number of
+  items with the same score and a smaller item index (ties go to the more popular item, since
+  item indices are ordered by popularity);
+- ``"topk"``: the metrics at ``K`` read the target's position in ``torch.topk(scores, K)``, the
+  list RecBole's evaluator ranks by (its ``topk: [K]``); equal scores come out in whatever order
+  ``torch.topk`` returns them. Used where numbers are compared with RecBole's.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -21,6 +29,8 @@ KS: tuple[int, ...] = (10, 20)
 METRIC_NAMES: tuple[str, ...] = ("hr", "ndcg", "mrr")
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+Ties = Literal["index", "topk"]
+TIES: tuple[Ties, ...] = ("index", "topk")
 
 
 def mask_scores(scores: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,6 +65,49 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     tied_before = ((scores == target_scores) & (items < targets.long().unsqueeze(1))).sum(1)
     ranks = (above + tied_before).double()
     return ranks.masked_fill(torch.isneginf(target_scores.squeeze(1)), math.inf)
+
+
+def topk_ranks(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """0-based position of each target in ``torch.topk(scores, k)``; ``inf`` if absent.
+
+    Args:
+        scores: ``[B, n_items + 1]`` scores, padding already ``-inf``.
+        targets: ``[B]`` target item indices (1..n_items).
+        k: Length of the list, at most the number of columns.
+
+    Returns:
+        ``[B]`` float ranks below ``k``, or ``inf`` for a target outside the list or scored
+        ``-inf``.
+    """
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices
+    found = top == targets.long().unsqueeze(1)
+    ranks = found.double().argmax(1).double()
+    target_scores = scores.gather(1, targets.long().unsqueeze(1)).squeeze(1)
+    return ranks.masked_fill(~found.any(1) | torch.isneginf(target_scores), math.inf)
+
+
+def batch_metric_sums(
+    scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = KS, ties: Ties = "index"
+) -> dict[str, float]:
+    """Sums over a batch of users of the metrics at each ``k``, under the tie rule ``ties``.
+
+    Args:
+        scores: ``[B, n_items + 1]`` scores, padding (and masked items) already ``-inf``.
+        targets: ``[B]`` target item indices.
+        ks: Cut-offs.
+        ties: ``"index"`` or ``"topk"`` (see the module doc).
+
+    Raises:
+        ValueError: ``ties`` is neither.
+    """
+    if ties == "index":
+        return metric_sums(target_ranks(scores, targets), ks)
+    if ties == "topk":
+        sums: dict[str, float] = {}
+        for k in ks:
+            sums.update(metric_sums(topk_ranks(scores, targets, k), (k,)))
+        return sums
+    raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
 
 
 def per_user_metrics(ranks: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, torch.Tensor]:
@@ -93,6 +146,7 @@ def evaluate(
     mask_history: bool = False,
     ks: Sequence[int] = KS,
     device: torch.device | str = "cpu",
+    ties: Ties = "index",
 ) -> dict[str, float]:
     """Mean full-ranking metrics of ``score_fn`` over users, computed in batches.
 
@@ -104,12 +158,18 @@ def evaluate(
         mask_history: Exclude the items of each history from its ranking.
         ks: Cut-offs.
         device: Where the history batches are put.
+        ties: How equal scores are ordered, ``"index"`` or ``"topk"`` (see the module doc).
 
     Returns:
         ``{"hr@10": ..., "ndcg@10": ..., ...}`` averaged over users (0.0 for no users).
+
+    Raises:
+        ValueError: Histories and targets differ in number, or ``ties`` is unknown.
     """
     if len(histories) != len(targets):
         raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
     from pipelines.data.sequences import left_pad
 
     totals = dict.fromkeys(metric_names(ks), 0.0)
@@ -121,7 +181,7 @@ def evaluate(
         scores = score_fn(history).float()
         scores = mask_scores(scores, history if mask_history else None)
         batch_targets = torch.from_numpy(target_array[start : start + batch_size]).to(device)
-        for name, value in metric_sums(target_ranks(scores, batch_targets), ks).items():
+        for name, value in batch_metric_sums(scores, batch_targets, ks, ties).items():
             totals[name] += value
     count = max(len(histories), 1)
     return {name: total / count for name, total in totals.items()}

@@ -200,11 +200,21 @@ def next_item_pairs(window: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor
     return inputs, targets * (inputs > 0)
 
 
-def full_softmax_loss(model: SASRec, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the whole catalogue at the steps with a target (``targets > 0``)."""
+def full_softmax_loss(
+    model: SASRec, hidden: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy over the whole catalogue at the steps with a target (``targets > 0``).
+
+    ``label_smoothing`` moves that share of each target's mass evenly onto the real items (the
+    padding item, scored ``-inf``, gets none).
+    """
     keep = targets > 0
     logits = model.logits(hidden[keep]).float()
-    return F.cross_entropy(logits, targets[keep])
+    if label_smoothing == 0.0:
+        return F.cross_entropy(logits, targets[keep])
+    log_probs = F.log_softmax(logits, dim=-1)[:, 1:]
+    nll = -log_probs.gather(1, targets[keep].unsqueeze(1) - 1).squeeze(1)
+    return ((1.0 - label_smoothing) * nll - label_smoothing * log_probs.mean(-1)).mean()
 
 
 def sampled_softmax_loss(

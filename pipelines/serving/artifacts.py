@@ -38,7 +38,7 @@ from pipelines.core.params import OptimizeConfig
 from pipelines.data.prepared import load_prepared
 from pipelines.data.sequences import left_pad
 from pipelines.model.sasrec import ModelSpec, SASRec
-from pipelines.model.saved import load_model
+from pipelines.model.saved import load_model, saved_protocol
 from pipelines.serving.backends.onnxruntime import quantize_int8
 from pipelines.serving.backends.selection import (
     Capabilities,
@@ -221,6 +221,7 @@ def optimize(
         schema_version=MANIFEST_VERSION,
         model_sha256=sha256_file(model_path),
         spec=ModelSpecRecord(**spec.to_dict()),
+        protocol=saved_protocol(model_path),
         max_len=spec.max_len,
         n_items=spec.n_items,
         top_k=cfg.top_k,

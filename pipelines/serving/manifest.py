@@ -11,15 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipelines.core.contracts import Contract, read_contract, write_contract
 from pipelines.core.errors import InputError
 from pipelines.core.io import sha256_file
+from pipelines.model.training.metrics import ScoringProtocol
 
 MANIFEST = "manifest.json"
 # 1 was the untyped manifest (its version field was called ``format``)
-MANIFEST_VERSION: Final = 2
+MANIFEST_VERSION: Final = 3
 
 Backend = Literal["onnxruntime", "tensorrt", "torch-compile"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -148,11 +149,15 @@ class ModelSpecRecord(Contract):
 class ArtifactManifest(Contract):
     """``manifest.json`` of an optimized folder: every artifact built from one trained model."""
 
-    schema_version: Literal[2]
-    """Version of this layout; a reader refuses another one."""
+    schema_version: Literal[2, 3]
+    """Version of this layout: 3, or 2 (written before the protocol was recorded, still read)."""
     model_sha256: str
     """sha256 of the train stage's ``model.pt`` the artifacts were built from."""
     spec: ModelSpecRecord
+    protocol: ScoringProtocol | None = None
+    """How the model's quality is measured (history masked or not, tie rule): the gate scores
+    candidate and production under it and refuses to compare two different ones. Required from
+    version 3, absent before."""
     max_len: int
     """Steps of history every artifact reads."""
     n_items: int
@@ -164,6 +169,12 @@ class ArtifactManifest(Contract):
     skipped: dict[str, str]
     """Backends not built on this machine, each with the reason."""
     artifacts: tuple[Artifact, ...]
+
+    @model_validator(mode="after")
+    def _protocol_from_version_3(self) -> ArtifactManifest:
+        if (self.schema_version == 3) != (self.protocol is not None):
+            raise ValueError("protocol is required from schema version 3 and absent before")
+        return self
 
     def artifact(self, name: str | None = None, *, folder: Path | None = None) -> Artifact:
         """The artifact named ``name`` (default: the shipped one).

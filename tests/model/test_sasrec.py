@@ -125,5 +125,19 @@ def test_full_softmax_loss_ignores_padding_targets() -> None:
     assert targets[0].tolist() == [0, 0, 0, 0, 2, 3, 4, 5]
 
 
+def test_label_smoothing_spreads_mass_over_the_real_items_only() -> None:
+    model = _model()
+    batch = _training_batch()
+    inputs, targets = next_item_pairs(batch, model.spec)
+    hidden = model(inputs)
+    keep = targets > 0
+    logits = model.logits(hidden[keep])[:, 1:]  # the padding column (-inf) gets no mass
+    expected = torch.nn.functional.cross_entropy(logits, targets[keep] - 1, label_smoothing=0.1)
+    torch.testing.assert_close(full_softmax_loss(model, hidden, targets, 0.1), expected)
+    plain = full_softmax_loss(model, hidden, targets)
+    torch.testing.assert_close(full_softmax_loss(model, hidden, targets, 0.0), plain)
+    assert torch.isfinite(full_softmax_loss(model, hidden, targets, 0.5))
+
+
 def test_left_pad_cuts_and_pads() -> None:
     assert left_pad([[1, 2, 3], [], [4]], 2).tolist() == [[2, 3], [0, 0], [0, 4]]

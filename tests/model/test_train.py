@@ -50,10 +50,11 @@ def test_outputs_of_a_run(trained: tuple[TrainResult, Path]) -> None:
     assert csv_lines[0].startswith("epoch,loss,valid_hr@10,valid_ndcg@10")
     assert len(csv_lines) == result.epochs_run + 1
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["schema_version"] == 1
+    assert metrics["schema_version"] == 2
     assert metrics["test"] == result.test
     assert set(metrics["baselines"]) == {"most_popular", "item_transition"}
     assert metrics["baselines"]["most_popular"] == result.baselines["most_popular"]
+    assert metrics["protocol"] == {"mask_history": False, "ties": "index"}
     best_valid = max(row["valid"]["ndcg@10"] for row in history)
     assert metrics["best_valid"]["ndcg@10"] == best_valid
     assert (out / "checkpoints" / "last.pt").is_file()
@@ -105,6 +106,58 @@ def test_rerun_gives_the_same_bytes_and_resume_matches_an_uninterrupted_run(
     assert done.test == straight.test
 
 
+def test_the_new_training_options_resume_exactly(tiny_prepared: Path, tmp_path: Path) -> None:
+    # the weight average travels in the checkpoint
+    options = {
+        "window_stride": 5,
+        "window_targets": "newest",
+        "label_smoothing": 0.1,
+        "ema_decay": 0.99,
+    }
+    cfg = _cfg(epochs=3, **options)
+    straight = train(cfg, RUN, tiny_prepared, tmp_path / "straight")
+
+    def crash_after_epoch_2(row: dict[str, object]) -> None:
+        if row["epoch"] == 2:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, RUN, tiny_prepared, tmp_path / "resumed", on_epoch=crash_after_epoch_2)
+    resumed = train(cfg, RUN, tiny_prepared, tmp_path / "resumed")
+    assert (resumed.resumed_from, resumed.test) == (2, straight.test)
+    for name in ("model.pt", "history.jsonl"):
+        assert sha256_file(tmp_path / "resumed" / name) == sha256_file(tmp_path / "straight" / name)
+    # the saved model is the average the validation judged, not the last raw weights
+    saved = torch.load(tmp_path / "straight" / "model.pt", weights_only=False)["model"]
+    last = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    assert "average" in last
+    best = torch.load(tmp_path / "straight" / "checkpoints" / "best.pt", weights_only=False)
+    assert all(torch.equal(saved[name], best["model"][name]) for name in saved)
+    shadow = last["average"]["shadow"]
+    assert not torch.equal(shadow["item_emb.weight"], last["model"]["item_emb.weight"])
+    if best["epoch"] == 3:
+        assert all(torch.equal(saved[name], shadow[name]) for name in shadow)
+
+
+def test_weight_average_follows_the_weights_and_swaps_in_and_out() -> None:
+    from pipelines.model.training.averaging import WeightAverage
+
+    layer = torch.nn.Linear(2, 1)
+    torch.nn.init.zeros_(layer.weight)
+    average = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    average.update(layer)  # first update: decay min(0.5, 2 / 11)
+    expected = 1.0 - 2 / 11
+    assert torch.allclose(average.shadow["weight"], torch.full((1, 2), expected))
+    with average.applied(layer):
+        assert torch.allclose(layer.weight, torch.full((1, 2), expected))
+    assert torch.equal(layer.weight, torch.ones(1, 2))
+    copy = WeightAverage(layer, decay=0.5)
+    copy.load_state_dict(average.state_dict())
+    assert copy.updates == 1 and torch.equal(copy.shadow["weight"], average.shadow["weight"])
+
+
 def test_sampled_softmax_training_beats_most_popular(tiny_prepared: Path, tmp_path: Path) -> None:
     cfg = _cfg(epochs=4, lr=3e-3, loss="sampled_softmax", num_negatives=32)
     result = train(cfg, RUN, tiny_prepared, tmp_path)
@@ -129,7 +182,7 @@ def test_invalid_metrics_are_refused_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"metrics\.json not found"):
         read_training_metrics(tmp_path)
     (tmp_path / "metrics.json").write_text(
-        json.dumps({"schema_version": 1, "best_epoch": "3", "test": {"hr@10": 0.5}})
+        json.dumps({"schema_version": 2, "best_epoch": "3", "test": {"hr@10": 0.5}})
     )
     with pytest.raises(InputError, match="not a valid training metrics document") as info:
         read_training_metrics(tmp_path)
@@ -196,6 +249,49 @@ def test_windows_with_a_stride_cover_old_steps_of_long_sequences() -> None:
     # every step of the long sequence is a target (or the first step) in some window
     covered = {step for row in strided[:3] for step in row}
     assert covered == set(range(1, 13))
+
+
+def test_newest_window_targets_train_every_step_once() -> None:
+    import numpy as np
+
+    from pipelines.model.training.windows import older_targets, training_windows
+
+    long = np.arange(1, 13)  # 12 steps, windows of max_len + 1 = 5
+    short = np.array([7, 8, 9])
+    sequences = [long, short, np.array([4])]
+    windows = training_windows(sequences, max_len=4, stride=3)
+    skip = older_targets(sequences, max_len=4, stride=3)
+    assert windows.tolist() == [
+        [8, 9, 10, 11, 12],
+        [5, 6, 7, 8, 9],
+        [2, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5],
+        [0, 0, 7, 8, 9],
+    ]
+    # the window ending at step 5 shares targets 3, 4, 5 with the oldest one, which trains them
+    assert skip.tolist() == [1, 1, 3, 0, 0]
+    trained = [
+        step
+        for row, first in zip(windows.tolist(), skip.tolist(), strict=True)
+        for position, step in enumerate(row[1:])
+        if position >= first and step > 0 and row[position] > 0
+    ]
+    assert sorted(trained) == sorted([*range(2, 13), 8, 9])  # each step of both sequences once
+    assert older_targets(sequences, max_len=4).tolist() == [0, 0]  # newest windows only
+
+
+def test_newest_window_targets_train_and_change_the_run(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    every = train(_cfg(epochs=2, window_stride=5), RUN, tiny_prepared, tmp_path / "all")
+    newest = train(
+        _cfg(epochs=2, window_stride=5, window_targets="newest"),
+        RUN,
+        tiny_prepared,
+        tmp_path / "new",
+    )
+    assert newest.best_valid != every.best_valid
+    assert newest.test["ndcg@10"] > newest.baselines["most_popular"]["ndcg@10"] * 0.5
 
 
 def test_on_epoch_sees_every_epoch_row(tiny_prepared: Path, tmp_path: Path) -> None:

@@ -10,12 +10,14 @@ import torch
 
 from pipelines.data.sequences import step_tokens
 from pipelines.model.ranking import (
+    batch_metric_sums,
     evaluate,
     mask_scores,
     metric_names,
     metric_sums,
     per_user_metrics,
     target_ranks,
+    topk_ranks,
 )
 
 INF = float("inf")
@@ -129,3 +131,54 @@ def test_evaluate_without_users_gives_zeros() -> None:
         "ndcg@10": 0.0,
         "mrr@10": 0.0,
     }
+
+
+def test_topk_ranks_read_the_position_in_torch_topk() -> None:
+    scores = mask_scores(
+        torch.tensor(
+            [
+                [9.0, 0.1, 0.5, 0.3, 0.9],  # target 3 third in the list
+                [9.0, 0.4, -INF, 0.3, 0.1],  # target 2 scored -inf -> a miss
+                [9.0, 0.1, 0.5, 0.3, 0.9],  # target 1 last: outside a list of 3
+            ]
+        )
+    )
+    assert topk_ranks(scores, torch.tensor([3, 2, 1]), 3).tolist() == [2.0, INF, INF]
+    # a list longer than the catalogue holds every item
+    assert topk_ranks(scores, torch.tensor([3, 2, 1]), 50).tolist() == [2.0, INF, 3.0]
+
+
+def test_topk_ties_follow_torch_topk_whatever_the_item_index() -> None:
+    # many equal scores: the target's rank is where torch.topk happens to put it, the same
+    # list RecBole's evaluator reads, not "ties by index"
+    generator = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 4, (64, 200), generator=generator).float()
+    scores = mask_scores(raw)
+    targets = torch.randint(1, 200, (64,), generator=generator)
+    top = torch.topk(scores, 10, dim=1).indices
+    expected = [
+        float(row.tolist().index(t)) if t in row.tolist() else INF
+        for row, t in zip(top, targets.tolist(), strict=True)
+    ]
+    assert topk_ranks(scores, targets, 10).tolist() == expected
+    # the index rule resolves these ties differently: the rules are not interchangeable
+    assert target_ranks(scores, targets).tolist() != expected
+    sums = batch_metric_sums(scores, targets, ks=(10,), ties="topk")
+    assert sums == metric_sums(torch.tensor(expected, dtype=torch.float64), ks=(10,))
+
+
+def test_topk_metrics_at_each_cut_off_come_from_their_own_list() -> None:
+    histories = [np.array([1, 5]), np.array([4]), np.array([2, 3, 4])]
+    targets = [5, 3, 1]  # no ties: both rules agree (ranks 0, 2, 4)
+    for ks in ((10,), (1, 3)):
+        by_index = evaluate(_fixed_scores, histories, targets, ks=ks)
+        assert evaluate(_fixed_scores, histories, targets, ks=ks, ties="topk") == by_index
+    masked = evaluate(_fixed_scores, histories, targets, mask_history=True, ties="topk", ks=(10,))
+    assert masked == evaluate(_fixed_scores, histories, targets, mask_history=True, ks=(10,))
+
+
+def test_evaluate_rejects_an_unknown_tie_rule() -> None:
+    with pytest.raises(ValueError, match="ties must be one of"):
+        evaluate(_fixed_scores, [[1]], [3], ties="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ties must be one of"):
+        batch_metric_sums(torch.zeros(1, 3), torch.tensor([1]), ties="random")  # type: ignore[arg-type]

@@ -30,6 +30,12 @@ class SyntheticPreset:
         successor_prob: Probability that the next view follows a successor of the last item.
         same_category_prob: Otherwise, probability that it stays in the last item's category
             (by popularity); else the user switches to one of their favourite categories.
+        staples_per_user: Staple items per user (repeat purchases), drawn once from the user's
+            favourite categories by popularity; the first is taken twice as often as the
+            second, and so on. 0: none.
+        staple_prob: Probability that a view, wherever the walk stands, goes to one of the
+            user's staples instead: structure the user's history reveals and the previous item
+            does not, so a sequence model can use it and a first-order model cannot.
         cart_prob: Probability that a view leads to an add_to_cart of that item.
         purchase_prob: Probability that an add_to_cart leads to a purchase.
         view_gap_mean_s: Mean seconds between views in a session (exponential, plus 1 s).
@@ -50,6 +56,8 @@ class SyntheticPreset:
     successors_per_item: int = 3
     successor_prob: float = 0.6
     same_category_prob: float = 0.7
+    staples_per_user: int = 0
+    staple_prob: float = 0.0
     cart_prob: float = 0.07
     purchase_prob: float = 0.35
     view_gap_mean_s: float = 40.0
@@ -65,6 +73,10 @@ class SyntheticPreset:
             raise ValueError("a preset needs users and sessions of at least one view")
         if self.max_session_length > 10_000:
             raise ValueError("max_session_length must be at most 10000")
+        if not 0.0 <= self.staple_prob < 1.0 or self.staples_per_user < 0:
+            raise ValueError("staple_prob must be in [0, 1) and staples_per_user at least 0")
+        if self.staple_prob > 0 and self.staples_per_user == 0:
+            raise ValueError("staple_prob > 0 needs staples_per_user of at least 1")
 
 
 PRESETS: dict[str, SyntheticPreset] = {
@@ -78,7 +90,8 @@ PRESETS: dict[str, SyntheticPreset] = {
         session_length_mean=5.0,
         max_session_length=30,
     ),
-    # `make run`: a real workload that the whole chain still handles in minutes on 2 cores
+    # `make run`: a real workload that the whole chain still handles in minutes on 2 cores;
+    # staples give it structure beyond the last item (benchmarks/bench_synthetic_ceiling.py)
     "default": SyntheticPreset(
         n_users=6_000,
         n_items=2_000,
@@ -86,6 +99,8 @@ PRESETS: dict[str, SyntheticPreset] = {
         n_brands=200,
         sessions_per_user_mean=0.33,
         session_length_mean=6.0,
+        staples_per_user=4,
+        staple_prob=0.2,
     ),
     # benchmarks: ~10M events over 35 days
     "large": SyntheticPreset(

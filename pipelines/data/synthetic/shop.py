@@ -2,8 +2,9 @@
 
 Zipf item popularity, Zipf-ish category sizes, log-normal prices per category; each item has a
 few fixed "successor" items in its category; each user has a few favourite categories with
-Dirichlet weights. The drift knobs add new items, reshuffle popularity and inflate prices, each
-from its own random stream so that the rest of the shop stays as it was.
+Dirichlet weights, and may have a few staple items they come back to. The drift knobs add new
+items, reshuffle popularity and inflate prices, each from its own random stream so that the rest
+of the shop stays as it was.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pipelines.data.synthetic.presets import SyntheticPreset
 
 # Seed-sequence tags keep the random streams of each part independent, so that a drift knob
 # changes only what it targets and each day's traffic does not depend on the others.
-SHOP_STREAM, NEW_ITEMS_STREAM, POPULARITY_STREAM, DAY_STREAM = 1, 2, 3, 4
+SHOP_STREAM, NEW_ITEMS_STREAM, POPULARITY_STREAM, DAY_STREAM, STAPLE_STREAM = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class Shop:
     sessions_per_day: float  # expected sessions on an average weekday
     favourites: AliasTables  # category from a user's favourites, per user
     rare: AliasTables  # category favouring rare ones (category_shift drift)
+    # the probabilities behind the tables above, for the oracle (pipelines/data/synthetic/oracle)
+    item_popularity: np.ndarray  # float64, per item: weight within its category
+    favourite_category: np.ndarray  # int32, user * categories_per_user + slot -> category
+    favourite_weight: np.ndarray  # float64, same layout, summing to 1 per user
+    rare_weight: np.ndarray  # float64, per category, summing to 1
+    staples: np.ndarray  # int32, user * staples_per_user + slot -> item (empty without staples)
+    staple_cum: np.ndarray  # cumulative probability of taking staple slot k
     user_digits: int
     item_digits: int
     category_digits: int
@@ -55,6 +63,32 @@ def _allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
 
 def _digits(largest: int, minimum: int) -> int:
     return max(minimum, len(str(max(largest, 0))))
+
+
+def _staples(
+    preset: SyntheticPreset,
+    seed: int,
+    category: np.ndarray,
+    popularity: np.ndarray,
+    favourites: np.ndarray,
+    affinity: np.ndarray,
+) -> np.ndarray:
+    """Each user's staple items: from their favourite categories by popularity (reference shop).
+
+    Drawn from their own stream and before any drift, so the staples stay the same whatever the
+    drift knobs do to the catalogue.
+    """
+    n_staples = preset.staples_per_user
+    if n_staples == 0:
+        return np.empty(0, dtype=np.int32)
+    rng = np.random.default_rng([seed, STAPLE_STREAM])
+    per_user = np.repeat(np.arange(preset.n_users), preset.categories_per_user)
+    users = np.repeat(np.arange(preset.n_users), n_staples)
+    tastes = alias_tables(affinity, per_user, favourites.astype(np.int32))
+    picked = tastes.draw(users, rng.random(len(users)))
+    by_category = np.argsort(category, kind="stable").astype(np.int32)
+    items = alias_tables(popularity[by_category], category[by_category], by_category)
+    return items.draw(picked, rng.random(len(users))).astype(np.int32)
 
 
 def build_shop(preset: SyntheticPreset, seed: int, drift: DriftConfig) -> Shop:
@@ -103,6 +137,8 @@ def build_shop(preset: SyntheticPreset, seed: int, drift: DriftConfig) -> Shop:
     )
     affinity = rng.gamma(preset.affinity_concentration, 1.0, len(favourites)) + 1e-12
 
+    staples = _staples(preset, seed, category, popularity, favourites, affinity)
+
     # drift: each knob draws from its own stream, so the reference shop above is untouched
     n_new = round(drift.new_item_share * n_items)
     if n_new:
@@ -130,17 +166,27 @@ def build_shop(preset: SyntheticPreset, seed: int, drift: DriftConfig) -> Shop:
     rare = 1.0 / np.bincount(category, weights=popularity, minlength=n_cat)
     successor_weights = 0.5 ** np.arange(k)
     per_user = np.repeat(np.arange(preset.n_users), preset.categories_per_user)
+    items = alias_tables(popularity[by_category], category[by_category], by_category)
+    favourite_tables = alias_tables(affinity, per_user, favourites.astype(np.int32))
+    staple_weights = 0.5 ** np.arange(preset.staples_per_user)
+    user_affinity = np.bincount(per_user, weights=affinity, minlength=preset.n_users)
     return Shop(
         item_category=category,
         item_brand=brand,
         item_price=price,
         successors=successors.astype(np.int32).ravel(),
         successor_cum=np.cumsum(successor_weights / successor_weights.sum()),
-        items=alias_tables(popularity[by_category], category[by_category], by_category),
+        items=items,
         users=single_table(activity),
         sessions_per_day=float(activity.sum()),
-        favourites=alias_tables(affinity, per_user, favourites.astype(np.int32)),
+        favourites=favourite_tables,
         rare=single_table(rare),
+        item_popularity=popularity,
+        favourite_category=favourites.astype(np.int32),
+        favourite_weight=affinity / user_affinity[per_user],
+        rare_weight=rare / rare.sum(),
+        staples=staples,
+        staple_cum=np.cumsum(staple_weights / max(staple_weights.sum(), 1e-300)),
         user_digits=_digits(preset.n_users - 1, 6),
         # room for as many new items as reference ones, so ids keep their width under drift
         item_digits=_digits(2 * n_items - 1, 5),

@@ -8,6 +8,9 @@ extends the history instead of rewriting it.
 * within a session the next view follows one of the previous item's fixed "successor"
   items (same category, chosen by the seed) with probability ``successor_prob``, so the
   order of views carries signal beyond popularity;
+* with probability ``staple_prob`` a view goes to one of the user's own staple items instead
+  (repeat purchases: the same few items come back across the user's sessions, so the user's
+  history predicts them and the previous item does not);
 * a view → add_to_cart → purchase funnel, always in that order and for the same item;
 * daily and weekly seasonality of session starts, exponential gaps inside sessions.
 
@@ -66,6 +69,9 @@ class Day:
     item: np.ndarray  # int32
     user: np.ndarray  # int32
     session: np.ndarray  # int32 session number within the day, in start-time order
+    # hidden state, never part of the event log: the item of the session's view before a view
+    # (-1 for a session's first view and for add_to_cart and purchase events)
+    previous_view: np.ndarray  # int32
 
 
 def _time_order(offsets: np.ndarray) -> np.ndarray:
@@ -94,8 +100,12 @@ def _walk_sessions(
     start: np.ndarray,
     lengths: np.ndarray,
     drift: DriftConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Item views of all sessions, stepping through positions; returns item, time, session."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Item views of all sessions, stepping through positions.
+
+    Returns:
+        Per view: item, time, session, and the session's previous view (-1 at its start).
+    """
     # longest sessions first: the sessions still running at step t are a prefix
     by_length = np.argsort(-lengths.astype(np.int16), kind="stable").astype(np.int32)
     walker, clock = users[by_length], start[by_length]
@@ -104,14 +114,17 @@ def _walk_sessions(
     n_views = int(active.sum())
     choice, within = rng.random(n_views), rng.random(n_views)
     gaps = _gaps_us(rng, n_views, preset.view_gap_mean_s)
+    # drawn only where staples exist, so the traffic of a shop without them stays as it was
+    staple_draw = rng.random(n_views) if preset.staple_prob > 0 else None
     p_follow, p_stay = preset.successor_prob, preset.same_category_prob
     k = shop.successor_cum.shape[0]
 
     current = np.empty(len(users), dtype=np.int32)
-    items_at, times_at = [], []
+    items_at, times_at, previous_at = [], [], []
     done = 0
     for step, n in enumerate(active.tolist()):
         r, u = choice[done : done + n], within[done : done + n]
+        previous_at.append(current[:n].copy() if step else np.full(n, -1, dtype=np.int32))
         if step == 0:
             items = shop.items.draw(_pick_categories(shop, walker, r, drift.category_shift), u)
         else:
@@ -132,14 +145,23 @@ def _walk_sessions(
             )
             items[at] = shop.items.draw(cats, u[at])
             clock[:n] += gaps[done : done + n]
+        if staple_draw is not None:
+            # the staple replaces whatever the walk drew, so the walk's draws stay aligned
+            draw = staple_draw[done : done + n]
+            at = np.flatnonzero(draw < preset.staple_prob)
+            slot = np.searchsorted(shop.staple_cum, draw[at] / preset.staple_prob, side="right")
+            slot = np.minimum(slot, len(shop.staple_cum) - 1)
+            items[at] = shop.staples[walker[at] * len(shop.staple_cum) + slot]
         current[:n] = items
         items_at.append(items)
         times_at.append(clock[:n].copy())
         done += n
     sessions = np.concatenate([by_length[:n] for n in active.tolist()] or [by_length])
     if not items_at:
-        return np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.int32)
-    return np.concatenate(items_at), np.concatenate(times_at), sessions
+        empty = np.empty(0, np.int32)
+        return empty, np.empty(0, np.int64), empty, empty.copy()
+    previous = np.concatenate(previous_at)
+    return np.concatenate(items_at), np.concatenate(times_at), sessions, previous
 
 
 def simulate_day(
@@ -172,7 +194,7 @@ def simulate_day(
     # session numbers follow start times, so session ids read in time order
     by_start = _time_order(start - (day - EPOCH).days * US_PER_DAY)
     users, start, lengths = users[by_start], start[by_start], lengths[by_start]
-    view_item, view_time, view_session = _walk_sessions(
+    view_item, view_time, view_session, view_previous = _walk_sessions(
         shop, preset, rng, users, start, lengths, drift
     )
 
@@ -187,6 +209,8 @@ def simulate_day(
     kind = np.repeat(np.arange(3, dtype=np.int8), [n_views, len(carted), len(purchased)])
     item = np.concatenate([view_item, view_item[carted], view_item[purchased]])
     session = np.concatenate([view_session, view_session[carted], view_session[purchased]])
+    n_funnel = len(carted) + len(purchased)
+    previous = np.concatenate([view_previous, np.full(n_funnel, -1, dtype=np.int32)])
     # event numbers follow this order, so ties must come out the same on every machine
     order = _time_order(timestamp - (day - EPOCH).days * US_PER_DAY)
     session = session[order]
@@ -196,4 +220,5 @@ def simulate_day(
         item=item[order],
         user=users[session],
         session=session,
+        previous_view=previous[order],
     )

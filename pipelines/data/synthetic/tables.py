@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +18,7 @@ import pyarrow as pa
 from pipelines.core.params import DriftConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
 from pipelines.data.synthetic.presets import SyntheticPreset
-from pipelines.data.synthetic.shop import build_shop
+from pipelines.data.synthetic.shop import Shop, build_shop
 from pipelines.data.synthetic.simulation import EPOCH, US_PER_DAY, simulate_day
 
 log = logging.getLogger("recflow.synthetic")
@@ -92,6 +93,71 @@ def _coded_strings(values: Sequence[str], codes: np.ndarray) -> pa.ChunkedArray:
     return pa.chunked_array(chunks, type=pa.string())
 
 
+@dataclass(frozen=True)
+class _Window:
+    """The simulated days of a window, in event-id order, before they become tables."""
+
+    shop: Shop
+    simulated: list[dt.date]
+    sizes: list[int]
+    max_sessions: int
+    timestamp: np.ndarray
+    day_index: np.ndarray
+    counter: np.ndarray
+    kind: np.ndarray
+    item: np.ndarray
+    user: np.ndarray
+    session: np.ndarray
+    previous_view: np.ndarray
+
+
+def _simulate_window(
+    preset: SyntheticPreset, seed: int, end_date: dt.date, days: int, drift: DriftConfig
+) -> _Window:
+    if days < 1:
+        raise ValueError(f"days must be at least 1, got {days}")
+    seed = int(seed) % 2**63
+    shop = build_shop(preset, seed, drift)
+    first_day = end_date - dt.timedelta(days=days - 1)
+    window_lo = (first_day - EPOCH).days * US_PER_DAY
+    window_hi = (end_date - EPOCH).days * US_PER_DAY + US_PER_DAY
+
+    # the day before the window is simulated too, for the sessions that run past its midnight
+    simulated = [first_day + dt.timedelta(days=i) for i in range(-1, days)]
+    day_events = [simulate_day(shop, preset, seed, day, drift) for day in simulated]
+    sizes = [len(d.timestamp) for d in day_events]
+    max_sessions = max(int(d.session.max(initial=0)) + 1 for d in day_events)
+
+    timestamp = np.concatenate([d.timestamp for d in day_events])
+    # Days are concatenated in date order and sorted inside, so a stable sort by time breaks
+    # ties by (day, counter): exactly the order of the fixed-width event ids.
+    order = np.argsort(timestamp, kind="stable")
+    timestamp = timestamp[order]
+    inside = (timestamp >= window_lo) & (timestamp < window_hi)
+    order, timestamp = order[inside], timestamp[inside]
+    return _Window(
+        shop=shop,
+        simulated=simulated,
+        sizes=sizes,
+        max_sessions=max_sessions,
+        timestamp=timestamp,
+        day_index=np.repeat(np.arange(len(simulated), dtype=np.int32), sizes)[order],
+        counter=np.concatenate([np.arange(s, dtype=np.int32) for s in sizes])[order],
+        kind=np.concatenate([d.kind for d in day_events])[order],
+        item=np.concatenate([d.item for d in day_events])[order],
+        user=np.concatenate([d.user for d in day_events])[order],
+        session=np.concatenate([d.session for d in day_events])[order],
+        previous_view=np.concatenate([d.previous_view for d in day_events])[order],
+    )
+
+
+def _event_ids(window: _Window) -> pa.ChunkedArray:
+    day_prefixes = _text_table([f"e{d:%Y%m%d}-" for d in window.simulated])
+    numbers = _number_table(max(window.sizes), 8)
+    parts = [(window.day_index, day_prefixes), (window.counter, numbers)]
+    return _ascii_ids(parts, len(window.timestamp))
+
+
 def synthesize(
     preset: SyntheticPreset,
     *,
@@ -116,51 +182,27 @@ def synthesize(
     Raises:
         ValueError: ``days`` is not positive.
     """
-    if days < 1:
-        raise ValueError(f"days must be at least 1, got {days}")
-    seed = int(seed) % 2**63
-    shop = build_shop(preset, seed, drift)
-    first_day = end_date - dt.timedelta(days=days - 1)
-    window_lo = (first_day - EPOCH).days * US_PER_DAY
-    window_hi = (end_date - EPOCH).days * US_PER_DAY + US_PER_DAY
-
-    # the day before the window is simulated too, for the sessions that run past its midnight
-    simulated = [first_day + dt.timedelta(days=i) for i in range(-1, days)]
-    day_events = [simulate_day(shop, preset, seed, day, drift) for day in simulated]
-    sizes = [len(d.timestamp) for d in day_events]
-    max_sessions = max(int(d.session.max(initial=0)) + 1 for d in day_events)
+    window = _simulate_window(preset, seed, end_date, days, drift)
+    shop, simulated, n = window.shop, window.simulated, len(window.timestamp)
+    item, session = window.item, window.session
     items = _number_table(len(shop.item_category), shop.item_digits, "i")
     categories = _number_table(preset.n_categories, shop.category_digits, "c")
-
-    timestamp = np.concatenate([d.timestamp for d in day_events])
-    # Days are concatenated in date order and sorted inside, so a stable sort by time breaks
-    # ties by (day, counter): exactly the order of the fixed-width event ids.
-    order = np.argsort(timestamp, kind="stable")
-    timestamp = timestamp[order]
-    inside = (timestamp >= window_lo) & (timestamp < window_hi)
-    order, timestamp = order[inside], timestamp[inside]
-    day_index = np.repeat(np.arange(len(simulated), dtype=np.int32), sizes)[order]
-    counter = np.concatenate([np.arange(s, dtype=np.int32) for s in sizes])[order]
-    kind = np.concatenate([d.kind for d in day_events])[order]
-    item = np.concatenate([d.item for d in day_events])[order]
-    user = np.concatenate([d.user for d in day_events])[order]
-    session = np.concatenate([d.session for d in day_events])[order]
-    del day_events
-
-    n = len(order)
-    day_prefixes = _text_table([f"e{d:%Y%m%d}-" for d in simulated])
     session_prefixes = _text_table([f"s{d:%Y%m%d}-" for d in simulated])
     users = _number_table(preset.n_users, shop.user_digits, "u")
     events = pa.Table.from_arrays(
         [
-            _ascii_ids([(day_index, day_prefixes), (counter, _number_table(max(sizes), 8))], n),
-            _ascii_ids([(user, users)], n),
+            _event_ids(window),
+            _ascii_ids([(window.user, users)], n),
             _ascii_ids([(item, items)], n),
             _ascii_ids(
-                [(day_index, session_prefixes), (session, _number_table(max_sessions, 7))], n
+                [
+                    (window.day_index, session_prefixes),
+                    (session, _number_table(window.max_sessions, 7)),
+                ],
+                n,
             ),
-            _coded_strings(EVENT_TYPES, kind),
-            _numeric(pa.timestamp("us", tz="UTC"), timestamp.astype(np.int64)),
+            _coded_strings(EVENT_TYPES, window.kind),
+            _numeric(pa.timestamp("us", tz="UTC"), window.timestamp.astype(np.int64)),
             _numeric(pa.float64(), shop.item_price[item]),
             _ascii_ids([(shop.item_category[item], categories)], n),
         ],
@@ -179,3 +221,32 @@ def synthesize(
     )
     log.debug("synthesized %d events over %d days, %d catalog items", n, days, n_items)
     return events, catalog
+
+
+def hidden_states(
+    preset: SyntheticPreset,
+    *,
+    seed: int,
+    end_date: dt.date,
+    days: int,
+    drift: DriftConfig,
+) -> tuple[Shop, pa.Table]:
+    """The generator's hidden state behind each event ``synthesize`` writes (for the oracle).
+
+    Never part of the event log: the same simulation as :func:`synthesize` (same arguments, same
+    events), returned as the shop and, per event in the same order, ``event_id``, ``user`` and
+    ``item`` (numbers in the shop), ``kind`` (index into ``EVENT_TYPES``) and
+    ``previous_view`` (the item of the session's view before a view; -1 at a session's start
+    and for add_to_cart and purchase events).
+    """
+    window = _simulate_window(preset, seed, end_date, days, drift)
+    table = pa.table(
+        {
+            "event_id": _event_ids(window),
+            "user": window.user.astype(np.int32),
+            "item": window.item.astype(np.int32),
+            "kind": window.kind.astype(np.int8),
+            "previous_view": window.previous_view.astype(np.int32),
+        }
+    )
+    return window.shop, table

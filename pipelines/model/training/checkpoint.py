@@ -1,8 +1,8 @@
 """Checkpoints: atomic saves by rank 0, resume of the loop state, and the random states.
 
-``last.pt`` holds everything the loop needs to continue (model, optimizer, epoch, best metric,
-history, RNG states, config and a fingerprint of the prepared data); a rerun resumes from it,
-but never from a checkpoint of other prepared data or of another model shape.
+``last.pt`` holds everything the loop needs to continue (model, optimizer, weight average,
+epoch, best metric, history, RNG states, config and a fingerprint of the prepared data); a rerun
+resumes from it, but never from a checkpoint of other prepared data or of another model shape.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pipelines.core.errors import InputError
 from pipelines.core.io import atomic_path
 from pipelines.core.params import TrainConfig
 from pipelines.model.sasrec import SASRec
+from pipelines.model.training.averaging import WeightAverage
 from pipelines.model.training.distributed import Dist
 
 log = logging.getLogger("recflow.train")
@@ -75,8 +76,11 @@ def resume(
     optimizer: torch.optim.Optimizer,
     ctx: Dist,
     data_fingerprint: str,
+    average: WeightAverage | None = None,
 ) -> dict[str, Any]:
-    """The loop state of ``last_path``, with model and optimizer restored; fresh if absent.
+    """The loop state of ``last_path``, with model, optimizer and weight average restored.
+
+    Fresh if absent.
 
     A checkpoint of other prepared data (a new batch since) is not resumed: training starts
     fresh and overwrites it.
@@ -98,6 +102,8 @@ def resume(
         )
     model.load_state_dict(snapshot["model"])
     optimizer.load_state_dict(snapshot["optimizer"])
+    if average is not None:
+        average.load_state_dict(snapshot["average"])
     # kept for completeness: the loop reseeds every epoch from (seed, epoch, rank), because
     # only rank 0's generators are in the checkpoint
     _restore_rng(snapshot["rng"])

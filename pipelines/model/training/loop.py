@@ -10,7 +10,8 @@ prepare stage and writes into ``out`` (rank 0 only):
 - ``model.pt``: the best weights with the model spec and config;
 - ``metrics.json`` (:class:`~pipelines.model.training.metrics.TrainingMetrics`) and its schema
   ``metrics.schema.json``: test metrics of the best model beside the most-popular and
-  item-to-item transition baselines.
+  item-to-item transition baselines, and the protocol that scored them (``mask_history``,
+  ``ties``): numbers of different protocols are not comparable.
 
 Under ``torchrun`` every rank trains on its shard of the windows (``DistributedSampler``), rank 0
 evaluates and broadcasts the early-stopping decision. Backend: NCCL when CUDA is available,
@@ -26,6 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -52,6 +54,7 @@ from pipelines.model.sasrec import (
     sampled_softmax_loss,
     sampling_probs,
 )
+from pipelines.model.training.averaging import WeightAverage
 from pipelines.model.training.checkpoint import resume, rng_states, save, seed_everything
 from pipelines.model.training.distributed import Dist, init_distributed
 from pipelines.model.training.metrics import (
@@ -59,9 +62,10 @@ from pipelines.model.training.metrics import (
     TRAINING_METRICS_VERSION,
     Baselines,
     RankingMetrics,
+    ScoringProtocol,
     TrainingMetrics,
 )
-from pipelines.model.training.windows import shard_batches, training_windows
+from pipelines.model.training.windows import older_targets, shard_batches, training_windows
 
 log = logging.getLogger("recflow.train")
 
@@ -79,6 +83,8 @@ class TrainResult:
     best_valid: dict[str, float]
     test: dict[str, float]
     baselines: dict[str, dict[str, float]]
+    # how every number above was ranked: history items masked or not, and the tie rule
+    protocol: dict[str, Any]
 
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
@@ -139,6 +145,7 @@ def _evaluate(
         batch_size=cfg.eval_batch_size,
         mask_history=cfg.mask_history,
         device=device,
+        ties=cfg.ties,
     )
     return _round(metrics)
 
@@ -187,9 +194,11 @@ def _run_epoch(
     ddp_model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     windows: torch.Tensor,
+    skip: torch.Tensor | None,
     sampler: DistributedSampler[int],
     probs: torch.Tensor,
     ctx: Dist,
+    average: WeightAverage | None,
 ) -> float:
     """One pass over this rank's shard of the users; returns the mean loss over all ranks."""
     device = next(model.parameters()).device
@@ -208,10 +217,14 @@ def _run_epoch(
     )
     for rows in progress:
         inputs, targets = next_item_pairs(windows[rows].to(device), model.spec)
+        if skip is not None:
+            # targets an older window holds are trained there (window_targets: newest)
+            position = torch.arange(targets.shape[1], device=device)
+            targets = targets * (position >= skip[rows].to(device).unsqueeze(1))
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = ddp_model(inputs)
             if cfg.loss == "full_softmax":
-                loss = full_softmax_loss(model, hidden, targets)
+                loss = full_softmax_loss(model, hidden, targets, cfg.label_smoothing)
             else:
                 loss = sampled_softmax_loss(model, hidden, targets, probs, cfg.num_negatives)
         optimizer.zero_grad(set_to_none=True)
@@ -219,6 +232,8 @@ def _run_epoch(
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update(model)
         loss_sum[0] += loss.detach().double()
         loss_sum[1] += 1
     if ctx.world > 1:
@@ -243,15 +258,18 @@ def _train(
     seed_everything(seed)
     model = _build_model(cfg, data, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    windows = training_windows(
-        data.model_inputs("train", model.spec.event_types), cfg.max_len, cfg.window_stride
-    )
+    sequences = data.model_inputs("train", model.spec.event_types)
+    windows = training_windows(sequences, cfg.max_len, cfg.window_stride)
+    skip = None
+    if cfg.window_targets == "newest":
+        skip = older_targets(sequences, cfg.max_len, cfg.window_stride)
     probs = sampling_probs(
         torch.from_numpy(item_counts(data.train, data.n_items)), cfg.negative_sampler
     )
     last_path = out / "checkpoints" / "last.pt"
     fingerprint = prepared_fingerprint(prepared)
-    state = resume(cfg, last_path, model, optimizer, ctx, fingerprint)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    state = resume(cfg, last_path, model, optimizer, ctx, fingerprint, average)
     resumed_from = int(state["epoch"])
 
     ddp_model: torch.nn.Module = model
@@ -272,22 +290,28 @@ def _train(
         # randomness from (seed, epoch, rank): a resumed epoch draws what it would have drawn
         seed_everything(seed + 1_000_003 * epoch + ctx.rank)
         started = time.perf_counter()
-        loss = _run_epoch(cfg, epoch, model, ddp_model, optimizer, windows, sampler, probs, ctx)
+        loss = _run_epoch(
+            cfg, epoch, model, ddp_model, optimizer, windows, skip, sampler, probs, ctx, average
+        )
         seconds = time.perf_counter() - started
 
         row: dict[str, Any] = {"epoch": epoch, "loss": round(loss, 6)}
         decision = torch.zeros(1, dtype=torch.int64, device=device if cuda else "cpu")
         if ctx.main:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                row["valid"] = _evaluate(model, cfg, valid_inputs, data.valid_target)
-                if row["valid"][SELECTION_METRIC] > state["best_metric"]:
-                    state.update(
-                        best_metric=row["valid"][SELECTION_METRIC], best_epoch=epoch, bad_evals=0
-                    )
-                    best = {"model": model.state_dict(), "epoch": epoch}
-                    save(out / "checkpoints" / "best.pt", best)
-                else:
-                    state["bad_evals"] += 1
+                # with a weight average, it is what is judged and kept
+                with average.applied(model) if average is not None else nullcontext():
+                    row["valid"] = _evaluate(model, cfg, valid_inputs, data.valid_target)
+                    if row["valid"][SELECTION_METRIC] > state["best_metric"]:
+                        state.update(
+                            best_metric=row["valid"][SELECTION_METRIC],
+                            best_epoch=epoch,
+                            bad_evals=0,
+                        )
+                        best = {"model": model.state_dict(), "epoch": epoch}
+                        save(out / "checkpoints" / "best.pt", best)
+                    else:
+                        state["bad_evals"] += 1
                 decision[0] = int(state["bad_evals"] >= cfg.patience)
             log.info(
                 "epoch %d: loss %.4f, valid %s %s, %.2f s (%.0f windows/s)",
@@ -306,6 +330,7 @@ def _train(
                 **state,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                **({"average": average.state_dict()} if average is not None else {}),
                 "rng": rng_states(),
                 "config": cfg.model_dump(mode="json"),
                 "data": fingerprint,
@@ -365,6 +390,7 @@ def _finish(
                 data.test_target,
                 batch_size=cfg.eval_batch_size,
                 mask_history=cfg.mask_history,
+                ties=cfg.ties,
             )
         )
     save(
@@ -384,9 +410,11 @@ def _finish(
         best_valid=best_valid,
         test=test,
         baselines=baselines,
+        protocol={"mask_history": cfg.mask_history, "ties": cfg.ties},
     )
     metrics = TrainingMetrics(
         schema_version=TRAINING_METRICS_VERSION,
+        protocol=ScoringProtocol(mask_history=cfg.mask_history, ties=cfg.ties),
         best_epoch=result.best_epoch,
         epochs_run=result.epochs_run,
         stopped_early=result.stopped_early,

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field
 from pipelines.core.contracts import Contract, read_contract
 
 METRICS = "metrics.json"
-TRAINING_METRICS_VERSION: Final = 1
+TRAINING_METRICS_VERSION: Final = 2
 
 
 class RankingMetrics(Contract):
@@ -42,11 +42,22 @@ class Baselines(Contract):
     """The items that followed the user's last item in training, backed off to popularity."""
 
 
+class ScoringProtocol(Contract):
+    """How the ranking metrics were computed; numbers of different protocols do not compare."""
+
+    mask_history: bool
+    """True: the user's history items were excluded from the ranking."""
+    ties: Literal["index", "topk"]
+    """How equal scores were ordered (``pipelines.model.ranking``)."""
+
+
 class TrainingMetrics(Contract):
     """``metrics.json`` of the train stage: the best model's quality beside the baselines."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     """Version of this layout; a reader refuses another one."""
+    protocol: ScoringProtocol
+    """The protocol of every number below."""
     best_epoch: int
     """The epoch whose weights were kept (best validation NDCG@10)."""
     epochs_run: int

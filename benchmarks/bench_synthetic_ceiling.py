@@ -1,0 +1,115 @@
+"""SASRec, the baselines and the oracle ceiling on the synthetic ``default`` preset.
+
+    python -m benchmarks.bench_synthetic_ceiling [--params params.yaml] [--threads 2]
+
+Runs the chain's own stage functions on the preset of ``params.yaml`` in a temporary folder
+(generate, ingest, validate, prepare, train in this process with the ``train`` params), then
+ranks the same test targets by the generator's own probabilities
+(``pipelines.data.synthetic.oracle``): the best ranking any model could produce for them. All
+four rows use the ranking settings of the ``train`` params (``mask_history``, ``ties``).
+Writes ``benchmarks/results/synthetic_default_ceiling.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.machine import machine_info
+from pipelines.core.io import write_json
+from pipelines.core.params import load_params
+from pipelines.core.project import PROJECT_ROOT
+from pipelines.data.ingest import ingest
+from pipelines.data.preparation import prepare
+from pipelines.data.sequences import left_pad
+from pipelines.data.synthetic.generator import generate
+from pipelines.data.synthetic.oracle import OracleScores, oracle_scores
+from pipelines.data.validation.batch import validate_batch
+from pipelines.model.ranking import KS, batch_metric_sums, mask_scores, metric_names
+from pipelines.model.training.loop import train
+
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+log = logging.getLogger("recflow.bench_synthetic_ceiling")
+
+
+def oracle_metrics(
+    oracle: OracleScores, *, mask_history: bool, ties: Any, batch_size: int = 1024
+) -> dict[str, float]:
+    """Mean metrics of the oracle's scores, ranked like the trained model's."""
+    totals = dict.fromkeys(metric_names(KS), 0.0)
+    for lo in range(0, len(oracle.targets), batch_size):
+        scores = torch.from_numpy(oracle.scores[lo : lo + batch_size]).float()
+        histories = oracle.histories[lo : lo + batch_size]
+        history = None
+        if mask_history:
+            history = torch.from_numpy(left_pad(histories, max(1, max(map(len, histories)))))
+        targets = torch.from_numpy(oracle.targets[lo : lo + batch_size])
+        sums = batch_metric_sums(mask_scores(scores, history), targets, KS, ties)
+        for name, value in sums.items():
+            totals[name] += value
+    return {name: round(value / len(oracle.targets), 6) for name, value in totals.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=PROJECT_ROOT / "params.yaml")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.train.model_copy(update={"threads": args.threads, "progress": False})
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="recflow-ceiling-") as tmp:
+        root = Path(tmp)
+        generate(params.generate, params.run, root / "source")
+        ingest(params.ingest, params.run, root / "source", root / "raw")
+        outcome = validate_batch(
+            params.validate_,
+            params.run,
+            root / "raw",
+            window_days=params.ingest.window_days,
+            out=root / "validated",
+            reports=None,
+        )
+        outcome.raise_for_rejection()
+        summary = prepare(params.prepare, params.run, root / "validated", root / "prepared")
+        result = train(cfg, params.run, root / "prepared", root / "model")
+        oracle = oracle_scores(
+            params.generate, params.prepare, params.run, root / "validated", root / "prepared"
+        )
+    rows = {
+        "sasrec": result.test,
+        **result.baselines,
+        "oracle": oracle_metrics(oracle, mask_history=cfg.mask_history, ties=cfg.ties),
+    }
+    payload = {
+        "command": "python -m benchmarks.bench_synthetic_ceiling",
+        "machine": machine_info(),
+        "preset": params.generate.preset,
+        "days": params.generate.days,
+        "seed": params.run.seed,
+        "users": summary.users,
+        "items": summary.items,
+        "protocol": {"mask_history": cfg.mask_history, "ties": cfg.ties},
+        "train": cfg.model_dump(mode="json"),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "oracle_funnel_targets": oracle.funnel_targets,
+        "test": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(RESULTS / f"synthetic_{params.generate.preset}_ceiling.json", payload)
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
