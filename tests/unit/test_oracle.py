@@ -107,6 +107,35 @@ def test_hidden_states_line_up_with_the_events() -> None:
     assert (previous[kinds != 0] == -1).all() and (previous[kinds == 0] >= 0).any()
 
 
+def test_a_staple_view_is_a_detour_the_walk_goes_on_from_the_view_before_it() -> None:
+    events, _ = synthesize(STAPLED, seed=3, end_date=END, days=20, drift=DriftConfig())
+    shop, hidden = hidden_states(STAPLED, seed=3, end_date=END, days=20, drift=DriftConfig())
+    table = hidden.to_pandas()
+    table["session"] = events.column("session_id").to_pandas()
+    views = table[table["kind"] == 0]
+    k = len(shop.staple_cum)
+    staples = {
+        (user, int(item))
+        for user in range(STAPLED.n_users)
+        for item in shop.staples[user * k : (user + 1) * k]
+    }
+    walked, detoured = 0, 0
+    for _, session in views.groupby("session", sort=False):
+        items, previous = session["item"].tolist(), session["previous_view"].tolist()
+        user = int(session["user"].iloc[0])
+        assert previous[0] == -1
+        for step in range(1, len(items)):
+            if previous[step] == items[step - 1]:
+                walked += 1
+                continue
+            # the view before was a staple detour: the walk still stands where it stood then
+            detoured += 1
+            assert (user, items[step - 1]) in staples
+            assert step >= 2 and previous[step] == previous[step - 1]
+    # about staple_prob of the views are detours, so the walk steps over many of them
+    assert detoured > 0.15 * (walked + detoured) and walked > detoured
+
+
 @pytest.fixture
 def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     """Generated, 'validated' and prepared tiny data with staples."""

@@ -1,9 +1,10 @@
 """The best ranking of the test targets that the generator's own probabilities give: a ceiling.
 
 The generator draws each view from a known distribution: one of the user's staples with
-``staple_prob``, else a successor of the session's previous view, an item of its category or an
-item of one of the user's favourite categories, each by popularity (``simulation``). Knowing the
-hidden state behind a test target (the user, the session's previous view), the oracle scores
+``staple_prob``, else a successor of the walk's item (the session's previous view, or the view
+before a staple detour), an item of its category or an item of one of the user's favourite
+categories, each by popularity (``simulation``). Knowing the hidden state behind a test target
+(the user, the walk's item), the oracle scores
 every item by the probability that the generator draws it there, and no model that only sees the
 history can rank the targets better on average.
 
@@ -74,7 +75,8 @@ def view_probabilities(
         preset: Its behaviour knobs.
         category_shift: The drift knob that sends part of the category picks to rare ones.
         users: ``[B]`` user numbers of the shop.
-        previous: ``[B]`` the item of the session's previous view, -1 at a session's start.
+        previous: ``[B]`` the walk's item (the session's previous view, or the view before a
+            staple detour), -1 at a session's start.
 
     Returns:
         ``[B, n_shop_items]`` float64 probabilities; each row sums to 1.

@@ -10,7 +10,9 @@ extends the history instead of rewriting it.
   order of views carries signal beyond popularity;
 * with probability ``staple_prob`` a view goes to one of the user's own staple items instead
   (repeat purchases: the same few items come back across the user's sessions, so the user's
-  history predicts them and the previous item does not);
+  history predicts them and the previous item does not). A staple view is a detour: the walk
+  goes on from the view before it, so after a staple the item two steps back, not the staple,
+  predicts the next view (structure a first-order model cannot use);
 * a view → add_to_cart → purchase funnel, always in that order and for the same item;
 * daily and weekly seasonality of session starts, exponential gaps inside sessions.
 
@@ -69,8 +71,9 @@ class Day:
     item: np.ndarray  # int32
     user: np.ndarray  # int32
     session: np.ndarray  # int32 session number within the day, in start-time order
-    # hidden state, never part of the event log: the item of the session's view before a view
-    # (-1 for a session's first view and for add_to_cart and purchase events)
+    # hidden state, never part of the event log: the item the walk goes on from at a view (the
+    # session's view before it, or the one before a staple detour; -1 for a session's first
+    # view and for add_to_cart and purchase events)
     previous_view: np.ndarray  # int32
 
 
@@ -145,6 +148,7 @@ def _walk_sessions(
             )
             items[at] = shop.items.draw(cats, u[at])
             clock[:n] += gaps[done : done + n]
+        current[:n] = items
         if staple_draw is not None:
             # the staple replaces whatever the walk drew, so the walk's draws stay aligned
             draw = staple_draw[done : done + n]
@@ -152,7 +156,8 @@ def _walk_sessions(
             slot = np.searchsorted(shop.staple_cum, draw[at] / preset.staple_prob, side="right")
             slot = np.minimum(slot, len(shop.staple_cum) - 1)
             items[at] = shop.staples[walker[at] * len(shop.staple_cum) + slot]
-        current[:n] = items
+            # a detour: the walk stays where it was (a session's first view starts it)
+            current[at] = previous_at[-1][at] if step else items[at]
         items_at.append(items)
         times_at.append(clock[:n].copy())
         done += n

@@ -236,8 +236,9 @@ def hidden_states(
     Never part of the event log: the same simulation as :func:`synthesize` (same arguments, same
     events), returned as the shop and, per event in the same order, ``event_id``, ``user`` and
     ``item`` (numbers in the shop), ``kind`` (index into ``EVENT_TYPES``) and
-    ``previous_view`` (the item of the session's view before a view; -1 at a session's start
-    and for add_to_cart and purchase events).
+    ``previous_view`` (the item the walk goes on from at a view: the session's view before it,
+    or the one before a staple detour; -1 at a session's start and for add_to_cart and purchase
+    events).
     """
     window = _simulate_window(preset, seed, end_date, days, drift)
     table = pa.table(
