@@ -13,7 +13,6 @@ errors and latency, per model version and arm (``pipelines.rollout.replay``). De
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.errors import InputError
+from pipelines.core.logs import quiet_http_client
 from pipelines.core.params import load_params
 from pipelines.rollout.replay import ReplaySettings, replay
 from pipelines.rollout.sessions import load_sessions
@@ -86,15 +86,9 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def _quiet_http_client() -> None:
-    # one line per request would bury the rollout's own lines
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``recflow replay`` / ``python -m pipelines.commands.replay``."""
-    _quiet_http_client()
+    quiet_http_client()
     return run_cli(_main, argv)
 
 

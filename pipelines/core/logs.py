@@ -13,3 +13,9 @@ def setup_logging(level: str | None = None) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def quiet_http_client() -> None:
+    """Keep httpx's line per request out of a command's log (it would bury the command's own)."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

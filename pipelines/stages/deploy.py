@@ -29,6 +29,7 @@ import yaml
 
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.errors import InputError, RecflowError
+from pipelines.core.logs import quiet_http_client
 from pipelines.core.params import load_params
 from pipelines.registry import lineage
 from pipelines.registry.aliases import read_alias
@@ -178,15 +179,9 @@ def _main(argv: Sequence[str] | None) -> int:
     return _deploy(args)
 
 
-def _quiet_http_client() -> None:
-    # one line per request would bury the rollout's own lines
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``recflow deploy`` / ``python -m pipelines.stages.deploy``."""
-    _quiet_http_client()
+    quiet_http_client()
     return run_cli(_main, argv)
 
 
