@@ -58,7 +58,9 @@ def optimized(
 
 def test_manifest_lists_checked_artifacts_and_ships_fp32(optimized: Path, tiny_model: Path) -> None:
     manifest = json.loads((optimized / "manifest.json").read_text())
-    assert manifest["schema_version"] == 2
+    assert manifest["schema_version"] == 3
+    # the tiny model was trained with the default protocol
+    assert manifest["protocol"] == {"mask_history": False, "ties": "index"}
     assert manifest["shipped"] == "onnxruntime-fp32"
     assert manifest["model_sha256"] == sha256_file(tiny_model)
     assert manifest["spec"] == load_model(tiny_model).spec.to_dict()
@@ -94,7 +96,7 @@ def test_manifest_schema_is_written_beside_it(optimized: Path) -> None:
     text = (optimized / "manifest.schema.json").read_text()
     assert text == schema_text(ArtifactManifest)
     schema = json.loads(text)
-    assert schema["properties"]["schema_version"]["const"] == 2
+    assert schema["properties"]["schema_version"]["enum"] == [2, 3]
     assert "sha256 of the train stage" in schema["properties"]["model_sha256"]["description"]
     # the manifest's spec mirrors the model's spec field for field
     assert set(ModelSpecRecord.model_fields) == set(ModelSpec.__dataclass_fields__)
@@ -115,7 +117,7 @@ def test_manifest_schema_is_written_beside_it(optimized: Path) -> None:
         (lambda m: m.update(extra=1), r"extra: unknown field"),
         (
             lambda m: m.update(schema_version=1),
-            r"schema version 1, but this code reads version 2",
+            r"schema version 1, but this code reads version 2 or version 3",
         ),
         (lambda m: m.clear(), r"schema_version: Field required"),
     ],

@@ -150,7 +150,7 @@ def test_the_api_conforms_to_its_schema(server: tuple[int, Path]) -> None:
     and every answer's status, content type and body are the ones the schema documents."""
     schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{server[0]}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 11
+    assert len(operations) == 12
     for operation in operations:
 
         @given(case=operation.as_strategy())
