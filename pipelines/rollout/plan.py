@@ -98,8 +98,13 @@ def plan_lines(ctx: Context, version: str) -> list[str]:
             f"{lim.max_relative_increase:g} x stable)"
         )
 
+    shown = (
+        ctx.prepared.relative_to(ctx.root)
+        if ctx.prepared.is_relative_to(ctx.root)
+        else ctx.prepared
+    )
     lines += [
-        f"  replay: {cfg.replay.split} sessions of {ctx.prepared}, {cfg.replay.rate:g}/s, "
+        f"  replay: {cfg.replay.split} sessions of {shown}, {cfg.replay.rate:g}/s, "
         f"{cfg.replay.concurrency} in flight, k={cfg.replay.k}, at most {cfg.replay.max_s:g} s",
         f"  analysis: at least {a.min_requests} answers per arm, confidence {a.confidence:g}; "
         f"inconclusive: {cfg.on_inconclusive}"
