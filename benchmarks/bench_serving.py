@@ -7,7 +7,10 @@ one first, ``--preset`` picks the size) and loads each server in turn with Debia
 replays request bodies built from held-out test histories:
 
 - ``recflow`` on uvicorn with one worker per core, dynamic batching on, and the same with
-  batching off, and on granian instead of uvicorn;
+  batching off, and on granian instead of uvicorn, each with the recommendation cache off: the
+  5,000 replayed bodies repeat, so with the cache on nearly every request after the first pass
+  would be a cache hit, not a model call as in the other servers; ``recflow-cached`` (the
+  configuration of ``params.yaml``, cache on) shows what the cache adds when requests repeat;
 - ``naive``: FastAPI with pydantic models and torch eager per request
   (``benchmarks/serving_naive.py``);
 - ``litserve``: LitServe with its own batching serving the same ONNX artifact
@@ -53,6 +56,7 @@ CONCURRENCIES = (1, 8, 32, 64)
 RATES = (500, 1000, 2000)
 RATE_CONNECTIONS = 32
 TOP_K = 20
+NO_CACHE = {"enabled": False, "size": 1, "ttl_s": 1.0, "warm_items": 0}
 
 
 def _free_port() -> int:
@@ -399,7 +403,9 @@ def _servers(work: Path, bundle: Path, env: dict[str, str]) -> dict[str, Any]:
         from pipelines.core.params import ServeConfig
         from pipelines.serving.server.launch import prepare_run
 
-        params = yaml.safe_load(_recflow_params(work, "granian", port=port).read_text())
+        params = yaml.safe_load(
+            _recflow_params(work, "granian", port=port, cache=NO_CACHE).read_text()
+        )
         cfg = ServeConfig.model_validate(params["serve"])
         prepare_run(cfg, model=bundle, registry=None, version=None, workers=2)
         env["RECFLOW_SERVE_RUN"] = str(cfg.run_dir.resolve())
@@ -449,16 +455,24 @@ def _servers(work: Path, bundle: Path, env: dict[str, str]) -> dict[str, Any]:
             str(port),
         ]
 
+    # the replayed bodies repeat (5,000 of them), so the compared servers run with the
+    # recommendation cache off: every request is a model call, as in the naive server and
+    # LitServe; "recflow-cached" shows what the cache adds when requests repeat
     return {
         "recflow": (
-            "recflow serve: Starlette + msgspec on uvicorn, 2 workers, batching",
-            recflow("recflow"),
+            "recflow serve: Starlette + msgspec on uvicorn, 2 workers, batching, cache off",
+            recflow("recflow", cache=NO_CACHE),
         ),
         "recflow-no-batching": (
             "the same with dynamic batching off",
-            recflow("nobatch", batching={"enabled": False}),
+            recflow("nobatch", batching={"enabled": False}, cache=NO_CACHE),
         ),
         "recflow-granian": ("the same application on granian, 2 workers", granian),
+        "recflow-cached": (
+            "recflow serve as configured in params.yaml: batching and the cache on (the replayed "
+            "bodies repeat, so nearly every request after the first pass is a cache hit)",
+            recflow("cached"),
+        ),
         "naive": ("FastAPI + pydantic + torch eager per request, uvicorn, 2 workers", naive),
         "litserve": ("LitServe with its batching, the same ONNX artifact", litserve),
     }
@@ -485,7 +499,7 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         for name in results
     }
     recflow = best("recflow")
-    for other in ("naive", "litserve", "recflow-no-batching"):
+    for other in ("naive", "litserve", "recflow-no-batching", "recflow-granian"):
         theirs = best(other)
         if recflow and theirs:
             out[f"recflow_over_{other}"] = round(recflow / theirs, 2)
