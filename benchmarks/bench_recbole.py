@@ -6,6 +6,7 @@
     python -m benchmarks.bench_recbole tune-recflow        # recflow's grid
     python -m benchmarks.bench_recbole final               # 3 recflow seeds, RecBole to the bar
     python -m benchmarks.bench_recbole report              # the results file and README table
+    python -m benchmarks.bench_recbole progress            # validation so far, no comparison
 
 A step reuses the finished runs of earlier calls in ``--work`` (``build/bench-recbole``), so the
 steps can run one at a time and an interrupted one continues.
@@ -66,6 +67,7 @@ log = logging.getLogger("recflow.bench_recbole")
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 RESULT_FILE = RESULTS / "recbole_sasrec_ml100k.json"
+PROGRESS_FILE = RESULTS / "recbole_sasrec_ml100k_progress.json"
 RECBOLE_PYTHON = PROJECT_ROOT / ".venv-recbole" / "bin" / "python"
 RECBOLE_SIDE = PROJECT_ROOT / "benchmarks" / "recbole_side.py"
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
@@ -111,6 +113,7 @@ STEPS = {
     "tune-recflow": "recflow's grid on validation",
     "final": "recflow's chosen setting on three seeds, then RecBole's until the bar",
     "report": "write the results file from the step outputs",
+    "progress": "write what the steps measured so far (validation only, no comparison)",
     "all": "every step above, in order",
 }
 
@@ -718,6 +721,113 @@ def report(work: Path, threads: int) -> dict[str, Any]:
     }
 
 
+def _curve_so_far(log_file: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows a run has printed to its log so far (one JSON object a line)."""
+    if not log_file.is_file():
+        return []
+    rows = []
+    for line in log_file.read_text().splitlines():
+        if line.startswith('{"epoch"'):
+            rows.append(json.loads(line))
+    return rows
+
+
+def _partial_run(folder: Path, output: str) -> dict[str, Any]:
+    """A run's state: finished (its summary) or how far it got (its curve so far)."""
+    if (folder / output).is_file():
+        return {"finished": True, **_curve_summary(json.loads((folder / output).read_text()))}
+    curve = _curve_so_far(folder / "log.txt")
+    best = max(curve, key=lambda row: row["valid_ndcg@10"]) if curve else None
+    return {
+        "finished": False,
+        "epochs_so_far": len(curve),
+        "best_epoch_so_far": best["epoch"] if best else None,
+        "best_valid_ndcg@10_so_far": round(best["valid_ndcg@10"], 4) if best else None,
+        "valid_ndcg@10_by_epoch": [round(row["valid_ndcg@10"], 4) for row in curve],
+        "cpu_seconds_per_epoch": round(curve[-1]["cpu_seconds"] / len(curve), 1) if curve else None,
+    }
+
+
+def progress(work: Path, threads: int) -> dict[str, Any]:
+    """What the steps in ``work`` have measured so far, before ``report`` can compare.
+
+    Validation numbers only: no test split is read by the tuning runs, and no comparison is
+    drawn until every step has run.
+    """
+    recbole_runs = {
+        _settings_name(settings): _partial_run(
+            work / "tune-recbole" / _settings_name(settings), "recbole.json"
+        )
+        for settings in RECBOLE_GRID
+    }
+    recflow_runs = {
+        _settings_name(overrides): _partial_run(
+            work / "tune-recflow" / _settings_name(overrides), "recflow.json"
+        )
+        for overrides in RECFLOW_GRID
+    }
+    converge = _partial_run(work / "converge-recbole", "recbole.json")
+    steps = {
+        "tune-recbole": (work / "tune-recbole.json").is_file(),
+        "converge-recbole": (work / "converge-recbole" / "scored.json").is_file(),
+        "tune-recflow": (work / "tune-recflow.json").is_file(),
+        "final": all(
+            (work / "final" / f"recflow-seed-{seed}" / "recflow.json").is_file() for seed in SEEDS
+        )
+        and (work / "final" / "recbole-to-bar" / "recbole.json").is_file(),
+    }
+    return {
+        "command": f"python -m benchmarks.bench_recbole --threads {threads} progress",
+        "partial": "validation only, and no comparison: written before every step has run",
+        "steps_finished": steps,
+        "machine": machine_info(),
+        "threads": threads,
+        "protocol": PROTOCOL,
+        "tuning": TUNING,
+        "recbole": {
+            "grid": list(RECBOLE_GRID),
+            "epochs_per_setting": RECBOLE_TUNING_EPOCHS,
+            "tuning_runs": recbole_runs,
+            "converge": converge,
+        },
+        "recflow": {"fixed": RECFLOW_BASE, "grid": list(RECFLOW_GRID), "tuning_runs": recflow_runs},
+    }
+
+
+def progress_table(result: dict[str, Any]) -> str:
+    """The README's table of a ``progress`` file: every run's validation NDCG@10 so far."""
+    lines = [
+        "| side | run | settings | finished | epochs | best valid NDCG@10 (epoch) "
+        "| CPU s / epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def row(side: str, run: str, settings: str, state: dict[str, Any]) -> str:
+        if state["finished"]:
+            epochs = len(state["valid_ndcg@10_by_epoch"])
+            best = f"{state['best_valid_ndcg@10']:.4f} ({state['best_epoch']})"
+            cpu = "–"
+        else:
+            epochs = state["epochs_so_far"]
+            best = (
+                f"{state['best_valid_ndcg@10_so_far']:.4f} ({state['best_epoch_so_far']})"
+                if state["epochs_so_far"]
+                else "–"
+            )
+            cpu = f"{state['cpu_seconds_per_epoch']:.0f}" if state["epochs_so_far"] else "–"
+        done = "yes" if state["finished"] else "no (running or stopped)"
+        return f"| {side} | {run} | {settings} | {done} | {epochs} | {best} | {cpu} |"
+
+    rb, rf = result["recbole"], result["recflow"]
+    tuning = f"tuning, first {rb['epochs_per_setting']} epochs"
+    for name, state in rb["tuning_runs"].items():
+        lines.append(row("RecBole", tuning, name, state))
+    lines.append(row("RecBole", "to its early stopping", "its tuning choice", rb["converge"]))
+    for name, state in rf["tuning_runs"].items():
+        lines.append(row("recflow", "tuning, to its early stopping", name, state))
+    return "\n".join(lines)
+
+
 def readme_table(result: dict[str, Any]) -> str:
     """The README's comparison table, both protocols labelled, from the results file."""
     rb, rf = result["recbole"], result["recflow"]
@@ -797,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "run-recflow":
         return recflow_child(args)
     args.work.mkdir(parents=True, exist_ok=True)
-    todo = list(STEPS)[:-1] if args.step == "all" else [args.step]
+    todo = [s for s in STEPS if s not in ("all", "progress")] if args.step == "all" else [args.step]
     for step in todo:
         log.info("step %s", step)
         if step == "tune-recbole":
@@ -811,7 +921,12 @@ def main(argv: list[str] | None = None) -> int:
         elif step == "report":
             result = report(args.work, args.threads)
             write_json(RESULT_FILE, result)
+            PROGRESS_FILE.unlink(missing_ok=True)
             print(readme_table(result))
+        elif step == "progress":
+            partial = progress(args.work, args.threads)
+            write_json(PROGRESS_FILE, partial)
+            print(progress_table(partial))
     return 0
 
 

@@ -253,3 +253,46 @@ def test_report_names_the_missing_step(tmp_path: Path) -> None:
     (work / "tune-recflow.json").unlink()
     with pytest.raises(SystemExit, match="run the tune-recflow step first"):
         report(work, threads=2)
+
+
+def test_progress_reports_finished_and_running_steps_without_comparing(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    finished = work / "tune-recbole" / bench._settings_name(bench.RECBOLE_GRID[0])
+    finished.mkdir(parents=True)
+    (finished / "recbole.json").write_text(json.dumps(_run((0.02, 0.05, 0.04), 0.05)))
+    running = work / "converge-recbole"
+    running.mkdir(parents=True)
+    rows = [
+        {"epoch": 1, "valid_ndcg@10": 0.03, "cpu_seconds": 100.0},
+        {"epoch": 2, "valid_ndcg@10": 0.061, "cpu_seconds": 210.0},
+        {"epoch": 3, "valid_ndcg@10": 0.058, "cpu_seconds": 300.0},
+    ]
+    log_text = "some RecBole line\n" + "".join(json.dumps(row) + "\n" for row in rows)
+    (running / "log.txt").write_text(log_text)
+    result = bench.progress(work, threads=2)
+    assert result["steps_finished"] == {
+        "tune-recbole": False,
+        "converge-recbole": False,
+        "tune-recflow": False,
+        "final": False,
+    }
+    runs = result["recbole"]["tuning_runs"]
+    first = runs[bench._settings_name(bench.RECBOLE_GRID[0])]
+    assert first["finished"] and first["best_valid_ndcg@10"] == 0.05
+    assert runs[bench._settings_name(bench.RECBOLE_GRID[1])]["epochs_so_far"] == 0
+    converge = result["recbole"]["converge"]
+    assert converge == {
+        "finished": False,
+        "epochs_so_far": 3,
+        "best_epoch_so_far": 2,
+        "best_valid_ndcg@10_so_far": 0.061,
+        "valid_ndcg@10_by_epoch": [0.03, 0.061, 0.058],
+        "cpu_seconds_per_epoch": 100.0,
+    }
+    # nothing that compares the two sides, and no test number
+    assert "time_to_quality" not in result and "test_ndcg@10" not in result
+    assert "test" not in json.dumps(result["recbole"]["converge"])
+    table = bench.progress_table(result).splitlines()
+    assert len(table) == 2 + len(bench.RECBOLE_GRID) + 1 + len(bench.RECFLOW_GRID)
+    assert "| RecBole | to its early stopping | its tuning choice | no" in table[4]
+    assert table[4].endswith("| 3 | 0.0610 (2) | 100 |")
