@@ -186,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     address = f"http://{HOST}:{args.port}"
     print(f"starting Airflow (home {airflow_home}, {workers} executor workers)", flush=True)
     print(f"Airflow's output: {log_path}", flush=True)
+    # Ctrl-C and SIGTERM stop Airflow in order, even where this process was started with
+    # SIGINT ignored (a shell's background job passes that on to its children)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     with log_path.open("ab") as output:
         process = subprocess.Popen(
