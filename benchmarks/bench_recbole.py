@@ -767,6 +767,12 @@ def progress(work: Path, threads: int) -> dict[str, Any]:
         for overrides in RECFLOW_GRID
     }
     converge = _partial_run(work / "converge-recbole", "recbole.json")
+    scored = work / "converge-recbole" / "scored.json"
+    if scored.is_file():
+        # the final model of RecBole's side: its test split read once, under both protocols
+        result = json.loads(scored.read_text())
+        converge["test"] = result["ranked_by_recflow"]["test"]
+        converge["own_evaluator_test"] = result["own_evaluator"]["test"]
     steps = {
         "tune-recbole": (work / "tune-recbole.json").is_file(),
         "converge-recbole": (work / "converge-recbole" / "scored.json").is_file(),
@@ -778,7 +784,8 @@ def progress(work: Path, threads: int) -> dict[str, Any]:
     }
     return {
         "command": f"python -m benchmarks.bench_recbole --threads {threads} progress",
-        "partial": "validation only, and no comparison: written before every step has run",
+        "partial": "no comparison: written before every step has run; test numbers only for a "
+        "side's final model (RecBole's converged run), never for a tuning run",
         "steps_finished": steps,
         "machine": machine_info(),
         "threads": threads,

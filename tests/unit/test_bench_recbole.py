@@ -296,3 +296,14 @@ def test_progress_reports_finished_and_running_steps_without_comparing(tmp_path:
     assert len(table) == 2 + len(bench.RECBOLE_GRID) + 1 + len(bench.RECFLOW_GRID)
     assert "| RecBole | to its early stopping | its tuning choice | no" in table[4]
     assert table[4].endswith("| 3 | 0.0610 (2) | 100 |")
+
+
+def test_progress_carries_the_converged_runs_test_under_both_protocols(tmp_path: Path) -> None:
+    work = _work(tmp_path)
+    (work / "converge-recbole" / "recbole.json").write_text(
+        json.dumps(_run((0.02, 0.05, 0.06, 0.055), 0.06))
+    )
+    converge = bench.progress(work, threads=2)["recbole"]["converge"]
+    assert converge["finished"] and converge["best_valid_ndcg@10"] == 0.06
+    assert converge["test"] == _test(0.05)
+    assert converge["own_evaluator_test"] == {}
