@@ -773,6 +773,14 @@ def progress(work: Path, threads: int) -> dict[str, Any]:
         result = json.loads(scored.read_text())
         converge["test"] = result["ranked_by_recflow"]["test"]
         converge["own_evaluator_test"] = result["own_evaluator"]["test"]
+    seeds = {}
+    for seed in SEEDS:
+        folder = work / "final" / f"recflow-seed-{seed}"
+        state = _partial_run(folder, "recflow.json")
+        if state["finished"]:
+            # a final model: its test split read once, under both protocols
+            state["test"] = json.loads((folder / "recflow.json").read_text())["test"]
+        seeds[str(seed)] = state
     steps = {
         "tune-recbole": (work / "tune-recbole.json").is_file(),
         "converge-recbole": (work / "converge-recbole" / "scored.json").is_file(),
@@ -797,7 +805,12 @@ def progress(work: Path, threads: int) -> dict[str, Any]:
             "tuning_runs": recbole_runs,
             "converge": converge,
         },
-        "recflow": {"fixed": RECFLOW_BASE, "grid": list(RECFLOW_GRID), "tuning_runs": recflow_runs},
+        "recflow": {
+            "fixed": RECFLOW_BASE,
+            "grid": list(RECFLOW_GRID),
+            "tuning_runs": recflow_runs,
+            "final_seeds": seeds,
+        },
     }
 
 
@@ -832,6 +845,9 @@ def progress_table(result: dict[str, Any]) -> str:
     lines.append(row("RecBole", "to its early stopping", "its tuning choice", rb["converge"]))
     for name, state in rf["tuning_runs"].items():
         lines.append(row("recflow", "tuning, to its early stopping", name, state))
+    for seed, state in rf.get("final_seeds", {}).items():
+        if state["finished"] or state["epochs_so_far"]:
+            lines.append(row("recflow", f"final, seed {seed}", "its tuning choice", state))
     return "\n".join(lines)
 
 

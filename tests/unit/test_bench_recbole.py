@@ -303,7 +303,12 @@ def test_progress_carries_the_converged_runs_test_under_both_protocols(tmp_path:
     (work / "converge-recbole" / "recbole.json").write_text(
         json.dumps(_run((0.02, 0.05, 0.06, 0.055), 0.06))
     )
-    converge = bench.progress(work, threads=2)["recbole"]["converge"]
+    result = bench.progress(work, threads=2)
+    converge = result["recbole"]["converge"]
     assert converge["finished"] and converge["best_valid_ndcg@10"] == 0.06
+    # the final seeds of recflow are final models too: their test numbers are kept
+    seeds = result["recflow"]["final_seeds"]
+    assert [seeds[str(seed)]["test"] for seed in bench.SEEDS] == [_test(0.06)] * 3
+    assert len(bench.progress_table(result).splitlines()) == 2 + 3 + 2 + 3
     assert converge["test"] == _test(0.05)
     assert converge["own_evaluator_test"] == {}
