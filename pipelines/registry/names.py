@@ -42,11 +42,7 @@ def check_version_id(text: object) -> str:
     Raises:
         BadName: It is not; the message shows it escaped.
     """
-    if not isinstance(text, str) or not VERSION_ID.fullmatch(text):
-        shown = repr(text)[:80]
-        why = _why(text) if isinstance(text, str) else ""
-        raise BadName(f"{shown} is not a version id (16 lowercase hex digits){why}")
-    return text
+    return _matching(text, VERSION_ID, "a version id (16 lowercase hex digits)")
 
 
 def check_alias(text: object) -> str:
@@ -55,10 +51,14 @@ def check_alias(text: object) -> str:
     Raises:
         BadName: It is not.
     """
-    if not isinstance(text, str) or not ALIAS.fullmatch(text):
-        shown = repr(text)[:80]
+    return _matching(text, ALIAS, f"an alias name ({ALIAS.pattern})")
+
+
+def _matching(text: object, pattern: re.Pattern[str], what: str) -> str:
+    """``text`` if it is a string that ``pattern`` matches whole, else BadName naming ``what``."""
+    if not isinstance(text, str) or not pattern.fullmatch(text):
         why = _why(text) if isinstance(text, str) else ""
-        raise BadName(f"{shown} is not an alias name ({ALIAS.pattern}){why}")
+        raise BadName(f"{repr(text)[:80]} is not {what}{why}")
     return text
 
 
