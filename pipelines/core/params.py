@@ -168,6 +168,9 @@ class TrainConfig(StrictModel):
     category_feature: bool = True
     # embed each step's event type (view / add_to_cart / purchase) beside its item
     event_type_feature: bool = False
+    # a learned score offset for items already in the history: the model learns whether users
+    # repeat (repeat purchases) or never do (films rated once) (pipelines/model/sasrec.py)
+    repeat_term: bool = False
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     # share of the full-softmax target mass spread over all items (0: plain cross-entropy)
@@ -214,6 +217,7 @@ class TrainConfig(StrictModel):
             "max_len",
             "category_feature",
             "event_type_feature",
+            "repeat_term",
             "seed",
             "window_stride",
             "window_targets",

@@ -9,6 +9,14 @@ A model built with ``ModelSpec.event_types`` also embeds what the user did at ea
 (:func:`step_tokens`), so a history stays one ``int64 [B, L]`` array; a plain item index is a
 view. A model without event types reads plain item indices.
 
+A model built with ``ModelSpec.repeat_term`` also scores *repeats*: an item already among the
+history's steps gets a learned, context-dependent offset ``w . h + b`` (``h`` the final state),
+added to its dot-product score. Data without repeats (films rated once) teaches a negative
+offset, so seen items drop out of the ranking by what was learned, not by a rule; data with
+repeat purchases teaches a positive one. The offset starts at zero: an untrained term leaves
+plain SASRec. Only the steps the model reads count as history (the newest ``max_len``, in
+training the window's steps up to the scored one).
+
 Training uses every position of a window in one forward pass: the input is the window without
 its last step and the targets are the window shifted by one. The loss is a full softmax over
 the catalogue with the output layer tied to the item embedding, or, for large catalogues, a
@@ -46,6 +54,8 @@ class ModelSpec:
     n_categories: int = 0
     # embed the event type of each step (the steps are then step tokens, see step_tokens)
     event_types: bool = False
+    # a learned score offset for items already in the history (see the module docstring)
+    repeat_term: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain values."""
@@ -121,6 +131,12 @@ class SASRec(nn.Module):
         )
         self.norm = nn.LayerNorm(hidden)
         self.apply(self._init_weights)
+        self.repeat_gate: nn.Linear | None = None
+        if spec.repeat_term:
+            # zero at the start: an untrained term is plain SASRec
+            self.repeat_gate = nn.Linear(hidden, 1)
+            nn.init.zeros_(self.repeat_gate.weight)
+            nn.init.zeros_(self.repeat_gate.bias)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -160,11 +176,25 @@ class SASRec(nn.Module):
             x = block(x, allowed)
         return self.norm(x)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Scores of every item for hidden states ``[..., hidden]``; padding is ``-inf``."""
+    def logits(self, hidden: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of every item for hidden states ``[..., hidden]``; padding is ``-inf``.
+
+        ``seen`` (``[..., n_items + 1]``, true where the item is in the state's history) adds
+        the repeat offset of a model with ``repeat_term``; it is required there.
+        """
         scores = hidden @ self.item_emb.weight.T
+        if self.repeat_gate is not None:
+            if seen is None:
+                raise ValueError("a model with repeat_term scores with its history (seen)")
+            scores = scores + self.repeat_gate(hidden) * seen.to(scores.dtype)
         scores[..., 0] = float("-inf")
         return scores
+
+    def repeat_offset(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The repeat term's offset ``[..., 1]`` for hidden states (zeros without the term)."""
+        if self.repeat_gate is None:
+            return hidden.new_zeros((*hidden.shape[:-1], 1))
+        return self.repeat_gate(hidden)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """Hidden states of the steps of ``items`` (see :meth:`encode`)."""
@@ -178,7 +208,10 @@ class SASRec(nn.Module):
         padded state, the same for every such user.
         """
         hidden = self.encode(history)[:, -1]
-        return self.logits(hidden.float())
+        seen = None
+        if self.repeat_gate is not None:
+            seen = history_items(history[:, -self.spec.max_len :], self.spec)
+        return self.logits(hidden.float(), seen)
 
 
 def split_tokens(steps: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -187,6 +220,36 @@ def split_tokens(steps: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, to
         return steps, None
     width = spec.n_items + 1
     return steps % width, torch.div(steps, width, rounding_mode="floor")
+
+
+def history_items(steps: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+    """``bool [B, n_items + 1]``: the items among each row's steps (padding's column included)."""
+    items, _ = split_tokens(steps, spec)
+    seen = torch.zeros(items.shape[0], spec.n_items + 1, dtype=torch.bool, device=items.device)
+    return seen.scatter_(1, items, True)
+
+
+def seen_before(
+    inputs: torch.Tensor, spec: ModelSpec, candidates: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per step of the inputs ``[B, L]``: which candidates its history (steps 0..t) holds.
+
+    Returns ``bool [B, L, C]`` for ``candidates`` ``[C]`` (item indices), or over the whole
+    catalogue (``C = n_items + 1``) without them. The padding item counts as seen; its score is
+    ``-inf`` whatever is added to it.
+    """
+    items, _ = split_tokens(inputs, spec)
+    batch, length = items.shape
+    steps = torch.arange(length, device=items.device)
+    if candidates is None:
+        # the first step at which each item occurs (length: never)
+        first = torch.full(
+            (batch, spec.n_items + 1), length, dtype=torch.int64, device=items.device
+        )
+        first.scatter_reduce_(1, items, steps.expand(batch, length), reduce="amin")
+        return first.unsqueeze(1) <= steps.view(1, length, 1)
+    hits = items.unsqueeze(2) == candidates.view(1, 1, -1)  # [B, L, C]
+    return hits.cummax(dim=1).values if hits.numel() else hits
 
 
 def next_item_pairs(window: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,15 +264,25 @@ def next_item_pairs(window: torch.Tensor, spec: ModelSpec) -> tuple[torch.Tensor
 
 
 def full_softmax_loss(
-    model: SASRec, hidden: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+    model: SASRec,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    label_smoothing: float = 0.0,
+    inputs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy over the whole catalogue at the steps with a target (``targets > 0``).
 
     ``label_smoothing`` moves that share of each target's mass evenly onto the real items (the
-    padding item, scored ``-inf``, gets none).
+    padding item, scored ``-inf``, gets none). A model with ``repeat_term`` needs the window's
+    ``inputs`` (``[B, L]``), whose steps up to each position are that position's history.
     """
     keep = targets > 0
-    logits = model.logits(hidden[keep]).float()
+    seen = None
+    if model.repeat_gate is not None:
+        if inputs is None:
+            raise ValueError("a model with repeat_term needs the inputs of its loss")
+        seen = seen_before(inputs, model.spec)[keep]
+    logits = model.logits(hidden[keep], seen).float()
     if label_smoothing == 0.0:
         return F.cross_entropy(logits, targets[keep])
     log_probs = F.log_softmax(logits, dim=-1)[:, 1:]
@@ -224,6 +297,7 @@ def sampled_softmax_loss(
     sample_probs: torch.Tensor,
     num_negatives: int,
     generator: torch.Generator | None = None,
+    inputs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of each target against ``num_negatives`` shared sampled items.
 
@@ -233,14 +307,29 @@ def sampled_softmax_loss(
     item equal to the step's target is masked out.
     """
     keep = targets > 0
-    hidden, targets = hidden[keep], targets[keep]
     negatives = torch.multinomial(
         sample_probs, num_negatives, replacement=True, generator=generator
     ).to(hidden.device)
+    repeat_pos = repeat_neg = None
+    if model.repeat_gate is not None:
+        if inputs is None:
+            raise ValueError("a model with repeat_term needs the inputs of its loss")
+        offset = model.repeat_offset(hidden[keep])  # [K, 1]
+        items, _ = split_tokens(inputs, model.spec)
+        # the target is seen when one of the steps up to its position holds it
+        hits = (items.unsqueeze(1) == targets.unsqueeze(2)) & torch.ones(
+            items.shape[1], items.shape[1], dtype=torch.bool, device=items.device
+        ).tril()
+        repeat_pos = offset.squeeze(1) * hits.any(2)[keep].to(offset.dtype)
+        repeat_neg = offset * seen_before(inputs, model.spec, negatives)[keep].to(offset.dtype)
+    hidden, targets = hidden[keep], targets[keep]
     log_q = torch.log(sample_probs.to(hidden.device) * num_negatives)
     weight = model.item_emb.weight
     positive = (hidden * weight[targets]).sum(-1) - log_q[targets]
     negative = hidden @ weight[negatives].T - log_q[negatives]
+    if repeat_pos is not None and repeat_neg is not None:
+        positive = positive + repeat_pos
+        negative = negative + repeat_neg
     negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
     logits = torch.cat([positive.unsqueeze(1), negative], dim=1).float()
     return F.cross_entropy(

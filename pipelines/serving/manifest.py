@@ -144,6 +144,9 @@ class ModelSpecRecord(Contract):
     """Categories of the category embedding; 0 when the model has none."""
     event_types: bool
     """True when the model reads step tokens with event types."""
+    repeat_term: bool = False
+    """True when the model adds its learned repeat offset to the history's items (absent, so
+    false, in manifests written before the term existed)."""
 
 
 class ArtifactManifest(Contract):

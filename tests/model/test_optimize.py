@@ -198,8 +198,20 @@ def test_both_onnx_graphs_score_like_the_model(
     np.testing.assert_allclose(np.take_along_axis(scores, items, axis=1), top)
 
 
-@pytest.mark.parametrize(("layers", "event_types"), [(1, False), (2, False), (3, False), (2, True)])
-def test_serving_graph_matches_the_model_at_any_depth(layers: int, event_types: bool) -> None:
+@pytest.mark.parametrize(
+    ("layers", "event_types", "repeat_term"),
+    [
+        (1, False, False),
+        (2, False, False),
+        (3, False, False),
+        (2, True, False),
+        (2, False, True),
+        (2, True, True),
+    ],
+)
+def test_serving_graph_matches_the_model_at_any_depth(
+    layers: int, event_types: bool, repeat_term: bool
+) -> None:
     # the graph packs the real steps and fills padded places with a precomputed state: random
     # (not near-zero) weights and histories of every length from empty to full check both
     torch.manual_seed(layers)
@@ -211,6 +223,7 @@ def test_serving_graph_matches_the_model_at_any_depth(layers: int, event_types: 
         max_len=12,
         n_categories=5,
         event_types=event_types,
+        repeat_term=repeat_term,
     )
     model = SASRec(spec, torch.arange(41) % 6).eval()
     with torch.no_grad():
@@ -221,9 +234,12 @@ def test_serving_graph_matches_the_model_at_any_depth(layers: int, event_types: 
     history = left_pad([rng.integers(1, 41, n) for n in lengths], spec.max_len)
     if event_types:
         history = step_tokens(history, rng.integers(0, 3, history.shape), spec.n_items)
+    expected = model.score(torch.from_numpy(history)).numpy()
+    # the portable export (what TensorRT builds from) as well
+    portable = ort_session(export_onnx(model, 10), threads=1).run(["scores"], {"history": history})
+    np.testing.assert_allclose(portable[0][:, 1:], expected[:, 1:], rtol=1e-4, atol=1e-4)
     session = ort_session(build_onnxruntime_graph(model, 10), threads=1)
     scores = session.run(["scores"], {"history": history})[0]
-    expected = model.score(torch.from_numpy(history)).numpy()
     np.testing.assert_allclose(scores[:, 1:], expected[:, 1:], rtol=1e-4, atol=1e-4)
     # each row alone gives the same scores as in the batch
     alone = np.concatenate([session.run(["scores"], {"history": row[None]})[0] for row in history])

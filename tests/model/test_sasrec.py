@@ -13,6 +13,7 @@ from pipelines.model.sasrec import (
     next_item_pairs,
     sampled_softmax_loss,
     sampling_probs,
+    seen_before,
 )
 
 N_ITEMS = 30
@@ -141,3 +142,123 @@ def test_label_smoothing_spreads_mass_over_the_real_items_only() -> None:
 
 def test_left_pad_cuts_and_pads() -> None:
     assert left_pad([[1, 2, 3], [], [4]], 2).tolist() == [[2, 3], [0, 0], [0, 4]]
+
+
+def _repeat_model(bias: float = 0.0) -> SASRec:
+    model = _model(repeat_term=True)
+    with torch.no_grad():
+        assert model.repeat_gate is not None
+        model.repeat_gate.weight.normal_(0.0, 0.5)
+        model.repeat_gate.bias.fill_(bias)
+    return model
+
+
+def test_an_untrained_repeat_term_is_plain_sasrec() -> None:
+    plain, repeat = _model(), _model(repeat_term=True)
+    repeat.load_state_dict(plain.state_dict(), strict=False)
+    batch = _batch([4, 5, 6, 4], [], [9], width=6)
+    torch.testing.assert_close(repeat.score(batch), plain.score(batch))
+
+
+def test_the_repeat_term_moves_the_history_items_only() -> None:
+    model = _repeat_model(bias=-7.0)
+    history = [4, 5, 6, 4]
+    batch = _batch(history, [], width=6)
+    hidden = model.encode(batch)[:, -1]
+    offset = model.repeat_offset(hidden)
+    plain = model.logits(hidden, torch.zeros(2, N_ITEMS + 1, dtype=torch.bool))
+    scores = model.score(batch)
+    seen = torch.zeros(N_ITEMS + 1, dtype=torch.bool)
+    seen[history] = True
+    # each history item once, however often it occurs; the others and the empty history unmoved
+    torch.testing.assert_close(scores[0, seen], plain[0, seen] + offset[0])
+    torch.testing.assert_close(scores[0, 1:][~seen[1:]], plain[0, 1:][~seen[1:]])
+    torch.testing.assert_close(scores[1], plain[1])
+    # only the steps the model reads count: an item older than max_len is not history
+    long = [3] + list(range(10, 10 + model.spec.max_len))
+    older = model.score(_batch(long, width=len(long)))
+    newest = model.score(_batch(long[1:], width=model.spec.max_len))
+    torch.testing.assert_close(older, newest)
+
+
+def test_seen_before_follows_each_steps_own_history() -> None:
+    spec = _model().spec
+    inputs = _batch([3, 5, 3, 7], [2, 9], width=4)
+    seen = seen_before(inputs, spec)
+    assert seen.shape == (2, 4, N_ITEMS + 1)
+    assert seen[0, 0, 3] and not seen[0, 0, 5] and seen[0, 1, 5] and not seen[0, 2, 7]
+    assert seen[0, 3, 7] and not seen[1, 3, 3] and seen[1, 3, 9] and not seen[1, 1, 9]
+    candidates = torch.tensor([3, 7, 9, 11])
+    torch.testing.assert_close(seen_before(inputs, spec, candidates), seen[:, :, candidates])
+
+
+def test_full_softmax_loss_scores_each_step_with_its_own_history() -> None:
+    model = _repeat_model(bias=-2.0)
+    batch = _batch([1, 2, 1, 3, 2], [6, 7, 6], width=5)
+    inputs, targets = next_item_pairs(batch, model.spec)
+    hidden = model(inputs)
+    losses = []
+    for row in range(2):
+        for step in range(inputs.shape[1]):
+            if targets[row, step] == 0:
+                continue
+            seen = torch.zeros(N_ITEMS + 1, dtype=torch.bool)
+            seen[inputs[row, : step + 1]] = True
+            logits = model.logits(hidden[row, step], seen)
+            losses.append(torch.nn.functional.cross_entropy(logits[None], targets[row, step][None]))
+    expected = torch.stack(losses).mean()
+    torch.testing.assert_close(full_softmax_loss(model, hidden, targets, inputs=inputs), expected)
+    with pytest.raises(ValueError, match="needs the inputs"):
+        full_softmax_loss(model, hidden, targets)
+
+
+def test_sampled_softmax_loss_adds_the_repeat_offset_to_seen_candidates() -> None:
+    model = _repeat_model(bias=3.0)
+    batch = _batch([1, 2, 1, 3, 2], [6, 7, 6], width=5)
+    inputs, targets = next_item_pairs(batch, model.spec)
+    hidden = model(inputs)
+    probs = sampling_probs(torch.ones(N_ITEMS + 1), "uniform")
+    loss = sampled_softmax_loss(
+        model, hidden, targets, probs, 8, torch.Generator().manual_seed(3), inputs=inputs
+    )
+    negatives = torch.multinomial(
+        probs, 8, replacement=True, generator=torch.Generator().manual_seed(3)
+    )
+    log_q = torch.log(probs * 8)
+    weight = model.item_emb.weight
+    rows = []
+    for row in range(2):
+        for step in range(inputs.shape[1]):
+            target = targets[row, step]
+            if target == 0:
+                continue
+            history = set(inputs[row, : step + 1].tolist())
+            state = hidden[row, step]
+            offset = model.repeat_offset(state)[0]
+            pos = state @ weight[target] - log_q[target] + offset * (int(target) in history)
+            neg = state @ weight[negatives].T - log_q[negatives]
+            neg = neg + offset * torch.tensor([int(n) in history for n in negatives.tolist()])
+            neg = neg.masked_fill(negatives == target, float("-inf"))
+            rows.append(torch.cat([pos[None], neg]))
+    logits = torch.stack(rows)
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_the_repeat_term_learns_that_users_never_repeat() -> None:
+    # every sequence is a run of distinct items: the next item is never one already seen
+    torch.manual_seed(0)
+    model = _model(repeat_term=True, n_categories=0).train()
+    sequences = [torch.randperm(N_ITEMS)[:9] + 1 for _ in range(64)]
+    batch = torch.stack(sequences)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        inputs, targets = next_item_pairs(batch, model.spec)
+        loss = full_softmax_loss(model, model(inputs), targets, inputs=inputs)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        offset = model.repeat_offset(model.encode(batch[:, :-1])[:, -1])
+    assert float(offset.max()) < -1.0

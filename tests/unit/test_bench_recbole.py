@@ -312,3 +312,63 @@ def test_progress_carries_the_converged_runs_test_under_both_protocols(tmp_path:
     assert len(bench.progress_table(result).splitlines()) == 2 + 3 + 2 + 3
     assert converge["test"] == _test(0.05)
     assert converge["own_evaluator_test"] == {}
+
+
+def test_the_report_checks_that_the_timed_run_retraces_the_converged_one(tmp_path: Path) -> None:
+    work = _work(tmp_path)
+    assert report(work, threads=2)["recbole"]["timed_run_retraces_converged"] is True
+    timed = work / "final" / "recbole-to-bar" / "recbole.json"
+    timed.write_text(json.dumps(_run((0.02, 0.051, 0.06), 0.06)))
+    assert report(work, threads=2)["recbole"]["timed_run_retraces_converged"] is False
+
+
+def _record(tmp_path: Path) -> Path:
+    """A results file as report writes it, from the fake work folder."""
+    result = report(_work(tmp_path), threads=2)
+    # RecBole's rows carry its loss and every validation metric
+    result["recbole"]["converged"]["curve"][0].update(
+        {"loss": 2436.2, "valid_recall@10": 0.1, "valid_mrr@10": 0.03}
+    )
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps(result))
+    return record
+
+
+def _fake_recbole(first: dict[str, Any]) -> Any:
+    def run(folder: Path, threads: int, **kwargs: Any) -> dict[str, Any]:
+        assert kwargs["max_epochs"] == 1 and kwargs["test"] is False
+        assert kwargs["settings"] == {"train_batch_size": 256, "learning_rate": 0.001}
+        folder.mkdir(parents=True)
+        (folder / "split.json").write_text(json.dumps(SPLIT))
+        return {"epochs": [first]}
+
+    return run
+
+
+def test_restore_reuses_recorded_recbole_runs_when_the_first_epoch_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = _record(tmp_path)
+    recorded = json.loads(record.read_text())["recbole"]
+    first = dict(recorded["converged"]["curve"][0])
+    monkeypatch.setattr(bench, "run_recbole", _fake_recbole(first))
+    work = tmp_path / "again"
+    scored = bench.restore_recbole(work, 2, record)
+    assert scored["best_valid_ndcg@10"] == recorded["converged"]["best_valid_ndcg@10"]
+    assert scored["ranked_by_recflow"]["test"] == recorded["test"]
+    assert json.loads((work / "tune-recbole.json").read_text()) == recorded["tuning"]
+    # the steps after it read the restored files as if RecBole had run here
+    assert bench._read_json(work / "converge-recbole" / "scored.json", "x")["restored"]
+    assert bench._split_path(work).is_file()
+
+
+def test_restore_refuses_a_record_the_fresh_epoch_does_not_reproduce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = _record(tmp_path)
+    first = dict(json.loads(record.read_text())["recbole"]["converged"]["curve"][0])
+    first["valid_ndcg@10"] += 0.001
+    monkeypatch.setattr(bench, "run_recbole", _fake_recbole(first))
+    with pytest.raises(SystemExit, match="valid_ndcg@10 .* not the same run"):
+        bench.restore_recbole(tmp_path / "again", 2, record)
+    assert not (tmp_path / "again" / "converge-recbole").exists()

@@ -129,6 +129,7 @@ def _build_model(cfg: TrainConfig, data: Prepared, device: torch.device) -> SASR
         dropout=cfg.dropout,
         n_categories=data.n_categories if cfg.category_feature else 0,
         event_types=cfg.event_type_feature,
+        repeat_term=cfg.repeat_term,
     )
     return SASRec(spec, data.item_category if cfg.category_feature else None).to(device)
 
@@ -224,9 +225,11 @@ def _run_epoch(
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = ddp_model(inputs)
             if cfg.loss == "full_softmax":
-                loss = full_softmax_loss(model, hidden, targets, cfg.label_smoothing)
+                loss = full_softmax_loss(model, hidden, targets, cfg.label_smoothing, inputs)
             else:
-                loss = sampled_softmax_loss(model, hidden, targets, probs, cfg.num_negatives)
+                loss = sampled_softmax_loss(
+                    model, hidden, targets, probs, cfg.num_negatives, inputs=inputs
+                )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:

@@ -241,11 +241,15 @@ def build_onnxruntime_graph(model: SASRec, top_k: int, *, opset: int = 17) -> by
     padding[0] = -np.inf
     item_emb_t = g.const("item_emb_t", _array(model.item_emb.weight).T)
     scores_name, items_name, top_name = OUTPUTS
-    g.nodes.append(
-        helper.make_node(
-            "Add", [g.op("MatMul", [state, item_emb_t]), g.const("padding", padding)], [scores_name]
-        )
-    )
+    dot = g.op("MatMul", [state, item_emb_t])
+    if model.repeat_gate is not None:
+        # the repeat term: the learned offset ``w . state + b`` on every item of the history
+        offset = g.linear(state, model.repeat_gate, "repeat_gate")  # [B, 1]
+        zeros = g.op("ConstantOfShape", [g.op("Shape", [dot])])
+        ones = g.op("Expand", [g.const("one_f", np.ones(1, np.float32)), g.op("Shape", [items])])
+        seen = g.op("ScatterElements", [zeros, items, ones], axis=1)
+        dot = g.op("Add", [dot, g.op("Mul", [offset, seen])])
+    g.nodes.append(helper.make_node("Add", [dot, g.const("padding", padding)], [scores_name]))
     g.nodes.append(
         helper.make_node(
             "TopK", [scores_name, g.int64("top_k", top_k)], [top_name, items_name], axis=1

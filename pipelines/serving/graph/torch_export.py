@@ -97,6 +97,12 @@ class ScoringGraph(nn.Module):
         newest = newest + last.ff(last.norm_ff(newest))
         hidden = model.norm(newest[:, 0])
         scores = hidden @ model.item_emb.weight.T + self.padding
+        if model.repeat_gate is not None:
+            # the repeat term: the learned offset on every item among the history's steps
+            seen = torch.zeros_like(scores).scatter(
+                1, items, torch.ones_like(scores[:, :1]).expand_as(items)
+            )
+            scores = scores + model.repeat_gate(hidden) * seen
         top_scores, top_items = torch.topk(scores, self.top_k, dim=1)
         return scores, top_items, top_scores
 
