@@ -171,6 +171,8 @@ class TrainConfig(StrictModel):
     # a learned score offset for items already in the history: the model learns whether users
     # repeat (repeat purchases) or never do (films rated once) (pipelines/model/sasrec.py)
     repeat_term: bool = False
+    # score with the input item embedding (true, as SASRec) or an output item table of its own
+    tie_embeddings: bool = True
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     # share of the full-softmax target mass spread over all items (0: plain cross-entropy)
@@ -218,6 +220,7 @@ class TrainConfig(StrictModel):
             "category_feature",
             "event_type_feature",
             "repeat_term",
+            "tie_embeddings",
             "seed",
             "window_stride",
             "window_targets",

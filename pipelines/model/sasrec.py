@@ -19,8 +19,10 @@ training the window's steps up to the scored one).
 
 Training uses every position of a window in one forward pass: the input is the window without
 its last step and the targets are the window shifted by one. The loss is a full softmax over
-the catalogue with the output layer tied to the item embedding, or, for large catalogues, a
-sampled softmax with a logQ correction of the sampling bias.
+the catalogue with the output layer tied to the item embedding (or, with
+``ModelSpec.tie_embeddings`` false, an output item table of its own: the input table is then
+free to hold what follows each item, the output table what each item is), or, for large
+catalogues, a sampled softmax with a logQ correction of the sampling bias.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class ModelSpec:
     event_types: bool = False
     # a learned score offset for items already in the history (see the module docstring)
     repeat_term: bool = False
+    # score with the input item embedding (tied) or with an output item table of its own
+    tie_embeddings: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain values."""
@@ -131,6 +135,10 @@ class SASRec(nn.Module):
         )
         self.norm = nn.LayerNorm(hidden)
         self.apply(self._init_weights)
+        self.out_emb: nn.Embedding | None = None
+        if not spec.tie_embeddings:
+            self.out_emb = nn.Embedding(spec.n_items + 1, hidden, padding_idx=0)
+            self._init_weights(self.out_emb)
         self.repeat_gate: nn.Linear | None = None
         if spec.repeat_term:
             # zero at the start: an untrained term is plain SASRec
@@ -182,13 +190,18 @@ class SASRec(nn.Module):
         ``seen`` (``[..., n_items + 1]``, true where the item is in the state's history) adds
         the repeat offset of a model with ``repeat_term``; it is required there.
         """
-        scores = hidden @ self.item_emb.weight.T
+        scores = hidden @ self.output_weight.T
         if self.repeat_gate is not None:
             if seen is None:
                 raise ValueError("a model with repeat_term scores with its history (seen)")
             scores = scores + self.repeat_gate(hidden) * seen.to(scores.dtype)
         scores[..., 0] = float("-inf")
         return scores
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """``[n_items + 1, hidden]``: the item table the scores are dot products with."""
+        return self.item_emb.weight if self.out_emb is None else self.out_emb.weight
 
     def repeat_offset(self, hidden: torch.Tensor) -> torch.Tensor:
         """The repeat term's offset ``[..., 1]`` for hidden states (zeros without the term)."""
@@ -324,7 +337,7 @@ def sampled_softmax_loss(
         repeat_neg = offset * seen_before(inputs, model.spec, negatives)[keep].to(offset.dtype)
     hidden, targets = hidden[keep], targets[keep]
     log_q = torch.log(sample_probs.to(hidden.device) * num_negatives)
-    weight = model.item_emb.weight
+    weight = model.output_weight
     positive = (hidden * weight[targets]).sum(-1) - log_q[targets]
     negative = hidden @ weight[negatives].T - log_q[negatives]
     if repeat_pos is not None and repeat_neg is not None:

@@ -147,6 +147,9 @@ class ModelSpecRecord(Contract):
     repeat_term: bool = False
     """True when the model adds its learned repeat offset to the history's items (absent, so
     false, in manifests written before the term existed)."""
+    tie_embeddings: bool = True
+    """False when the model scores with an output item table of its own (absent, so true, in
+    manifests written before the option existed)."""
 
 
 class ArtifactManifest(Contract):

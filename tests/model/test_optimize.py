@@ -199,18 +199,19 @@ def test_both_onnx_graphs_score_like_the_model(
 
 
 @pytest.mark.parametrize(
-    ("layers", "event_types", "repeat_term"),
+    ("layers", "event_types", "repeat_term", "tie_embeddings"),
     [
-        (1, False, False),
-        (2, False, False),
-        (3, False, False),
-        (2, True, False),
-        (2, False, True),
-        (2, True, True),
+        (1, False, False, True),
+        (2, False, False, True),
+        (3, False, False, True),
+        (2, True, False, True),
+        (2, False, True, True),
+        (2, True, True, True),
+        (2, False, True, False),
     ],
 )
 def test_serving_graph_matches_the_model_at_any_depth(
-    layers: int, event_types: bool, repeat_term: bool
+    layers: int, event_types: bool, repeat_term: bool, tie_embeddings: bool
 ) -> None:
     # the graph packs the real steps and fills padded places with a precomputed state: random
     # (not near-zero) weights and histories of every length from empty to full check both
@@ -224,6 +225,7 @@ def test_serving_graph_matches_the_model_at_any_depth(
         n_categories=5,
         event_types=event_types,
         repeat_term=repeat_term,
+        tie_embeddings=tie_embeddings,
     )
     model = SASRec(spec, torch.arange(41) % 6).eval()
     with torch.no_grad():

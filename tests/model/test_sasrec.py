@@ -175,7 +175,7 @@ def test_the_repeat_term_moves_the_history_items_only() -> None:
     torch.testing.assert_close(scores[0, 1:][~seen[1:]], plain[0, 1:][~seen[1:]])
     torch.testing.assert_close(scores[1], plain[1])
     # only the steps the model reads count: an item older than max_len is not history
-    long = [3] + list(range(10, 10 + model.spec.max_len))
+    long = [3, *range(10, 10 + model.spec.max_len)]
     older = model.score(_batch(long, width=len(long)))
     newest = model.score(_batch(long[1:], width=model.spec.max_len))
     torch.testing.assert_close(older, newest)
@@ -262,3 +262,22 @@ def test_the_repeat_term_learns_that_users_never_repeat() -> None:
     with torch.no_grad():
         offset = model.repeat_offset(model.encode(batch[:, :-1])[:, -1])
     assert float(offset.max()) < -1.0
+
+
+def test_an_untied_model_scores_with_its_own_output_table() -> None:
+    tied, untied = _model(), _model(tie_embeddings=False)
+    assert tied.out_emb is None and tied.output_weight is tied.item_emb.weight
+    assert untied.out_emb is not None and untied.output_weight is untied.out_emb.weight
+    batch = _batch([4, 5, 6], width=4)
+    hidden = untied.encode(batch)[:, -1]
+    torch.testing.assert_close(
+        untied.score(batch)[:, 1:], (hidden @ untied.out_emb.weight.T)[:, 1:]
+    )
+    # both tables learn: the input one through the encoder, the output one through the scores
+    untied.train()
+    inputs, targets = next_item_pairs(_training_batch(), untied.spec)
+    full_softmax_loss(untied, untied(inputs), targets).backward()
+    assert untied.item_emb.weight.grad is not None and untied.out_emb.weight.grad is not None
+    assert (
+        untied.item_emb.weight.grad.abs().sum() > 0 and untied.out_emb.weight.grad.abs().sum() > 0
+    )

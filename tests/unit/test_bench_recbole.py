@@ -369,6 +369,6 @@ def test_restore_refuses_a_record_the_fresh_epoch_does_not_reproduce(
     first = dict(json.loads(record.read_text())["recbole"]["converged"]["curve"][0])
     first["valid_ndcg@10"] += 0.001
     monkeypatch.setattr(bench, "run_recbole", _fake_recbole(first))
-    with pytest.raises(SystemExit, match="valid_ndcg@10 .* not the same run"):
+    with pytest.raises(SystemExit, match=r"valid_ndcg@10 .* not the same run"):
         bench.restore_recbole(tmp_path / "again", 2, record)
     assert not (tmp_path / "again" / "converge-recbole").exists()

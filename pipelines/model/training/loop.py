@@ -130,6 +130,7 @@ def _build_model(cfg: TrainConfig, data: Prepared, device: torch.device) -> SASR
         n_categories=data.n_categories if cfg.category_feature else 0,
         event_types=cfg.event_type_feature,
         repeat_term=cfg.repeat_term,
+        tie_embeddings=cfg.tie_embeddings,
     )
     return SASRec(spec, data.item_category if cfg.category_feature else None).to(device)
 

@@ -239,7 +239,7 @@ def build_onnxruntime_graph(model: SASRec, top_k: int, *, opset: int = 17) -> by
     state = g.op("Squeeze", [state, g.int64("axis_squeeze", 1)])
     padding = np.zeros(width, dtype=np.float32)
     padding[0] = -np.inf
-    item_emb_t = g.const("item_emb_t", _array(model.item_emb.weight).T)
+    item_emb_t = g.const("item_emb_t", _array(model.output_weight).T)
     scores_name, items_name, top_name = OUTPUTS
     dot = g.op("MatMul", [state, item_emb_t])
     if model.repeat_gate is not None:

@@ -96,7 +96,7 @@ class ScoringGraph(nn.Module):
         newest = newest + _attend(last, normed[:, -1:], normed, allowed[:, :, -1:])
         newest = newest + last.ff(last.norm_ff(newest))
         hidden = model.norm(newest[:, 0])
-        scores = hidden @ model.item_emb.weight.T + self.padding
+        scores = hidden @ model.output_weight.T + self.padding
         if model.repeat_gate is not None:
             # the repeat term: the learned offset on every item among the history's steps
             seen = torch.zeros_like(scores).scatter(
