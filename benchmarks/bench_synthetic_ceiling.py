@@ -37,6 +37,7 @@ from pipelines.data.sequences import left_pad
 from pipelines.data.synthetic.generator import generate
 from pipelines.data.synthetic.oracle import OracleScores, oracle_scores
 from pipelines.data.validation.batch import validate_batch
+from pipelines.gate.golden import per_user_quality
 from pipelines.gate.rules import bootstrap_difference
 from pipelines.model.baselines import ItemTransition
 from pipelines.model.ranking import (
@@ -46,12 +47,10 @@ from pipelines.model.ranking import (
     batch_metric_sums,
     mask_scores,
     metric_names,
-    per_user_metrics,
-    target_ranks,
-    topk_ranks,
 )
 from pipelines.model.saved import load_model
 from pipelines.model.training.loop import train
+from pipelines.model.training.metrics import ScoringProtocol
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 log = logging.getLogger("recflow.bench_synthetic_ceiling")
@@ -79,21 +78,20 @@ def per_user_ndcg10(
     score_fn: ScoreFn,
     histories: list[np.ndarray],
     targets: np.ndarray,
-    *,
-    mask_history: bool,
-    ties: Ties,
+    protocol: ScoringProtocol,
     batch_size: int = 1024,
 ) -> np.ndarray:
-    """NDCG@10 of each user, ranked as :func:`pipelines.model.ranking.evaluate` ranks."""
+    """NDCG@10 of each user, ranked by the gate's per-user rule under ``protocol``."""
     values = []
     for lo in range(0, len(histories), batch_size):
         chunk = histories[lo : lo + batch_size]
         history = torch.from_numpy(left_pad(chunk, max(1, max(map(len, chunk)))))
         with torch.no_grad():
-            scores = mask_scores(score_fn(history).float(), history if mask_history else None)
-        target = torch.from_numpy(np.asarray(targets[lo : lo + batch_size], dtype=np.int64))
-        ranks = target_ranks(scores, target) if ties == "index" else topk_ranks(scores, target, 10)
-        values.append(per_user_metrics(ranks, (10,))["ndcg@10"].numpy())
+            scores = score_fn(history).float().numpy()
+        quality = per_user_quality(
+            scores, targets[lo : lo + batch_size], history=history.numpy(), protocol=protocol
+        )
+        values.append(quality["ndcg@10"])
     return np.concatenate(values)
 
 
@@ -104,13 +102,10 @@ def sasrec_minus_transition(
     model = load_model(model_path).eval()
     data = load_prepared(prepared, event_types=model.spec.event_types)
     histories = data.model_inputs("test", model.spec.event_types)
-    ours = per_user_ndcg10(
-        model.score, histories, data.test_target, mask_history=mask_history, ties=ties
-    )
+    protocol = ScoringProtocol(mask_history=mask_history, ties=ties)
+    ours = per_user_ndcg10(model.score, histories, data.test_target, protocol)
     transition = ItemTransition(data.train, data.n_items)
-    theirs = per_user_ndcg10(
-        transition, data.test_history, data.test_target, mask_history=mask_history, ties=ties
-    )
+    theirs = per_user_ndcg10(transition, data.test_history, data.test_target, protocol)
     interval = bootstrap_difference(ours, theirs, samples=2000, confidence=0.95, seed=seed)
     # where the gap comes from: targets the user had seen before (staples, carts of earlier
     # views) and new ones

@@ -194,7 +194,7 @@ class SASRec(nn.Module):
         if self.repeat_gate is not None:
             if seen is None:
                 raise ValueError("a model with repeat_term scores with its history (seen)")
-            scores = scores + self.repeat_gate(hidden) * seen.to(scores.dtype)
+            scores = scores + self.repeat_offset(hidden) * seen.to(scores.dtype)
         scores[..., 0] = float("-inf")
         return scores
 
@@ -204,9 +204,9 @@ class SASRec(nn.Module):
         return self.item_emb.weight if self.out_emb is None else self.out_emb.weight
 
     def repeat_offset(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The repeat term's offset ``[..., 1]`` for hidden states (zeros without the term)."""
+        """The repeat term's offset ``[..., 1]`` for hidden states (a model with the term)."""
         if self.repeat_gate is None:
-            return hidden.new_zeros((*hidden.shape[:-1], 1))
+            raise ValueError("the model has no repeat term (ModelSpec.repeat_term)")
         return self.repeat_gate(hidden)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
@@ -323,11 +323,12 @@ def sampled_softmax_loss(
     negatives = torch.multinomial(
         sample_probs, num_negatives, replacement=True, generator=generator
     ).to(hidden.device)
+    hidden = hidden[keep]
     repeat_pos = repeat_neg = None
     if model.repeat_gate is not None:
         if inputs is None:
             raise ValueError("a model with repeat_term needs the inputs of its loss")
-        offset = model.repeat_offset(hidden[keep])  # [K, 1]
+        offset = model.repeat_offset(hidden)  # [K, 1]
         items, _ = split_tokens(inputs, model.spec)
         # the target is seen when one of the steps up to its position holds it
         hits = (items.unsqueeze(1) == targets.unsqueeze(2)) & torch.ones(
@@ -335,7 +336,7 @@ def sampled_softmax_loss(
         ).tril()
         repeat_pos = offset.squeeze(1) * hits.any(2)[keep].to(offset.dtype)
         repeat_neg = offset * seen_before(inputs, model.spec, negatives)[keep].to(offset.dtype)
-    hidden, targets = hidden[keep], targets[keep]
+    targets = targets[keep]
     log_q = torch.log(sample_probs.to(hidden.device) * num_negatives)
     weight = model.output_weight
     positive = (hidden * weight[targets]).sum(-1) - log_q[targets]
