@@ -210,6 +210,10 @@ def test_full_softmax_loss_scores_each_step_with_its_own_history() -> None:
     torch.testing.assert_close(full_softmax_loss(model, hidden, targets, inputs=inputs), expected)
     with pytest.raises(ValueError, match="needs the inputs"):
         full_softmax_loss(model, hidden, targets)
+    with pytest.raises(ValueError, match="scores with its history"):
+        model.logits(hidden[:, -1])
+    with pytest.raises(ValueError, match="has no repeat term"):
+        _model().repeat_offset(hidden)
 
 
 def test_sampled_softmax_loss_adds_the_repeat_offset_to_seen_candidates() -> None:
