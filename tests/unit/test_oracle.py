@@ -23,16 +23,26 @@ from pipelines.model.baselines import ItemTransition, MostPopular
 from pipelines.model.ranking import batch_metric_sums, evaluate, mask_scores
 
 END = dt.date(2026, 11, 22)
-# the tiny preset with staples: repeat purchases a first-order model cannot see
-STAPLED = dataclasses.replace(PRESETS["tiny"], staples_per_user=3, staple_prob=0.25)
+# the tiny preset with staples (repeat purchases) and shopping missions: structure a first-order
+# model cannot see
+STRUCTURED = dataclasses.replace(
+    PRESETS["tiny"],
+    staples_per_user=3,
+    staple_prob=0.25,
+    missions=20,
+    mission_size=5,
+    mission_session_prob=0.6,
+    mission_view_prob=0.7,
+)
 
 
 def _views(drift: DriftConfig, days: int = 60) -> tuple[object, dict[str, np.ndarray]]:
-    shop, hidden = hidden_states(STAPLED, seed=3, end_date=END, days=days, drift=drift)
+    shop, hidden = hidden_states(STRUCTURED, seed=3, end_date=END, days=days, drift=drift)
     table = hidden.to_pandas()
     views = table[table["kind"] == 0]
     return shop, {
-        name: views[name].to_numpy(np.int64) for name in ("user", "item", "previous_view")
+        name: views[name].to_numpy(np.int64)
+        for name in ("user", "item", "previous_view", "mission")
     }
 
 
@@ -40,7 +50,7 @@ def _views(drift: DriftConfig, days: int = 60) -> tuple[object, dict[str, np.nda
 def test_view_probabilities_are_the_generators_draws(drift: DriftConfig) -> None:
     shop, views = _views(drift)
     probs = view_probabilities(
-        shop, STAPLED, drift.category_shift, views["user"], views["previous_view"]
+        shop, STRUCTURED, drift.category_shift, views["user"], views["previous_view"], views["mission"]
     )
     assert np.allclose(probs.sum(1), 1.0)
     # every view the generator drew has a positive probability under the oracle
@@ -53,7 +63,7 @@ def test_view_probabilities_are_the_generators_draws(drift: DriftConfig) -> None
         observed = np.bincount(views["item"][starts], minlength=probs.shape[1]) / starts.sum()
         assert 0.5 * np.abs(predicted - observed).sum() < noise
         # and so is the share of views that go to the user's own staples
-        k = STAPLED.staples_per_user
+        k = STRUCTURED.staples_per_user
         staples = shop.staples.reshape(-1, k)[views["user"][starts]]
         mass = np.take_along_axis(probs[starts], staples, axis=1)
         unique = np.array([len(set(row)) == k for row in staples])
@@ -62,7 +72,9 @@ def test_view_probabilities_are_the_generators_draws(drift: DriftConfig) -> None
 
 
 @pytest.mark.parametrize(
-    "knob", ["successor_prob", "same_category_prob", "staple_prob"], ids=lambda knob: knob
+    "knob",
+    ["successor_prob", "same_category_prob", "staple_prob", "mission_view_prob"],
+    ids=lambda knob: knob,
 )
 def test_the_generators_own_knobs_give_its_draws_the_highest_likelihood(knob: str) -> None:
     # a proper scoring rule: only the true distribution maximizes the expected log-likelihood
@@ -70,23 +82,30 @@ def test_the_generators_own_knobs_give_its_draws_the_highest_likelihood(knob: st
     rows = np.arange(len(views["item"]))
 
     def log_likelihood(preset: object) -> float:
-        probs = view_probabilities(shop, preset, 0.0, views["user"], views["previous_view"])  # type: ignore[arg-type]
+        probs = view_probabilities(
+            shop,
+            preset,  # type: ignore[arg-type]
+            0.0,
+            views["user"],
+            views["previous_view"],
+            views["mission"],
+        )
         return float(np.log(probs[rows, views["item"]]).mean())
 
-    own = log_likelihood(STAPLED)
+    own = log_likelihood(STRUCTURED)
     for step in (-0.1, 0.1):
-        other = dataclasses.replace(STAPLED, **{knob: getattr(STAPLED, knob) + step})
+        other = dataclasses.replace(STRUCTURED, **{knob: getattr(STRUCTURED, knob) + step})
         assert log_likelihood(other) < own - 0.001
 
 
 def test_staples_leave_other_presets_and_the_reference_shop_alone() -> None:
     plain = hidden_states(PRESETS["tiny"], seed=3, end_date=END, days=5, drift=DriftConfig())[0]
     assert len(plain.staples) == 0
-    stapled = hidden_states(STAPLED, seed=3, end_date=END, days=5, drift=DriftConfig())[0]
-    assert stapled.staples.shape == (STAPLED.n_users * STAPLED.staples_per_user,)
+    stapled = hidden_states(STRUCTURED, seed=3, end_date=END, days=5, drift=DriftConfig())[0]
+    assert stapled.staples.shape == (STRUCTURED.n_users * STRUCTURED.staples_per_user,)
     # the staples come from the reference shop: drift on the catalogue does not move them
     drifted = hidden_states(
-        STAPLED,
+        STRUCTURED,
         seed=3,
         end_date=END,
         days=5,
@@ -94,11 +113,40 @@ def test_staples_leave_other_presets_and_the_reference_shop_alone() -> None:
     )[0]
     assert np.array_equal(drifted.staples, stapled.staples)
     assert np.array_equal(plain.successors, stapled.successors)
+    # and so do the missions: rows of different reference items, none in the other presets
+    assert plain.missions.shape == (0, PRESETS["tiny"].mission_size)
+    assert stapled.missions.shape == (STRUCTURED.missions, STRUCTURED.mission_size)
+    assert all(len(set(row)) == STRUCTURED.mission_size for row in stapled.missions.tolist())
+    assert stapled.missions.max() < STRUCTURED.n_items
+    assert np.array_equal(drifted.missions, stapled.missions)
+
+
+def test_a_session_follows_one_mission_and_its_views_go_to_the_missions_items() -> None:
+    events, _ = synthesize(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
+    shop, hidden = hidden_states(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
+    table = hidden.to_pandas()
+    table["session"] = events.column("session_id").to_pandas()
+    views = table[table["kind"] == 0]
+    assert (table.loc[table["kind"] != 0, "mission"] == -1).all()
+    per_session = views.groupby("session")["mission"]
+    assert (per_session.nunique() == 1).all()
+    share = (per_session.first() >= 0).mean()
+    assert share == pytest.approx(STRUCTURED.mission_session_prob, abs=0.05)
+    following = views[views["mission"] >= 0]
+    members = shop.missions[following["mission"].to_numpy()]
+    inside = (members == following["item"].to_numpy()[:, None]).any(axis=1)
+    # mission_view_prob of those a staple does not take, a few more where the walk lands in it
+    drawn = (1.0 - STRUCTURED.staple_prob) * STRUCTURED.mission_view_prob
+    assert drawn - 0.05 < inside.mean() < drawn + 0.1
+    # against another mission than the session's own, they land in it only by chance
+    other = (following["mission"].to_numpy() + 1) % STRUCTURED.missions
+    chance = (shop.missions[other] == following["item"].to_numpy()[:, None]).any(axis=1)
+    assert chance.mean() < inside.mean() - 0.5
 
 
 def test_hidden_states_line_up_with_the_events() -> None:
-    events, _ = synthesize(STAPLED, seed=3, end_date=END, days=10, drift=DriftConfig())
-    _, hidden = hidden_states(STAPLED, seed=3, end_date=END, days=10, drift=DriftConfig())
+    events, _ = synthesize(STRUCTURED, seed=3, end_date=END, days=10, drift=DriftConfig())
+    _, hidden = hidden_states(STRUCTURED, seed=3, end_date=END, days=10, drift=DriftConfig())
     assert hidden.column("event_id").equals(events.column("event_id"))
     items = events.column("item_id").to_pandas().str.slice(1).astype(int).to_numpy()
     assert np.array_equal(hidden.column("item").to_numpy(), items)
@@ -108,15 +156,15 @@ def test_hidden_states_line_up_with_the_events() -> None:
 
 
 def test_a_staple_view_is_a_detour_the_walk_goes_on_from_the_view_before_it() -> None:
-    events, _ = synthesize(STAPLED, seed=3, end_date=END, days=20, drift=DriftConfig())
-    shop, hidden = hidden_states(STAPLED, seed=3, end_date=END, days=20, drift=DriftConfig())
+    events, _ = synthesize(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
+    shop, hidden = hidden_states(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
     table = hidden.to_pandas()
     table["session"] = events.column("session_id").to_pandas()
     views = table[table["kind"] == 0]
     k = len(shop.staple_cum)
     staples = {
         (user, int(item))
-        for user in range(STAPLED.n_users)
+        for user in range(STRUCTURED.n_users)
         for item in shop.staples[user * k : (user + 1) * k]
     }
     walked, detoured = 0, 0
@@ -138,11 +186,11 @@ def test_a_staple_view_is_a_detour_the_walk_goes_on_from_the_view_before_it() ->
 
 @pytest.fixture
 def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Generated, 'validated' and prepared tiny data with staples."""
-    monkeypatch.setitem(PRESETS, "tiny", STAPLED)
+    """Generated, 'validated' and prepared tiny data with staples and missions."""
+    monkeypatch.setitem(PRESETS, "tiny", STRUCTURED)
     generate = GenerateConfig(preset="tiny", days=35)
     run = RunConfig(logical_date=END, seed=5)
-    events, catalog = synthesize(STAPLED, seed=5, end_date=END, days=35, drift=DriftConfig())
+    events, catalog = synthesize(STRUCTURED, seed=5, end_date=END, days=35, drift=DriftConfig())
     validated = tmp_path / "validated"
     write_parquet(validated / EVENTS_FILE, events)
     write_parquet(validated / CATALOG_FILE, catalog)
@@ -210,7 +258,7 @@ def test_oracle_refuses_events_of_other_settings(chain: dict[str, object]) -> No
 
 
 def test_oracle_refuses_a_split_of_other_events(chain: dict[str, object], tmp_path: Path) -> None:
-    events, catalog = synthesize(STAPLED, seed=9, end_date=END, days=35, drift=DriftConfig())
+    events, catalog = synthesize(STRUCTURED, seed=9, end_date=END, days=35, drift=DriftConfig())
     other = tmp_path / "other"
     write_parquet(other / EVENTS_FILE, events)
     write_parquet(other / CATALOG_FILE, catalog)

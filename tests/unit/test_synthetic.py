@@ -253,6 +253,8 @@ def test_staples_bring_users_back_to_their_own_items() -> None:
     # the default preset has them; the other presets keep their traffic as it was
     assert PRESETS["default"].staple_prob > 0 and PRESETS["default"].staples_per_user > 0
     assert PRESETS["tiny"].staple_prob == 0 and PRESETS["large"].staple_prob == 0
+    assert PRESETS["default"].mission_session_prob > 0 and PRESETS["default"].missions > 0
+    assert PRESETS["tiny"].missions == 0 and PRESETS["large"].missions == 0
 
 
 def test_history_does_not_change_when_the_window_moves_on() -> None:
@@ -332,6 +334,12 @@ def test_bad_arguments_are_rejected() -> None:
         dataclasses.replace(TINY, staples_per_user=2, staple_prob=1.0)
     with pytest.raises(ValueError, match="needs staples_per_user of at least 1"):
         dataclasses.replace(TINY, staple_prob=0.2)
+    with pytest.raises(ValueError, match=r"mission_size in \[2, n_items\]"):
+        dataclasses.replace(TINY, missions=3, mission_size=1)
+    with pytest.raises(ValueError, match=r"mission_view_prob must be in \[0, 1\]"):
+        dataclasses.replace(TINY, missions=3, mission_session_prob=0.5, mission_view_prob=1.5)
+    with pytest.raises(ValueError, match="needs missions and mission_view_prob > 0"):
+        dataclasses.replace(TINY, mission_session_prob=0.5, mission_view_prob=0.5)
     with pytest.raises(ValueError, match="at least 3 items per category"):
         SyntheticPreset(
             n_users=10,

@@ -1,11 +1,12 @@
 """The best ranking of the test targets that the generator's own probabilities give: a ceiling.
 
 The generator draws each view from a known distribution: one of the user's staples with
-``staple_prob``, else a successor of the walk's item (the session's previous view, or the view
-before a staple detour), an item of its category or an item of one of the user's favourite
-categories, each by popularity (``simulation``). Knowing the hidden state behind a test target
-(the user, the walk's item), the oracle scores
-every item by the probability that the generator draws it there, and no model that only sees the
+``staple_prob``, else, in a session that follows a shopping mission, one of the mission's items
+with ``mission_view_prob``, else a successor of the walk's item (the session's previous view, or
+the view before a staple detour), an item of its category or an item of one of the user's
+favourite categories, each by popularity (``simulation``). Knowing the hidden state behind a test
+target (the user, the walk's item, the session's mission), the oracle scores every item by the
+probability that the generator draws it there, and no model that only sees the
 history can rank the targets better on average.
 
 The targets are those of the prepare stage's leave-one-out split, found again from the validated
@@ -67,6 +68,7 @@ def view_probabilities(
     category_shift: float,
     users: np.ndarray,
     previous: np.ndarray,
+    missions: np.ndarray | None = None,
 ) -> np.ndarray:
     """The generator's probability of each item being the next view, per state.
 
@@ -77,6 +79,7 @@ def view_probabilities(
         users: ``[B]`` user numbers of the shop.
         previous: ``[B]`` the walk's item (the session's previous view, or the view before a
             staple detour), -1 at a session's start.
+        missions: ``[B]`` the mission the session follows, -1 for none; None: no missions.
 
     Returns:
         ``[B, n_shop_items]`` float64 probabilities; each row sums to 1.
@@ -116,6 +119,17 @@ def view_probabilities(
             (np.repeat(going, k), successors.ravel()),
             np.tile(p_follow * slot_weight, len(going)),
         )
+    following = np.flatnonzero(missions >= 0) if missions is not None else np.empty(0, np.int64)
+    if len(following):
+        # a mission view: one of the mission's items, uniformly, never the walk's own item
+        members = shop.missions[missions[following]]
+        size = members.shape[1]
+        held = (members == previous[following][:, None]).any(axis=1)
+        share = preset.mission_view_prob / (size - held)
+        walk[following] *= 1.0 - preset.mission_view_prob
+        np.add.at(walk, (np.repeat(following, size), members.ravel()), np.repeat(share, size))
+        standing = np.flatnonzero(held)
+        walk[following[standing], previous[following[standing]]] -= share[standing]
     if preset.staple_prob > 0:
         n_staples = len(shop.staple_cum)
         staple_weight = np.diff(shop.staple_cum, prepend=0.0)
@@ -207,6 +221,7 @@ def oracle_scores(
     if not np.array_equal(users, _shop_number(target_steps.index.to_series(), "u")):
         raise InputError("the oracle's hidden state does not match the events' users")
     previous = state["previous_view"].to_numpy(np.int64)
+    missions = state["mission"].to_numpy(np.int64)
     funnel = state["kind"].to_numpy() != VIEW
 
     shop_items = _shop_number(item_map["item_id"], "i")
@@ -221,6 +236,7 @@ def oracle_scores(
             generate.drift.category_shift,
             users[part],
             previous[part],
+            missions[part],
         )
         scores[part, columns] = probabilities[:, shop_items]
     rows = np.flatnonzero(funnel)

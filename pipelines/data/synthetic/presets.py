@@ -36,6 +36,16 @@ class SyntheticPreset:
         staple_prob: Probability that a view, wherever the walk stands, goes to one of the
             user's staples instead: structure the user's history reveals and the previous item
             does not, so a sequence model can use it and a first-order model cannot.
+        missions: Shopping missions: fixed sets of complementary items drawn once from the whole
+            catalogue (a tent, a sleeping bag, a stove...); an item may belong to several.
+            0: none.
+        mission_size: Items per mission, all different.
+        mission_session_prob: Probability that a session follows a mission, drawn uniformly.
+        mission_view_prob: In such a session, probability that a view goes to one of the
+            mission's items (uniformly, never the item the walk stands on) instead of the walk;
+            the walk then goes on from it. The last item alone leaves open which of its missions
+            the session follows, the session's earlier views tell: structure a sequence model
+            can use and a first-order model cannot.
         cart_prob: Probability that a view leads to an add_to_cart of that item.
         purchase_prob: Probability that an add_to_cart leads to a purchase.
         view_gap_mean_s: Mean seconds between views in a session (exponential, plus 1 s).
@@ -58,6 +68,10 @@ class SyntheticPreset:
     same_category_prob: float = 0.7
     staples_per_user: int = 0
     staple_prob: float = 0.0
+    missions: int = 0
+    mission_size: int = 6
+    mission_session_prob: float = 0.0
+    mission_view_prob: float = 0.0
     cart_prob: float = 0.07
     purchase_prob: float = 0.35
     view_gap_mean_s: float = 40.0
@@ -77,6 +91,12 @@ class SyntheticPreset:
             raise ValueError("staple_prob must be in [0, 1) and staples_per_user at least 0")
         if self.staple_prob > 0 and self.staples_per_user == 0:
             raise ValueError("staple_prob > 0 needs staples_per_user of at least 1")
+        if self.missions < 0 or not 2 <= self.mission_size <= self.n_items:
+            raise ValueError("missions must be at least 0 and mission_size in [2, n_items]")
+        if not (0.0 <= self.mission_session_prob <= 1.0 and 0.0 <= self.mission_view_prob <= 1.0):
+            raise ValueError("mission_session_prob and mission_view_prob must be in [0, 1]")
+        if self.mission_session_prob > 0 and (self.missions == 0 or self.mission_view_prob == 0):
+            raise ValueError("mission_session_prob > 0 needs missions and mission_view_prob > 0")
 
 
 PRESETS: dict[str, SyntheticPreset] = {
@@ -91,7 +111,8 @@ PRESETS: dict[str, SyntheticPreset] = {
         max_session_length=30,
     ),
     # `make run`: a real workload that the whole chain still handles in minutes on 2 cores;
-    # staples give it structure beyond the last item (benchmarks/bench_synthetic_ceiling.py)
+    # staples and missions give it structure beyond the last item
+    # (benchmarks/bench_synthetic_ceiling.py)
     "default": SyntheticPreset(
         n_users=6_000,
         n_items=2_000,
@@ -101,6 +122,10 @@ PRESETS: dict[str, SyntheticPreset] = {
         session_length_mean=6.0,
         staples_per_user=4,
         staple_prob=0.2,
+        missions=300,
+        mission_size=6,
+        mission_session_prob=0.5,
+        mission_view_prob=0.8,
     ),
     # benchmarks: ~10M events over 35 days
     "large": SyntheticPreset(

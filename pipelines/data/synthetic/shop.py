@@ -2,9 +2,10 @@
 
 Zipf item popularity, Zipf-ish category sizes, log-normal prices per category; each item has a
 few fixed "successor" items in its category; each user has a few favourite categories with
-Dirichlet weights, and may have a few staple items they come back to. The drift knobs add new
-items, reshuffle popularity and inflate prices, each from its own random stream so that the rest
-of the shop stays as it was.
+Dirichlet weights, and may have a few staple items they come back to; shopping missions are
+fixed sets of complementary items from across the catalogue. The drift knobs add new items,
+reshuffle popularity and inflate prices, each from its own random stream so that the rest of the
+shop stays as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pipelines.data.synthetic.presets import SyntheticPreset
 # Seed-sequence tags keep the random streams of each part independent, so that a drift knob
 # changes only what it targets and each day's traffic does not depend on the others.
 SHOP_STREAM, NEW_ITEMS_STREAM, POPULARITY_STREAM, DAY_STREAM, STAPLE_STREAM = 1, 2, 3, 4, 5
+MISSION_STREAM = 6
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Shop:
     rare_weight: np.ndarray  # float64, per category, summing to 1
     staples: np.ndarray  # int32, user * staples_per_user + slot -> item (empty without staples)
     staple_cum: np.ndarray  # cumulative probability of taking staple slot k
+    missions: np.ndarray  # int32, [missions, mission_size] -> item (no rows without missions)
     user_digits: int
     item_digits: int
     category_digits: int
@@ -89,6 +92,25 @@ def _staples(
     by_category = np.argsort(category, kind="stable").astype(np.int32)
     items = alias_tables(popularity[by_category], category[by_category], by_category)
     return items.draw(picked, rng.random(len(users))).astype(np.int32)
+
+
+def _missions(preset: SyntheticPreset, seed: int) -> np.ndarray:
+    """The shopping missions: rows of ``mission_size`` different items of the reference shop.
+
+    Drawn uniformly from the whole catalogue (complementary items cross categories), from their
+    own stream and before any drift, so drift leaves them as they are.
+    """
+    size = preset.mission_size
+    if preset.missions == 0:
+        return np.empty((0, size), dtype=np.int32)
+    rng = np.random.default_rng([seed, MISSION_STREAM])
+    rows = rng.integers(0, preset.n_items, (preset.missions, size))
+    while True:
+        ordered = np.sort(rows, axis=1)
+        repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+        if not len(repeated):
+            return rows.astype(np.int32)
+        rows[repeated] = rng.integers(0, preset.n_items, (len(repeated), size))
 
 
 def build_shop(preset: SyntheticPreset, seed: int, drift: DriftConfig) -> Shop:
@@ -138,6 +160,7 @@ def build_shop(preset: SyntheticPreset, seed: int, drift: DriftConfig) -> Shop:
     affinity = rng.gamma(preset.affinity_concentration, 1.0, len(favourites)) + 1e-12
 
     staples = _staples(preset, seed, category, popularity, favourites, affinity)
+    missions = _missions(preset, seed)
 
     # drift: each knob draws from its own stream, so the reference shop above is untouched
     n_new = round(drift.new_item_share * n_items)
@@ -187,6 +210,7 @@ def build_shop(preset: SyntheticPreset, seed: int, drift: DriftConfig) -> Shop:
         rare_weight=rare / rare.sum(),
         staples=staples,
         staple_cum=np.cumsum(staple_weights / max(staple_weights.sum(), 1e-300)),
+        missions=missions,
         user_digits=_digits(preset.n_users - 1, 6),
         # room for as many new items as reference ones, so ids keep their width under drift
         item_digits=_digits(2 * n_items - 1, 5),

@@ -13,6 +13,10 @@ extends the history instead of rewriting it.
   history predicts them and the previous item does not). A staple view is a detour: the walk
   goes on from the view before it, so after a staple the item two steps back, not the staple,
   predicts the next view (structure a first-order model cannot use);
+* with ``mission_session_prob`` a session follows a shopping mission (a fixed set of
+  complementary items); its views go to the mission's items with ``mission_view_prob``, and the
+  walk goes on from there. An item belongs to several missions, so the last item leaves open
+  what comes next, and the session's earlier views settle it;
 * a view → add_to_cart → purchase funnel, always in that order and for the same item;
 * daily and weekly seasonality of session starts, exponential gaps inside sessions.
 
@@ -75,6 +79,8 @@ class Day:
     # session's view before it, or the one before a staple detour; -1 for a session's first
     # view and for add_to_cart and purchase events)
     previous_view: np.ndarray  # int32
+    # hidden state: the mission a view's session follows (-1: none, and for the funnel events)
+    mission: np.ndarray  # int32
 
 
 def _time_order(offsets: np.ndarray) -> np.ndarray:
@@ -95,6 +101,25 @@ def _gaps_us(rng: np.random.Generator, n: int, mean_s: float) -> np.ndarray:
     return ((1.0 + rng.exponential(mean_s, n)) * US_PER_SECOND).astype(np.int64)
 
 
+def _mission_items(
+    shop: Shop, mission: np.ndarray, standing: np.ndarray | None, u: np.ndarray
+) -> np.ndarray:
+    """An item of each ``mission`` per uniform ``u``: uniformly, never the walk's ``standing`` item.
+
+    ``standing`` is None at a session's first view, where any of the mission's items may come.
+    """
+    rows = shop.missions[mission]
+    size = rows.shape[1]
+    if standing is None:
+        return rows[np.arange(len(u)), np.minimum((u * size).astype(np.int64), size - 1)]
+    inside = rows == standing[:, None]
+    held = inside.any(axis=1)
+    slot = np.minimum((u * (size - held)).astype(np.int64), size - 1 - held)
+    # skip the standing item's slot: the draw is uniform over the others
+    slot += held & (slot >= inside.argmax(axis=1))
+    return rows[np.arange(len(u)), slot]
+
+
 def _walk_sessions(
     shop: Shop,
     preset: SyntheticPreset,
@@ -103,11 +128,12 @@ def _walk_sessions(
     start: np.ndarray,
     lengths: np.ndarray,
     drift: DriftConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Item views of all sessions, stepping through positions.
 
     Returns:
-        Per view: item, time, session, and the session's previous view (-1 at its start).
+        Per view: item, time, session, the session's previous view (-1 at its start) and the
+        mission the session follows (-1: none).
     """
     # longest sessions first: the sessions still running at step t are a prefix
     by_length = np.argsort(-lengths.astype(np.int16), kind="stable").astype(np.int32)
@@ -119,11 +145,19 @@ def _walk_sessions(
     gaps = _gaps_us(rng, n_views, preset.view_gap_mean_s)
     # drawn only where staples exist, so the traffic of a shop without them stays as it was
     staple_draw = rng.random(n_views) if preset.staple_prob > 0 else None
+    # likewise the missions: per session (in longest-first order) the mission it follows
+    mission = np.full(len(users), -1, dtype=np.int32)
+    mission_draw = mission_slot = None
+    if preset.mission_session_prob > 0:
+        follows = rng.random(len(users)) < preset.mission_session_prob
+        picked = rng.integers(0, preset.missions, len(users), dtype=np.int32)
+        mission = np.where(follows, picked, -1).astype(np.int32)[by_length]
+        mission_draw, mission_slot = rng.random(n_views), rng.random(n_views)
     p_follow, p_stay = preset.successor_prob, preset.same_category_prob
     k = shop.successor_cum.shape[0]
 
     current = np.empty(len(users), dtype=np.int32)
-    items_at, times_at, previous_at = [], [], []
+    items_at, times_at, previous_at, mission_at = [], [], [], []
     done = 0
     for step, n in enumerate(active.tolist()):
         r, u = choice[done : done + n], within[done : done + n]
@@ -148,6 +182,13 @@ def _walk_sessions(
             )
             items[at] = shop.items.draw(cats, u[at])
             clock[:n] += gaps[done : done + n]
+        if mission_draw is not None and mission_slot is not None:
+            draw = mission_draw[done : done + n]
+            at = np.flatnonzero((mission[:n] >= 0) & (draw < preset.mission_view_prob))
+            standing = previous_at[-1][at] if step else None
+            items[at] = _mission_items(
+                shop, mission[at], standing, mission_slot[done : done + n][at]
+            )
         current[:n] = items
         if staple_draw is not None:
             # the staple replaces whatever the walk drew, so the walk's draws stay aligned
@@ -159,14 +200,16 @@ def _walk_sessions(
             # a detour: the walk stays where it was (a session's first view starts it)
             current[at] = previous_at[-1][at] if step else items[at]
         items_at.append(items)
+        mission_at.append(mission[:n])
         times_at.append(clock[:n].copy())
         done += n
     sessions = np.concatenate([by_length[:n] for n in active.tolist()] or [by_length])
     if not items_at:
         empty = np.empty(0, np.int32)
-        return empty, np.empty(0, np.int64), empty, empty.copy()
+        return empty, np.empty(0, np.int64), empty, empty.copy(), empty.copy()
     previous = np.concatenate(previous_at)
-    return np.concatenate(items_at), np.concatenate(times_at), sessions, previous
+    missions = np.concatenate(mission_at)
+    return np.concatenate(items_at), np.concatenate(times_at), sessions, previous, missions
 
 
 def simulate_day(
@@ -199,7 +242,7 @@ def simulate_day(
     # session numbers follow start times, so session ids read in time order
     by_start = _time_order(start - (day - EPOCH).days * US_PER_DAY)
     users, start, lengths = users[by_start], start[by_start], lengths[by_start]
-    view_item, view_time, view_session, view_previous = _walk_sessions(
+    view_item, view_time, view_session, view_previous, view_mission = _walk_sessions(
         shop, preset, rng, users, start, lengths, drift
     )
 
@@ -216,6 +259,7 @@ def simulate_day(
     session = np.concatenate([view_session, view_session[carted], view_session[purchased]])
     n_funnel = len(carted) + len(purchased)
     previous = np.concatenate([view_previous, np.full(n_funnel, -1, dtype=np.int32)])
+    mission = np.concatenate([view_mission, np.full(n_funnel, -1, dtype=np.int32)])
     # event numbers follow this order, so ties must come out the same on every machine
     order = _time_order(timestamp - (day - EPOCH).days * US_PER_DAY)
     session = session[order]
@@ -226,4 +270,5 @@ def simulate_day(
         user=users[session],
         session=session,
         previous_view=previous[order],
+        mission=mission[order],
     )

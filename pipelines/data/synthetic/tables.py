@@ -109,6 +109,7 @@ class _Window:
     user: np.ndarray
     session: np.ndarray
     previous_view: np.ndarray
+    mission: np.ndarray
 
 
 def _simulate_window(
@@ -148,6 +149,7 @@ def _simulate_window(
         user=np.concatenate([d.user for d in day_events])[order],
         session=np.concatenate([d.session for d in day_events])[order],
         previous_view=np.concatenate([d.previous_view for d in day_events])[order],
+        mission=np.concatenate([d.mission for d in day_events])[order],
     )
 
 
@@ -238,7 +240,8 @@ def hidden_states(
     ``item`` (numbers in the shop), ``kind`` (index into ``EVENT_TYPES``) and
     ``previous_view`` (the item the walk goes on from at a view: the session's view before it,
     or the one before a staple detour; -1 at a session's start and for add_to_cart and purchase
-    events).
+    events) and ``mission`` (the mission a view's session follows; -1: none, and for add_to_cart
+    and purchase events).
     """
     window = _simulate_window(preset, seed, end_date, days, drift)
     table = pa.table(
@@ -248,6 +251,7 @@ def hidden_states(
             "item": window.item.astype(np.int32),
             "kind": window.kind.astype(np.int8),
             "previous_view": window.previous_view.astype(np.int32),
+            "mission": window.mission.astype(np.int32),
         }
     )
     return window.shop, table
