@@ -50,7 +50,12 @@ def _views(drift: DriftConfig, days: int = 60) -> tuple[object, dict[str, np.nda
 def test_view_probabilities_are_the_generators_draws(drift: DriftConfig) -> None:
     shop, views = _views(drift)
     probs = view_probabilities(
-        shop, STRUCTURED, drift.category_shift, views["user"], views["previous_view"], views["mission"]
+        shop,
+        STRUCTURED,
+        drift.category_shift,
+        views["user"],
+        views["previous_view"],
+        views["mission"],
     )
     assert np.allclose(probs.sum(1), 1.0)
     # every view the generator drew has a positive probability under the oracle

@@ -6,7 +6,8 @@ from: Zipf item popularity, users who stick to a few favourite categories, views
 fixed "successor" items (so the order of views carries signal beyond popularity), staple items
 each user keeps coming back to (repeat purchases: the history predicts them, the last item does
 not), shopping missions (sessions that keep to a fixed set of complementary items: the last item
-belongs to several, the session's earlier views tell which), a view → add_to_cart → purchase funnel, and daily and weekly seasonality.
+belongs to several, the session's earlier views tell which), a view → add_to_cart → purchase
+funnel, and daily and weekly seasonality.
 
 Read in this order: ``presets`` (sizes and behaviour knobs), ``shop`` (what the seed draws once,
 with ``alias`` for fast weighted draws), ``simulation`` (one day's sessions and funnel),
