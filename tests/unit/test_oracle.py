@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from pipelines.data.preparation import prepare
 from pipelines.data.prepared import load_prepared
 from pipelines.data.synthetic.oracle import oracle_scores, view_probabilities
 from pipelines.data.synthetic.presets import PRESETS
+from pipelines.data.synthetic.shop import Shop
 from pipelines.data.synthetic.tables import hidden_states, synthesize
 from pipelines.model.baselines import ItemTransition, MostPopular
 from pipelines.model.ranking import batch_metric_sums, evaluate, mask_scores
@@ -126,11 +128,17 @@ def test_staples_leave_other_presets_and_the_reference_shop_alone() -> None:
     assert np.array_equal(drifted.missions, stapled.missions)
 
 
-def test_a_session_follows_one_mission_and_its_views_go_to_the_missions_items() -> None:
+def _session_hidden_states() -> tuple[Shop, pd.DataFrame]:
+    """The structured preset's shop and hidden states over 20 days, with each event's session."""
     events, _ = synthesize(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
     shop, hidden = hidden_states(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
     table = hidden.to_pandas()
     table["session"] = events.column("session_id").to_pandas()
+    return shop, table
+
+
+def test_a_session_follows_one_mission_and_its_views_go_to_the_missions_items() -> None:
+    shop, table = _session_hidden_states()
     views = table[table["kind"] == 0]
     assert (table.loc[table["kind"] != 0, "mission"] == -1).all()
     per_session = views.groupby("session")["mission"]
@@ -161,10 +169,7 @@ def test_hidden_states_line_up_with_the_events() -> None:
 
 
 def test_a_staple_view_is_a_detour_the_walk_goes_on_from_the_view_before_it() -> None:
-    events, _ = synthesize(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
-    shop, hidden = hidden_states(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
-    table = hidden.to_pandas()
-    table["session"] = events.column("session_id").to_pandas()
+    shop, table = _session_hidden_states()
     views = table[table["kind"] == 0]
     k = len(shop.staple_cum)
     staples = {
