@@ -128,8 +128,12 @@ def test_staples_leave_other_presets_and_the_reference_shop_alone() -> None:
     assert np.array_equal(drifted.missions, stapled.missions)
 
 
-def _session_hidden_states() -> tuple[Shop, pd.DataFrame]:
-    """The structured preset's shop and hidden states over 20 days, with each event's session."""
+@pytest.fixture(scope="module")
+def session_hidden_states() -> tuple[Shop, pd.DataFrame]:
+    """The structured preset's shop and hidden states over 20 days, with each event's session.
+
+    Built once for the module: the tests only read it.
+    """
     events, _ = synthesize(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
     shop, hidden = hidden_states(STRUCTURED, seed=3, end_date=END, days=20, drift=DriftConfig())
     table = hidden.to_pandas()
@@ -137,8 +141,10 @@ def _session_hidden_states() -> tuple[Shop, pd.DataFrame]:
     return shop, table
 
 
-def test_a_session_follows_one_mission_and_its_views_go_to_the_missions_items() -> None:
-    shop, table = _session_hidden_states()
+def test_a_session_follows_one_mission_and_its_views_go_to_the_missions_items(
+    session_hidden_states: tuple[Shop, pd.DataFrame],
+) -> None:
+    shop, table = session_hidden_states
     views = table[table["kind"] == 0]
     assert (table.loc[table["kind"] != 0, "mission"] == -1).all()
     per_session = views.groupby("session")["mission"]
@@ -168,8 +174,10 @@ def test_hidden_states_line_up_with_the_events() -> None:
     assert (previous[kinds != 0] == -1).all() and (previous[kinds == 0] >= 0).any()
 
 
-def test_a_staple_view_is_a_detour_the_walk_goes_on_from_the_view_before_it() -> None:
-    shop, table = _session_hidden_states()
+def test_a_staple_view_is_a_detour_the_walk_goes_on_from_the_view_before_it(
+    session_hidden_states: tuple[Shop, pd.DataFrame],
+) -> None:
+    shop, table = session_hidden_states
     views = table[table["kind"] == 0]
     k = len(shop.staple_cum)
     staples = {

@@ -119,8 +119,7 @@ def view_probabilities(
             (np.repeat(going, k), successors.ravel()),
             np.tile(p_follow * slot_weight, len(going)),
         )
-    following = np.flatnonzero(missions >= 0) if missions is not None else np.empty(0, np.int64)
-    if missions is not None and len(following):
+    if missions is not None and len(following := np.flatnonzero(missions >= 0)):
         # a mission view: one of the mission's items, uniformly, never the walk's own item
         members = shop.missions[missions[following]]
         size = members.shape[1]
