@@ -13,6 +13,7 @@ lists of YAML and JSON fill tuple fields, and path fields take strings.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -897,6 +898,22 @@ def with_overrides(
         return Params.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, where)) from exc
+
+
+def with_json_overrides(params: Params, section: str, text: str, flag: str, where: str) -> Params:
+    """``params`` with one section's keys replaced by the JSON object ``text``, given as ``flag``.
+
+    Raises:
+        ConfigError: ``text`` is not JSON or not an object (the message names ``flag``), or an
+            override is invalid as in :func:`with_overrides`.
+    """
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag} is not valid JSON: {exc}") from exc
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{flag} must be a JSON object")
+    return with_overrides(params, section, extra, f"{flag} over {where}")
 
 
 def load_section(name: str, model: type[M], path: Path | str = DEFAULT_PARAMS) -> M:

@@ -9,13 +9,12 @@ See ``pipelines.model.training`` for what lands in ``--out``.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.core.cli import run_cli, stage_parser
-from pipelines.core.params import ConfigError, RunConfig, TrainConfig, load_params, with_overrides
+from pipelines.core.params import RunConfig, TrainConfig, load_params, with_json_overrides
 from pipelines.model.training.loop import train
 
 
@@ -32,13 +31,7 @@ def load_config(params: Path, overrides: str | None = None) -> tuple[TrainConfig
     checked = load_params(params)  # the whole file: an unknown key anywhere is an error
     if not overrides:
         return checked.train, checked.run
-    try:
-        extra = json.loads(overrides)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--config-json is not valid JSON: {exc}") from exc
-    if not isinstance(extra, dict):
-        raise ConfigError("--config-json must be a JSON object")
-    merged = with_overrides(checked, "train", extra, f"--config-json over {params}")
+    merged = with_json_overrides(checked, "train", overrides, "--config-json", str(params))
     return merged.train, merged.run
 
 
