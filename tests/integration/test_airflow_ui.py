@@ -158,9 +158,7 @@ def test_make_airflow_serves_the_ui_on_127_0_0_1_and_stops_on_ctrl_c(
 
         # the local executor: one worker per core this machine lends the process
         cores = len(os.sched_getaffinity(0))
-        _wait_for(lambda: _workers(launcher), 120, "the executor's workers")
-        time.sleep(2)
-        assert len(_workers(launcher)) == cores
+        _wait_for(lambda: len(_workers(launcher)) == cores, 120, f"{cores} executor workers")
         components = launcher.children(recursive=True)
 
         # Ctrl-C stops every component and frees the port

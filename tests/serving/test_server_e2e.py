@@ -51,6 +51,7 @@ class Load:
         self.sent = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
         self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
 
     def _run(self, worker: int) -> None:
@@ -71,10 +72,27 @@ class Load:
                 )
             except OSError as exc:
                 status, body = type(exc).__name__, None
-            with self._lock:
+            with self._answered:
                 self.codes[status] += 1
                 if status == 200:
                     self.versions[body["model_version"]] += 1
+                self._answered.notify_all()
+
+    def wait_for(self, more: int, version: str | None = None) -> None:
+        """Block until ``more`` further answers (of ``version``, if given) have come back.
+
+        The load advances by answers counted, not by time slept, so each phase of a test sees
+        traffic however fast the machine is; the timeout only guards against a hang.
+        """
+
+        def count() -> int:
+            return self.versions[version] if version else sum(self.codes.values())
+
+        with self._answered:
+            target = count() + more
+            assert self._answered.wait_for(lambda: count() >= target, timeout=120), (
+                f"the load stalled below {target} answers: {self.codes}"
+            )
 
     def __enter__(self) -> Load:
         for thread in self._threads:
@@ -97,16 +115,16 @@ def admin(port: int, path: str, body: object = None) -> dict:
 def test_hot_swap_and_rollback_under_load_fail_no_request(server: tuple[int, Path]) -> None:
     port, _ = server
     with Load(port) as load:
-        time.sleep(0.5)
+        load.wait_for(40)
         admin(port, "/admin/load", {"version": "v2"})
         admin(port, "/admin/canary", {"version": "v2", "weight": 0.5})
-        time.sleep(0.5)
+        load.wait_for(10, version="v2")  # the canary answers some of the traffic
         state = admin(port, "/admin/promote", {})
         assert {w["stable"]["version"] for w in state["workers"]} == {"v2"}
-        time.sleep(0.5)
+        load.wait_for(40)
         state = admin(port, "/admin/rollback")
         assert {w["stable"]["version"] for w in state["workers"]} == {"v1"}
-        time.sleep(0.5)
+        load.wait_for(40)
     assert load.sent > 100
     assert load.codes == Counter({200: load.sent}), load.codes  # none failed, none dropped
     assert load.versions["v1"] and load.versions["v2"]
