@@ -75,5 +75,5 @@ def test_the_check_finds_a_missing_dependency(project_root: Path) -> None:
     # train runs the model package; without it in its deps the check must complain
     missing = uncovered(project_root, "pipelines.stages.train", [Path("pipelines/stages/train.py")])
     assert "pipelines/model/sasrec.py" in missing
-    assert "pipelines/core/params.py" in missing
+    assert "pipelines/core/params/training.py" in missing
     assert "pipelines/data/prepared.py" in missing

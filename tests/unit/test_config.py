@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 
 from pipelines.core.params import (
+    NEVER_CROSS,
     ConfigError,
-    GenerateConfig,
+    CrossingConfig,
+    CrossingKind,
+    ObjectKind,
+    PrivateKind,
     ValidateConfig,
     load_params,
-    load_section,
     with_overrides,
 )
 
@@ -34,8 +38,9 @@ def test_project_params_load(project_root: Path) -> None:
     assert params.generate.preset in {"tiny", "default", "large"}
 
 
-def test_load_section_returns_the_typed_section(project_root: Path) -> None:
-    cfg = load_section("validate", ValidateConfig, project_root / "params.yaml")
+def test_each_section_is_its_typed_config(project_root: Path) -> None:
+    # "validate" is a method name of pydantic models: the section is read into validate_
+    cfg = load_params(project_root / "params.yaml").validate_
     assert isinstance(cfg, ValidateConfig)
     assert cfg.price_min > 0
 
@@ -45,7 +50,7 @@ def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
         tmp_path, {"run": {"logical_date": "2026-01-01"}, "generate": {"presett": "tiny"}}
     )
     with pytest.raises(ConfigError, match=r"generate\.presett: unknown key"):
-        load_section("generate", GenerateConfig, path)
+        load_params(path)
 
 
 def test_unknown_section_is_an_error(tmp_path: Path) -> None:
@@ -179,6 +184,15 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 
 def test_config_is_frozen(project_root: Path) -> None:
-    cfg = load_section("validate", ValidateConfig, project_root / "params.yaml")
+    cfg = load_params(project_root / "params.yaml").validate_
     with pytest.raises(Exception, match="frozen"):
         cfg.min_rows = 1  # type: ignore[misc]
+
+
+def test_each_object_kind_lies_in_one_group() -> None:
+    # a kind listed both as crossing by default and as private would cross by default
+    crossing, private = set(get_args(CrossingKind)), set(get_args(PrivateKind))
+    assert not crossing & private
+    assert frozenset(private) == NEVER_CROSS
+    assert set(get_args(ObjectKind)) == crossing | private | {"ledger", "backup_manifest"}
+    assert CrossingConfig().allow == get_args(CrossingKind)

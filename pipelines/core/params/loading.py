@@ -1,0 +1,140 @@
+"""The whole of ``params.yaml``: :class:`Params`, reading it, its error messages, overrides."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError
+
+from pipelines.core.params.base import ConfigError, StrictModel
+from pipelines.core.params.data import (
+    GenerateConfig,
+    IngestConfig,
+    PrepareConfig,
+    RunConfig,
+    ValidateConfig,
+)
+from pipelines.core.params.deploy import DeployConfig
+from pipelines.core.params.execution import AirflowConfig, ExecutionConfig
+from pipelines.core.params.gate import EvaluateConfig
+from pipelines.core.params.registry import RegistryConfig, StoresConfig
+from pipelines.core.params.serving import OptimizeConfig, ServeConfig
+from pipelines.core.params.training import TrainConfig
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+# text that YAML 1.1 leaves a string although it reads as a number, e.g. 1e-3 (no dot)
+_NUMBER_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class Params(StrictModel):
+    """The whole of ``params.yaml``: unknown sections are an error."""
+
+    run: RunConfig
+    generate: GenerateConfig = GenerateConfig()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    prepare: PrepareConfig = PrepareConfig()
+    train: TrainConfig = TrainConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    airflow: AirflowConfig = AirflowConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    serve: ServeConfig = ServeConfig()
+    stores: StoresConfig = StoresConfig()
+    registry: RegistryConfig = RegistryConfig()
+    deploy: DeployConfig = DeployConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def read_params_file(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Read ``params.yaml`` as a mapping, with a clear error when it is missing or malformed."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"params file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params file {path} must be a mapping of sections")
+    return raw
+
+
+def format_errors(exc: ValidationError, where: str) -> str:
+    """A config error for a person: one line per problem, naming its key (``train.hiden``)."""
+    lines = [f"invalid configuration in {where}:"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"]) or "(section)"
+        lines.append(f"  {loc}: {_message(err)}")
+    return "\n".join(lines)
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    message = str(err["msg"])
+    value = err.get("input")
+    if err["type"].endswith("_type"):
+        # a wrong type: say what was given, since strict parsing never converts it
+        message += f", got {value!r} ({type(value).__name__})"
+        if err["type"] == "float_type" and isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+            message += "; YAML reads a number without a dot as text: write e.g. 1.0e-3"
+    return message
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Load and check the whole of ``params.yaml``."""
+    raw = read_params_file(path)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, str(path))) from exc
+
+
+def with_overrides(
+    params: Params, section: str, overrides: Mapping[str, Any], where: str
+) -> Params:
+    """``params`` with the keys of one section replaced, checked as strictly as the file.
+
+    Args:
+        params: The checked params.
+        section: The section the overrides go to (``train``).
+        overrides: New values of its keys, e.g. parsed from ``--config-json``.
+        where: Where the overrides come from, for the message.
+
+    Raises:
+        ConfigError: An override names an unknown key or has a wrong type or value; the
+            message names it as ``section.key``.
+    """
+    # python-mode dump: dates, tuples and paths stay objects the strict models accept
+    values = params.model_dump(by_alias=True)
+    if not isinstance(values.get(section), dict):
+        raise ConfigError(f"params have no section {section!r}")
+    values[section] = {**values[section], **overrides}
+    try:
+        return Params.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, where)) from exc
+
+
+def with_json_overrides(params: Params, section: str, text: str, flag: str, where: str) -> Params:
+    """``params`` with one section's keys replaced by the JSON object ``text``, given as ``flag``.
+
+    Raises:
+        ConfigError: ``text`` is not JSON or not an object (the message names ``flag``), or an
+            override is invalid as in :func:`with_overrides`.
+    """
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag} is not valid JSON: {exc}") from exc
+    if not isinstance(extra, dict):
+        raise ConfigError(f"{flag} must be a JSON object")
+    return with_overrides(params, section, extra, f"{flag} over {where}")
