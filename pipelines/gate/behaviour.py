@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipelines.gate.verdict import Check, CheckStatus
+from pipelines.core.judgment import Check, Status
 from pipelines.serving.runtime import Recommender
 
 
@@ -20,21 +20,21 @@ def finite_scores(recommender: Recommender, history: np.ndarray) -> Check:
     bad = int((~np.isfinite(scores)).sum())
     if bad:
         detail = f"{bad} NaN or infinite item scores"
-        return Check(name="finite_scores", status="fail", value=bad, threshold=0, detail=detail)
+        return Check(metric="finite_scores", outcome="fail", value=bad, limit=0, detail=detail)
     detail = "all item scores are finite"
-    return Check(name="finite_scores", status="pass", value=0, threshold=0, detail=detail)
+    return Check(metric="finite_scores", outcome="pass", value=0, limit=0, detail=detail)
 
 
 def no_duplicates(recommender: Recommender, history: np.ndarray) -> Check:
     """No list holds the same item twice."""
     items, _ = recommender.recommend(history)
     rows = sum(len(np.unique(row)) != len(row) for row in items)
-    status: CheckStatus = "fail" if rows else "pass"
+    outcome: Status = "fail" if rows else "pass"
     return Check(
-        name="no_duplicate_items",
-        status=status,
+        metric="no_duplicate_items",
+        outcome=outcome,
         value=rows,
-        threshold=0,
+        limit=0,
         detail=f"{rows} lists with a repeated item",
     )
 
@@ -43,12 +43,12 @@ def catalog_only(recommender: Recommender, history: np.ndarray) -> Check:
     """Every recommended item is a catalog item (1..n_items), never padding."""
     items, _ = recommender.recommend(history)
     outside = int(((items < 1) | (items > recommender.n_items)).sum())
-    status: CheckStatus = "fail" if outside else "pass"
+    outcome: Status = "fail" if outside else "pass"
     return Check(
-        name="catalog_items_only",
-        status=status,
+        metric="catalog_items_only",
+        outcome=outcome,
         value=outside,
-        threshold=0,
+        limit=0,
         detail=f"{outside} recommended items outside 1..{recommender.n_items}",
     )
 
@@ -64,10 +64,10 @@ def cold_start(recommender: Recommender) -> Check:
     )
     detail = f"{items.shape[1]} items for an empty history" if ok else f"got {items.tolist()}"
     return Check(
-        name="cold_start_user",
-        status="pass" if ok else "fail",
+        metric="cold_start_user",
+        outcome="pass" if ok else "fail",
         value=int(items.shape[1]),
-        threshold="> 0",
+        limit="> 0",
         detail=detail,
     )
 
@@ -89,10 +89,10 @@ def batch_invariance(recommender: Recommender, history: np.ndarray, tolerance: f
     ok = np.isfinite(diff) and diff <= tolerance and same_top
     detail = f"largest score change {diff:.2e} (allowed {tolerance:g}); same top-k: {same_top}"
     return Check(
-        name="batch_invariance",
-        status="pass" if ok else "fail",
+        metric="batch_invariance",
+        outcome="pass" if ok else "fail",
         value=float(f"{diff:.3g}"),
-        threshold=tolerance,
+        limit=tolerance,
         detail=detail,
     )
 
@@ -111,9 +111,9 @@ def padding_invariance(
     short = [h for h in histories if 0 < len(h) < recommender.max_len][:16]
     if not short:
         return Check(
-            name="padding_invariance",
-            status="skipped",
-            threshold=tolerance,
+            metric="padding_invariance",
+            outcome="skipped",
+            limit=tolerance,
             detail="no short history",
         )
     worst = 0.0
@@ -136,9 +136,9 @@ def padding_invariance(
     )
     value = float(f"{worst:.3g}")
     return Check(
-        name="padding_invariance",
-        status="pass" if ok else "fail",
+        metric="padding_invariance",
+        outcome="pass" if ok else "fail",
         value=value,
-        threshold=tolerance,
+        limit=tolerance,
         detail=detail,
     )

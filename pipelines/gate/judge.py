@@ -18,8 +18,8 @@ serving runtime), on a fixed golden set of test users. The gate checks, in order
   before version 3); a production model selected under another protocol is not compared: the
   ``production_protocol`` check fails and names both.
 
-With no production model (none is given, or its folder does not exist) the bootstrap rule applies:
-every check but the comparison must pass. ``--out`` receives ``verdict.json``
+With no production model (none is given, or its folder does not exist) the first-model rule
+applies: every check but the comparison must pass. ``--out`` receives ``verdict.json``
 (:class:`~pipelines.gate.verdict.Verdict`), ``verdict.schema.json``, ``report.md`` and
 ``report.html`` in every case, the same bytes for the same inputs; the measured latency goes to
 ``--metrics``. A blocked candidate then exits with code 3.
@@ -35,6 +35,7 @@ import numpy as np
 
 from pipelines.core.errors import InputError, RecflowError
 from pipelines.core.io import atomic_dir, write_json, write_text
+from pipelines.core.judgment import Check
 from pipelines.core.params import EvaluateConfig
 from pipelines.gate import behaviour
 from pipelines.gate.golden import (
@@ -50,7 +51,6 @@ from pipelines.gate.verdict import (
     QUALITY_METRICS,
     VERDICT_VERSION,
     CandidateResult,
-    Check,
     ProductionResult,
     QualityMetric,
     Verdict,
@@ -86,27 +86,32 @@ def _infra_checks(
         recommender = Recommender.load(optimized)
     except ArtifactError as exc:
         histories, targets = golden_set(prepared, cfg.golden_users)
-        return [Check(name="infra_load", status="fail", detail=str(exc))], None, histories, targets
+        return (
+            [Check(metric="infra_load", outcome="fail", detail=str(exc))],
+            None,
+            histories,
+            targets,
+        )
     histories, targets = golden_set(prepared, cfg.golden_users, event_types=recommender.event_types)
     loaded = f"{recommender.name} loads"
-    checks = [Check(name="infra_load", status="pass", value=recommender.name, detail=loaded)]
+    checks = [Check(metric="infra_load", outcome="pass", value=recommender.name, detail=loaded)]
     try:
         items, _ = recommender.recommend(recommender.pad(histories[:4] or [np.zeros(0, np.int64)]))
         shape = [int(n) for n in items.shape]
         answers = "answers a request"
-        checks.append(Check(name="infra_request", status="pass", value=shape, detail=answers))
+        checks.append(Check(metric="infra_request", outcome="pass", value=shape, detail=answers))
     except (ArtifactError, ValueError) as exc:
-        checks.append(Check(name="infra_request", status="fail", detail=str(exc)))
+        checks.append(Check(metric="infra_request", outcome="fail", detail=str(exc)))
         return checks, None, histories, targets
     checks.append(_parity_check(recommender))
     file = recommender.entry.file or ""
     size_mb = (optimized / file).stat().st_size / 2**20
     checks.append(
         Check(
-            name="artifact_size_mb",
-            status="pass" if size_mb <= cfg.max_artifact_mb else "fail",
+            metric="artifact_size_mb",
+            outcome="pass" if size_mb <= cfg.max_artifact_mb else "fail",
             value=round(size_mb, 3),
-            threshold=cfg.max_artifact_mb,
+            limit=cfg.max_artifact_mb,
             detail=f"{file} is {size_mb:.2f} MB",
         )
     )
@@ -119,15 +124,15 @@ def _parity_check(recommender: Recommender) -> Check:
     if parity is None or not parity.passed or entry.status != "shipped":
         reason = parity.reason if parity else "none recorded"
         return Check(
-            name="parity",
-            status="fail",
+            metric="parity",
+            outcome="fail",
             detail=f"shipped artifact has no passing parity record: {reason}",
         )
     return Check(
-        name="parity",
-        status="pass",
+        metric="parity",
+        outcome="pass",
         value={"max_abs_error": parity.max_abs_error, "top10_overlap": parity.top10_overlap},
-        threshold=parity.thresholds.model_dump(),
+        limit=parity.thresholds.model_dump(),
         detail="parity with the PyTorch model passed at optimize time",
     )
 
@@ -150,7 +155,7 @@ def _behaviour_checks(
         try:
             checks.append(run())
         except ArtifactError as exc:
-            checks.append(Check(name="behaviour", status="fail", detail=str(exc)))
+            checks.append(Check(metric="behaviour", outcome="fail", detail=str(exc)))
     if reference is not None:
         checks.append(
             behaviour.padding_invariance(
@@ -181,16 +186,16 @@ def _latency_check(
     budget = f"{cfg.latency_p99_ms:g} ms"
     where = "within" if ok else "over"
     check = Check(
-        name="latency_p99_ms",
-        status="pass" if ok else "fail",
-        threshold=cfg.latency_p99_ms,
+        metric="latency_p99_ms",
+        outcome="pass" if ok else "fail",
+        limit=cfg.latency_p99_ms,
         detail=f"batch-1 p99 {where} the {budget} budget over {cfg.latency_requests} requests "
         "(measured values in the evaluate metrics)",
     )
     return check, timing
 
 
-def evaluate(
+def judge_candidate(
     cfg: EvaluateConfig,
     candidate: Path,
     prepared: Path,
@@ -207,7 +212,7 @@ def evaluate(
         prepared: The prepare stage's folder (the golden set's users).
         out: Folder for ``verdict.json``, its schema and the reports (replaced as a whole).
         production: The production model's folder (``model.pt``, ``optimized/``); None (or
-            a folder without ``optimized/``): there is none, the bootstrap rule applies.
+            a folder without ``optimized/``): there is none, the first-model rule applies.
         metrics: Where to write the verdict's numbers and the measured latency for DVC.
 
     Returns:
@@ -222,7 +227,7 @@ def evaluate(
     quality: dict[QualityMetric, float] = {}
     production_quality: dict[QualityMetric, float] = {}
     timing: Timing | None = None
-    bootstrap = production is None or not (production / "optimized").exists()
+    first_model = production is None or not (production / "optimized").exists()
     if recommender is not None:
         checks += _behaviour_checks(cfg, recommender, histories, _reference(candidate / "model.pt"))
         latency, timing = _latency_check(cfg, recommender, recommender.pad(histories))
@@ -231,12 +236,12 @@ def evaluate(
         candidate_users = answer_quality(recommender, histories, targets, protocol)
         quality = mean_quality(candidate_users)
         checks += [absolute_check(m, quality[m], cfg.quality) for m in QUALITY_METRICS]
-        if bootstrap:
+        if first_model:
             checks.append(
                 Check(
-                    name="quality_vs_production",
-                    status="skipped",
-                    detail=f"no production model ({production or 'none set'}): bootstrap rule "
+                    metric="quality_vs_production",
+                    outcome="skipped",
+                    detail=f"no production model ({production or 'none set'}): first-model rule "
                     "(every other check must pass, quality must meet its minimums)",
                 )
             )
@@ -258,7 +263,7 @@ def evaluate(
         schema_version=VERDICT_VERSION,
         outcome=outcome,
         blocked=blocked,
-        bootstrap=bootstrap,
+        first_model=first_model,
         on_inconclusive=cfg.on_inconclusive,
         golden_users=len(targets),
         candidate=CandidateResult(
@@ -268,7 +273,7 @@ def evaluate(
             quality=quality,
         ),
         production=None
-        if bootstrap
+        if first_model
         else ProductionResult(path=str(production), quality=production_quality),
         checks=tuple(checks),
     )
@@ -305,12 +310,12 @@ def _compare(
         serving = Recommender.load(production / "optimized")
     except ArtifactError as exc:
         detail = f"production model: {exc}"
-        return {}, [Check(name="production_load", status="fail", detail=detail)]
+        return {}, [Check(metric="production_load", outcome="fail", detail=detail)]
     try:
         production_protocol = _protocol(serving.manifest, production)
     except InputError as exc:
         detail = f"production model: {exc}"
-        return {}, [Check(name="production_load", status="fail", detail=detail)]
+        return {}, [Check(metric="production_load", outcome="fail", detail=detail)]
     if production_protocol != protocol:
         detail = (
             f"the candidate is scored with {_describe(protocol)}, production was selected with "
@@ -318,7 +323,7 @@ def _compare(
             "Retrain the candidate under production's protocol, or promote it by hand "
             "(recflow registry promote) with the reason"
         )
-        return {}, [Check(name="production_protocol", status="fail", detail=detail)]
+        return {}, [Check(metric="production_protocol", outcome="fail", detail=detail)]
     histories, targets = golden
     if serving.event_types != event_types:
         histories, targets = golden_set(prepared, cfg.golden_users, event_types=serving.event_types)
@@ -365,17 +370,18 @@ def _metrics(result: Verdict, timing: Timing | None) -> dict[str, Any]:
     values: dict[str, Any] = {
         "verdict": result.outcome,
         "blocked": result.blocked,
-        "bootstrap": result.bootstrap,
+        # the key of the committed metrics file, kept so it stays the same bytes
+        "bootstrap": result.first_model,
         **{f"candidate_{k}": v for k, v in result.candidate.quality.items()},
     }
     if timing is not None:
         values["latency_p50_ms"] = timing.p50_ms
         values["latency_p99_ms"] = timing.p99_ms
     for check in result.checks:
-        if check.name == "artifact_size_mb":
+        if check.metric == "artifact_size_mb":
             values["artifact_size_mb"] = check.value
-        elif check.name.startswith("quality_vs_production_") and isinstance(check.value, dict):
-            metric = check.name.removeprefix("quality_vs_production_")
+        elif check.metric.startswith("quality_vs_production_") and isinstance(check.value, dict):
+            metric = check.metric.removeprefix("quality_vs_production_")
             values[f"diff_{metric}"] = check.value["difference"]
             values[f"diff_{metric}_ci"] = check.value["ci"]
     return values

@@ -11,14 +11,15 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from pipelines.gate.verdict import CheckValue, Verdict
+from pipelines.core.judgment import CheckValue
+from pipelines.gate.verdict import Verdict
 
 _MARKS = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "skipped": "skipped"}
 _COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700", "skipped": "#57606a"}
 
 
 def _shown(value: CheckValue) -> str:
-    """A check's value or threshold as text: a dash for none, JSON for numbers and lists."""
+    """A check's value or limit as text: a dash for none, JSON for numbers and lists."""
     if value is None:
         return "—"
     return value if isinstance(value, str) else json.dumps(value)
@@ -60,9 +61,9 @@ def summary(verdict: Verdict) -> str:
     """One paragraph: what the gate decided and why."""
     if verdict.blocked:
         return f"Blocked: {verdict.outcome}. Checks that stopped it: {', '.join(verdict.stopping)}."
-    if verdict.bootstrap:
+    if verdict.first_model:
         return (
-            "Passed under the bootstrap rule: there is no production model yet, so every "
+            "Passed under the first-model rule: there is no production model yet, so every "
             "check but the comparison had to pass and quality had to meet its minimums."
         )
     if verdict.outcome == "inconclusive":

@@ -9,7 +9,7 @@ confidence interval of ``candidate - production`` for each metric. With an allow
 - otherwise **inconclusive**: the golden set cannot tell; ``on_inconclusive`` decides whether
   that blocks (the default) or lets the candidate through.
 
-Bootstrap rule: with no production model (the first run), there is nothing to compare with;
+First-model rule: with no production model (the first run), there is nothing to compare with;
 the candidate passes if every non-comparative check passes and each metric meets its
 absolute minimum.
 """
@@ -23,8 +23,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from pipelines.core.judgment import Check, Outcome, Status, worst
 from pipelines.core.params import QualityGate
-from pipelines.gate.verdict import Check, CheckStatus, Outcome
 
 # resampled values held at once: samples x users floats
 _BATCH_VALUES = 2_000_000
@@ -84,10 +84,10 @@ def absolute_check(metric: str, value: float, gate: QualityGate) -> Check:
     name = f"quality_min_{metric}"
     minimum = gate.min_absolute.get(metric)  # type: ignore[call-overload]
     if minimum is None:
-        return Check(name=name, status="pass", value=round(value, 6), detail="no minimum set")
-    status: CheckStatus = "pass" if value >= minimum else "fail"
-    detail = f"{metric} {value:.4f} {'>=' if status == 'pass' else '<'} minimum {minimum:g}"
-    return Check(name=name, status=status, value=round(value, 6), threshold=minimum, detail=detail)
+        return Check(metric=name, outcome="pass", value=round(value, 6), detail="no minimum set")
+    outcome: Status = "pass" if value >= minimum else "fail"
+    detail = f"{metric} {value:.4f} {'>=' if outcome == 'pass' else '<'} minimum {minimum:g}"
+    return Check(metric=name, outcome=outcome, value=round(value, 6), limit=minimum, detail=detail)
 
 
 def comparative_check(
@@ -101,28 +101,28 @@ def comparative_check(
     allowed = max(gate.max_absolute_drop, gate.max_relative_drop * base)
     ci = f"[{interval.low:+.4f}, {interval.high:+.4f}]"
     if interval.low >= -allowed:
-        status: CheckStatus = "pass"
+        outcome: Status = "pass"
         detail = (
             f"{metric} difference {interval.mean:+.4f}, {gate.confidence:.0%} CI {ci} "
             f"above -{allowed:.4f}"
         )
     elif interval.high < -allowed:
-        status = "fail"
+        outcome = "fail"
         detail = f"{metric} worse than production: CI {ci} below the allowed drop -{allowed:.4f}"
     else:
-        status = "inconclusive"
+        outcome = "inconclusive"
         detail = (
             f"{metric} difference {interval.mean:+.4f}, CI {ci} straddles the allowed drop "
             f"-{allowed:.4f}: the golden set cannot tell"
         )
     check = Check(
-        name=f"quality_vs_production_{metric}",
-        status=status,
+        metric=f"quality_vs_production_{metric}",
+        outcome=outcome,
         value={
             "difference": round(interval.mean, 6),
             "ci": [round(interval.low, 6), round(interval.high, 6)],
         },
-        threshold={"allowed_drop": round(allowed, 6)},
+        limit={"allowed_drop": round(allowed, 6)},
         detail=detail,
     )
     return check, interval
@@ -131,10 +131,8 @@ def comparative_check(
 def verdict(
     checks: Sequence[Check], on_inconclusive: Literal["block", "pass"]
 ) -> tuple[Outcome, bool]:
-    """The overall outcome and whether it blocks the candidate."""
-    statuses = {check.status for check in checks}
-    if "fail" in statuses:
-        return "fail", True
-    if "inconclusive" in statuses:
-        return "inconclusive", on_inconclusive == "block"
-    return "pass", False
+    """The overall outcome (the worst of the checks') and whether it blocks the candidate."""
+    outcome = worst(check.outcome for check in checks)
+    if outcome == "inconclusive":
+        return outcome, on_inconclusive == "block"
+    return outcome, outcome == "fail"

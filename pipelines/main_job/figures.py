@@ -1,8 +1,8 @@
 """The figure a person looks at after each stage, read from the files the stage wrote.
 
-Paths come from the stage registry's command lines (``--out``, ``--metrics``, ``--reports``),
+Paths come from the stage table's command lines (``--out``, ``--metrics``, ``--reports``),
 so a stage that moves its outputs moves its figure with it. ``KEY_FIGURES`` has an entry for
-every stage of the registry (a test checks it); ``None`` there means the stage has no figure.
+every stage of the table (a test checks it); ``None`` there means the stage has no figure.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import load_params
-from pipelines.stages.registry import stage
+from pipelines.stages.table import stage
 
 Figure = Callable[[Path], str]
 
@@ -28,7 +28,7 @@ def stage_path(name: str, flag: str, *parts: str) -> Path:
     """A path from stage ``name``'s command line: the value after ``flag``, joined with ``parts``.
 
     Raises:
-        KeyError: The registry has no such stage.
+        KeyError: The stage table has no such stage.
         ValueError: The stage's command line has no ``flag``.
     """
     args = stage(name).args
@@ -104,7 +104,7 @@ def evaluate_figure(root: Path) -> str:
 def pin_figure(root: Path) -> str:
     """The production version the run's gate compares against."""
     pin = _json(root / stage_path("pin_production", "--out"))
-    return f"production {pin['version']}" if pin["version"] else "no production yet (bootstrap)"
+    return f"production {pin['version']}" if pin["version"] else "no production yet (first model)"
 
 
 def register_figure(root: Path) -> str:

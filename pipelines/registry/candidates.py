@@ -118,6 +118,7 @@ def _gate(candidate: Path) -> dict[str, Any]:
         # the gate's contract (pipelines.gate.verdict) names the outcome ``outcome``
         "verdict": str(verdict.get("outcome")),
         "blocked": verdict["blocked"],
+        # the first-model rule, under its key in verdict.json and in the versions already kept
         "bootstrap": bool(verdict.get("bootstrap")),
     }
 

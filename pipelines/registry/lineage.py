@@ -152,6 +152,7 @@ def collect(
         "gate": {
             "verdict": verdict.get("outcome"),
             "blocked": verdict.get("blocked"),
+            # the first-model rule, under its key in verdict.json and in earlier lineages
             "bootstrap": verdict.get("bootstrap"),
         },
         "airflow": run,

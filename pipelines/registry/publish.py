@@ -93,7 +93,7 @@ def publish(
         result.replicated.append(replicate(registry, version.id, cloud))
     verdict = version.gate.get("verdict")
     reason = f"gate verdict {verdict}" + (
-        " (bootstrap rule)" if version.gate.get("bootstrap") else ""
+        " (first-model rule)" if version.gate.get("bootstrap") else ""
     )
     for cloud in cfg.promote_clouds:
         entry = promote(

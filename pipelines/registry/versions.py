@@ -62,7 +62,8 @@ class Version:
         files: Every file, the lineage included.
         artifacts: The serving artifacts, keyed by backend, precision, GPU compute capability
             and TensorRT version (see :func:`find_artifact`).
-        gate: The gate's ``verdict``, ``blocked`` and ``bootstrap``.
+        gate: The gate's ``verdict``, ``blocked`` and ``bootstrap`` (the first-model rule,
+            under its key in ``verdict.json``).
     """
 
     id: str

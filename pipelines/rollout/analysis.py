@@ -27,50 +27,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any
 
-from pipelines.core.params import AnalysisConfig, HitRateLimit, LatencyLimit, RateLimit
+from pipelines.core.judgment import Check, Judgment, Outcome, worst
+from pipelines.core.params import AnalysisConfig, HitRateLimit, LatencyLimit, RateCeiling
 from pipelines.rollout.metrics import Snapshot, histogram_count, quantile
 from pipelines.rollout.replay import ReplayReport
 
-Outcome = Literal["pass", "fail", "inconclusive"]
-
 
 @dataclass(frozen=True)
-class Check:
-    """One metric's judgment.
+class Verdict(Judgment):
+    """A step's judgment: its checks and the numbers of its window.
 
     Attributes:
-        metric: ``error_rate``, ``fallback_rate``, ``latency_p99_ms``, ``hit_rate``,
-            ``shadow_overlap``, ``fleet_error_rate`` or ``requests``.
-        outcome: pass, fail or inconclusive.
-        value: The candidate's value.
-        baseline: Stable's (or the popularity shelf's) value, if it was compared with one.
-        limit: The limit the value was held to.
-        detail: The judgment in words.
+        step: The step judged (``infra``, ``shadow``, ``canary 25%``, ...).
+        outcome: The worst of the checks' outcomes.
+        checks: What was checked; a check's ``metric`` is ``error_rate``, ``fallback_rate``,
+            ``latency_p99_ms``, ``hit_rate``, ``shadow_overlap``, ``fleet_error_rate`` or
+            ``requests``.
+        window: The window's numbers, per arm and for the replay.
     """
-
-    metric: str
-    outcome: Outcome
-    value: float | None
-    baseline: float | None
-    limit: float | None
-    detail: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "outcome": self.outcome,
-            "value": self.value,
-            "baseline": self.baseline,
-            "limit": self.limit,
-            "detail": self.detail,
-        }
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A step's judgment: its checks and the numbers of its window."""
 
     step: str
     outcome: Outcome
@@ -80,21 +56,10 @@ class Verdict:
     @classmethod
     def of(cls, step: str, checks: list[Check], window: dict[str, Any]) -> Verdict:
         """The verdict of ``checks``: fail if one fails, inconclusive if one is, else pass."""
-        outcomes = {c.outcome for c in checks}
-        outcome: Outcome = (
-            "fail"
-            if "fail" in outcomes
-            else "inconclusive"
-            if "inconclusive" in outcomes
-            else "pass"
-        )
-        return cls(step, outcome, tuple(checks), window)
-
-    def reasons(self) -> list[str]:
-        """The details of the checks that decided the outcome (the failed or unsure ones)."""
-        return [c.detail for c in self.checks if c.outcome == self.outcome and c.outcome != "pass"]
+        return cls(step, worst(c.outcome for c in checks), tuple(checks), window)
 
     def to_json(self) -> dict[str, Any]:
+        """The step as the rollout record holds it."""
         return {
             "step": self.step,
             "outcome": self.outcome,
@@ -233,7 +198,7 @@ def rate_check(
     n: int,
     base_bad: int | None,
     base_n: int | None,
-    limits: RateLimit,
+    limits: RateCeiling,
     cfg: AnalysisConfig,
 ) -> Check:
     """A rate that may be worse than the baseline's by a bounded increase (error, fallback).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.params import load_params
-from pipelines.gate.judge import evaluate
+from pipelines.gate.judge import judge_candidate
 from pipelines.registry.production import fetch_pinned
 
 
@@ -43,7 +43,7 @@ def _main(argv: Sequence[str] | None) -> int:
         production = fetch_pinned(
             params, args.production_pin, root / params.registry.cache, root=root
         )
-    evaluate(
+    judge_candidate(
         params.evaluate,
         args.candidate,
         args.prepared,

@@ -32,7 +32,7 @@ def _main(argv: Sequence[str] | None) -> int:
     pin = write_pin(params, args.out, root=args.params.resolve().parent)
     log.info(
         "production pinned: %s (%s in %s)",
-        pin["version"] or "none (the gate's bootstrap rule applies)",
+        pin["version"] or "none (the gate's first-model rule applies)",
         pin["alias"],
         pin["cloud"],
     )

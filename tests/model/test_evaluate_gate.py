@@ -15,7 +15,7 @@ from pipelines.core.contracts import schema_text
 from pipelines.core.io import sha256_file
 from pipelines.core.params import EvaluateConfig
 from pipelines.gate.golden import golden_set
-from pipelines.gate.judge import GateBlocked, evaluate
+from pipelines.gate.judge import GateBlocked, judge_candidate
 from pipelines.gate.verdict import Verdict, read_verdict
 from pipelines.model.sasrec import SASRec
 from pipelines.model.saved import load_model
@@ -45,7 +45,7 @@ def _blocked(
     candidate: Path, prepared: Path, out: Path, production: Path, **cfg: object
 ) -> dict[str, object]:
     with pytest.raises(GateBlocked) as info:
-        evaluate(_cfg(**cfg), candidate, prepared, out, production=production)
+        judge_candidate(_cfg(**cfg), candidate, prepared, out, production=production)
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["blocked"] is True and verdict["outcome"] != "pass"
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
@@ -71,14 +71,16 @@ def _with_artifact_bytes(source: Path, dest: Path, data: bytes, fix_sha: bool = 
     return dest
 
 
-def test_first_run_passes_under_the_bootstrap_rule(
+def test_first_run_passes_under_the_first_model_rule(
     good: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
-    result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=tmp_path / "none")
-    assert result.outcome == "pass" and result.bootstrap is True and result.production is None
+    result = judge_candidate(
+        _cfg(), good, tiny_prepared, tmp_path / "eval", production=tmp_path / "none"
+    )
+    assert result.outcome == "pass" and result.first_model is True and result.production is None
     assert read_verdict(tmp_path / "eval") == result
     assert (tmp_path / "eval" / "verdict.schema.json").read_text() == schema_text(Verdict)
-    statuses = {c.name: c.status for c in result.checks}
+    statuses = {c.metric: c.outcome for c in result.checks}
     assert statuses["quality_vs_production"] == "skipped"
     for name in (
         "infra_load",
@@ -93,16 +95,16 @@ def test_first_run_passes_under_the_bootstrap_rule(
         "latency_p99_ms",
     ):
         assert statuses[name] == "pass", name
-    assert "bootstrap rule" in (tmp_path / "eval" / "report.md").read_text()
+    assert "first-model rule" in (tmp_path / "eval" / "report.md").read_text()
 
 
 def test_same_model_as_production_passes_not_inconclusive(
     good: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
-    result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=good)
-    assert result.outcome == "pass" and result.bootstrap is False
-    compared = [c for c in result.checks if c.name.startswith("quality_vs_production_")]
-    assert [c.status for c in compared] == ["pass", "pass"]
+    result = judge_candidate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=good)
+    assert result.outcome == "pass" and result.first_model is False
+    compared = [c for c in result.checks if c.metric.startswith("quality_vs_production_")]
+    assert [c.outcome for c in compared] == ["pass", "pass"]
     assert result.production is not None
     assert result.production.quality == result.candidate.quality
 
@@ -207,7 +209,9 @@ def _ndcg_by_hand(scores: np.ndarray, targets: np.ndarray) -> float:
 def test_candidate_quality_is_ndcg_of_the_artifacts_scores(
     good: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
-    result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=tmp_path / "none")
+    result = judge_candidate(
+        _cfg(), good, tiny_prepared, tmp_path / "eval", production=tmp_path / "none"
+    )
     histories, targets = golden_set(tiny_prepared, 300)
     recommender = Recommender.load(good / "optimized", threads=1)
     scores = recommender.scores(recommender.pad(histories))
@@ -222,7 +226,7 @@ def test_rerun_writes_the_same_verdict_and_report_bytes(
 ) -> None:
     outputs = []
     for run in ("first", "second"):
-        evaluate(
+        judge_candidate(
             _cfg(),
             good,
             tiny_prepared,
@@ -237,8 +241,8 @@ def test_rerun_writes_the_same_verdict_and_report_bytes(
     metrics = json.loads((tmp_path / "first.json").read_text())
     assert metrics["latency_p99_ms"] >= metrics["latency_p50_ms"] > 0
     verdict = read_verdict(tmp_path / "first")
-    latency = next(c for c in verdict.checks if c.name == "latency_p99_ms")
-    assert latency.status == "pass" and latency.value is None and latency.threshold == 50.0
+    latency = next(c for c in verdict.checks if c.metric == "latency_p99_ms")
+    assert latency.outcome == "pass" and latency.value is None and latency.limit == 50.0
     assert latency.detail == (
         "batch-1 p99 within the 50 ms budget over 20 requests (measured values in the evaluate "
         "metrics)"
@@ -271,7 +275,7 @@ def test_a_masked_candidate_is_scored_with_its_history_masked(
     tiny_model: Path, tiny_prepared: Path, tmp_path: Path
 ) -> None:
     masked = _with_protocol(tiny_model, tiny_prepared, tmp_path / "masked", mask_history=True)
-    result = evaluate(_cfg(), masked, tiny_prepared, tmp_path / "eval", production=masked)
+    result = judge_candidate(_cfg(), masked, tiny_prepared, tmp_path / "eval", production=masked)
     histories, targets = golden_set(tiny_prepared, 300)
     recommender = Recommender.load(masked / "optimized", threads=1)
     scores = recommender.scores(recommender.pad(histories))
@@ -294,7 +298,7 @@ def test_a_manifest_written_before_the_protocol_reads_it_from_the_model(
     manifest["schema_version"] = 2
     del manifest["protocol"]
     (old / "optimized" / "manifest.json").write_text(json.dumps(manifest))
-    result = evaluate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=old)
+    result = judge_candidate(_cfg(), good, tiny_prepared, tmp_path / "eval", production=old)
     assert result.outcome == "pass" and result.production is not None
     # version 3 without a protocol, or version 2 with one, is refused by name
     manifest["schema_version"] = 3

@@ -17,7 +17,7 @@ from pipelines.core.errors import InputError
 from pipelines.core.params import EvaluateConfig, TrainConfig
 from pipelines.data.prepared import load_prepared
 from pipelines.data.sequences import left_pad, step_tokens
-from pipelines.gate.judge import GateBlocked, evaluate
+from pipelines.gate.judge import GateBlocked, judge_candidate
 from pipelines.gate.verdict import read_verdict
 from pipelines.model.sasrec import ModelSpec, SASRec, split_tokens
 from pipelines.model.saved import load_model
@@ -180,18 +180,20 @@ def test_gate_compares_an_event_type_candidate_with_a_plain_production_model(
     # each model answers the same golden users in its own form: the event-type one step
     # tokens, the plain one item indices
     plain = model_dir(tmp_path / "plain", tiny_model, tiny_prepared)
-    alone = evaluate(GATE, plain, tiny_prepared, tmp_path / "alone", production=tmp_path / "none")
+    alone = judge_candidate(
+        GATE, plain, tiny_prepared, tmp_path / "alone", production=tmp_path / "none"
+    )
 
     # a worse event-type candidate (untrained) is blocked by the comparison
     worse = _untrained(event_model / "model.pt", tmp_path / "worse", tiny_prepared)
     with pytest.raises(GateBlocked, match="quality_vs_production_ndcg@10"):
-        evaluate(GATE, worse, tiny_prepared, tmp_path / "blocked", production=plain)
+        judge_candidate(GATE, worse, tiny_prepared, tmp_path / "blocked", production=plain)
     blocked = read_verdict(tmp_path / "blocked")
-    checks = {c.name: c for c in blocked.checks}
-    assert blocked.bootstrap is False and blocked.blocked
+    checks = {c.metric: c for c in blocked.checks}
+    assert blocked.first_model is False and blocked.blocked
     for metric in ("ndcg@10", "recall@10"):
         comparison = checks[f"quality_vs_production_{metric}"]
-        assert comparison.status == "fail", comparison
+        assert comparison.outcome == "fail", comparison
         assert "worse than production" in comparison.detail
     # the plain production model was judged on its own item-index histories of the same users
     assert blocked.production is not None
@@ -199,10 +201,10 @@ def test_gate_compares_an_event_type_candidate_with_a_plain_production_model(
 
     # the trained event-type candidate against an untrained plain production model passes
     weak = _untrained(tiny_model, tmp_path / "weak", tiny_prepared)
-    passed = evaluate(GATE, event_model, tiny_prepared, tmp_path / "passed", production=weak)
+    passed = judge_candidate(GATE, event_model, tiny_prepared, tmp_path / "passed", production=weak)
     assert passed.outcome == "pass" and not passed.blocked
-    compared = [c for c in passed.checks if c.name.startswith("quality_vs_production_")]
-    assert [c.status for c in compared] == ["pass", "pass"]
+    compared = [c for c in passed.checks if c.metric.startswith("quality_vs_production_")]
+    assert [c.outcome for c in compared] == ["pass", "pass"]
     assert passed.candidate.quality["ndcg@10"] > passed.production.quality["ndcg@10"]  # type: ignore[union-attr]
 
 

@@ -7,14 +7,14 @@ from collections import Counter
 
 import pytest
 
-from pipelines.core.params import AnalysisConfig, HitRateLimit, LatencyLimit, RateLimit
+from pipelines.core.params import AnalysisConfig, HitRateLimit, LatencyLimit, RateCeiling
 from pipelines.rollout import analysis
 from pipelines.rollout.analysis import ArmWindow, ShadowWindow
 from pipelines.rollout.metrics import Snapshot
 from pipelines.rollout.replay import ArmTally, PairTally, ReplayReport
 
 CFG = AnalysisConfig(min_requests=50, confidence=0.95)
-ERRORS = RateLimit(max=0.01, max_increase=0.005, max_relative_increase=0.5)
+ERRORS = RateCeiling(max=0.01, max_increase=0.005, max_relative_increase=0.5)
 
 
 def _rate(bad: int, n: int, base_bad: int | None = 0, base_n: int | None = 1000) -> str:
@@ -40,7 +40,7 @@ def test_the_limit_follows_stable_relatively_and_never_passes_the_ceiling() -> N
     # stable 0.8 %: allowed max(0.5 %, 0.4 %) more, but never above the 1 % ceiling
     check = analysis.rate_check("error_rate", "error rate", 0, 100, 8, 1000, ERRORS, CFG)
     assert check.limit == pytest.approx(0.01)
-    relaxed = RateLimit(max=1.0, max_increase=0.0, max_relative_increase=0.5)
+    relaxed = RateCeiling(max=1.0, max_increase=0.0, max_relative_increase=0.5)
     check = analysis.rate_check("fallback_rate", "fallbacks", 0, 100, 100, 1000, relaxed, CFG)
     assert check.limit == pytest.approx(0.15)
     alone = analysis.rate_check("error_rate", "error rate", 0, 100, None, None, ERRORS, CFG)

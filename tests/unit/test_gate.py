@@ -1,4 +1,4 @@
-"""The regression gate without models: bootstrap interval, thresholds, verdict, golden-set
+"""The regression gate without models: bootstrap interval, limits, verdict, golden-set
 quality and the report, each against values worked out independently of the code under test."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.core.contracts import schema_path
 from pipelines.core.errors import InputError
+from pipelines.core.judgment import Check
 from pipelines.core.params import QualityGate
 from pipelines.gate.golden import per_user_quality
 from pipelines.gate.report import render_html, render_markdown
@@ -20,7 +21,6 @@ from pipelines.gate.rules import absolute_check, bootstrap_difference, comparati
 from pipelines.gate.verdict import (
     VERDICT_VERSION,
     CandidateResult,
-    Check,
     Verdict,
     read_verdict,
     write_verdict,
@@ -37,7 +37,7 @@ def test_identical_models_pass_with_a_zero_interval() -> None:
     values = _hits(0.5, 2000, 0)
     check, interval = comparative_check("recall@10", values, values, GATE, seed=1)
     assert (interval.low, interval.high) == (0.0, 0.0)
-    assert check.status == "pass"
+    assert check.outcome == "pass"
 
 
 def test_clearly_worse_candidate_fails() -> None:
@@ -45,7 +45,7 @@ def test_clearly_worse_candidate_fails() -> None:
     candidate = _hits(0.3, 3000, 1)
     check, interval = comparative_check("recall@10", candidate, production, GATE, seed=1)
     assert interval.high < -0.01
-    assert check.status == "fail"
+    assert check.outcome == "fail"
     assert "worse than production" in check.detail
 
 
@@ -57,7 +57,7 @@ def test_a_small_noisy_difference_is_inconclusive_not_a_verdict() -> None:
     candidate[flipped] = 0
     check, interval = comparative_check("recall@10", candidate, production, GATE, seed=1)
     assert interval.low < -0.01 < interval.high
-    assert check.status == "inconclusive"
+    assert check.outcome == "inconclusive"
     assert "cannot tell" in check.detail
 
 
@@ -65,9 +65,9 @@ def test_relative_drop_scales_with_production() -> None:
     gate = QualityGate(bootstrap_samples=200, max_absolute_drop=0.0, max_relative_drop=0.1)
     production = np.full(100, 0.5)
     check, _ = comparative_check("ndcg@10", production - 0.04, production, gate, seed=0)
-    assert check.status == "pass"  # 0.04 < 10 % of 0.5
+    assert check.outcome == "pass"  # 0.04 < 10 % of 0.5
     check, _ = comparative_check("ndcg@10", production - 0.06, production, gate, seed=0)
-    assert check.status == "fail"
+    assert check.outcome == "fail"
 
 
 def test_bootstrap_interval_matches_the_normal_approximation() -> None:
@@ -104,9 +104,9 @@ def test_bootstrap_is_seeded_and_needs_users() -> None:
 
 
 def test_absolute_minimum() -> None:
-    assert absolute_check("ndcg@10", 0.2, GATE).status == "pass"
+    assert absolute_check("ndcg@10", 0.2, GATE).outcome == "pass"
     low = absolute_check("ndcg@10", 0.01, GATE)
-    assert low.status == "fail" and "< minimum 0.05" in low.detail
+    assert low.outcome == "fail" and "< minimum 0.05" in low.detail
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_absolute_minimum() -> None:
     ],
 )
 def test_verdict(statuses: list[str], policy: str, expected: tuple[str, bool]) -> None:
-    checks = [Check(name=f"c{i}", status=status) for i, status in enumerate(statuses)]  # type: ignore[arg-type]
+    checks = [Check(metric=f"c{i}", outcome=status) for i, status in enumerate(statuses)]  # type: ignore[arg-type]
     assert verdict(checks, policy) == expected  # type: ignore[arg-type]
 
 
@@ -152,7 +152,7 @@ def _verdict(detail: str) -> Verdict:
         schema_version=VERDICT_VERSION,
         outcome="fail",
         blocked=True,
-        bootstrap=True,
+        first_model=True,
         on_inconclusive="block",
         golden_users=3,
         candidate=CandidateResult(
@@ -163,8 +163,8 @@ def _verdict(detail: str) -> Verdict:
         ),
         production=None,
         checks=(
-            Check(name="infra_load", status="fail", detail=detail),
-            Check(name="artifact_size_mb", status="pass", value=1.5, threshold=200.0),
+            Check(metric="infra_load", outcome="fail", detail=detail),
+            Check(metric="artifact_size_mb", outcome="pass", value=1.5, limit=200.0),
         ),
     )
 
