@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipelines.core.project import PROJECT_ROOT
+from pipelines.core.waiting import wait_until
 from pipelines.main_job.airflow_cli import AIRFLOW_HOME, airflow_command, airflow_env
 
 HOST = "127.0.0.1"
@@ -96,32 +96,33 @@ def port_in_use(port: int, host: str = HOST) -> bool:
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> bool:
     """Poll ``url`` until it answers 200; False if ``process`` exits or time runs out first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def answer() -> str:
         if process.poll() is not None:
-            return False
+            return "exited"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 if response.status == 200:
-                    return True
+                    return "healthy"
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(1)
-    return False
+        return ""
+
+    return wait_until(answer, timeout_s=timeout_s, interval_s=1) == "healthy"
 
 
 def _group_gone(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
     """Wait until no process is left in ``process``'s process group, at most ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def gone() -> bool:
         process.poll()  # reap it, or its own zombie keeps the group alive
         try:
             os.killpg(process.pid, 0)
         except ProcessLookupError:
             return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
+        return False
+
+    return wait_until(gone, timeout_s=timeout_s, interval_s=0.2)
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:

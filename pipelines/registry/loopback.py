@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -35,6 +34,7 @@ import boto3
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import StoresConfig, load_params
+from pipelines.core.waiting import wait_until
 from pipelines.registry.names import CLOUDS
 from pipelines.registry.stores.credentials import endpoint_env
 
@@ -100,15 +100,16 @@ def serve(
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + startup_timeout_s
-            while not _answers(endpoint):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output.seek(0)
-                    tail = output.read().decode("utf-8", "replace")[-2000:]
-                    raise RecflowError(
-                        f"the loopback S3 server did not start at {endpoint}:\n{tail}"
-                    )
-                time.sleep(0.1)
+
+            def started() -> str:
+                if _answers(endpoint):
+                    return "answers"
+                return "exited" if process.poll() is not None else ""
+
+            if wait_until(started, timeout_s=startup_timeout_s, interval_s=0.1) != "answers":
+                output.seek(0)
+                tail = output.read().decode("utf-8", "replace")[-2000:]
+                raise RecflowError(f"the loopback S3 server did not start at {endpoint}:\n{tail}")
             log.info("loopback S3 server at %s (pid %d)", endpoint, process.pid)
             yield endpoint
         finally:

@@ -9,7 +9,7 @@ from pipelines.registry.clouds import open_registry
 from pipelines.registry.names import marker_key
 from pipelines.registry.stores.base import Store
 from pipelines.registry.versions import read_version
-from pipelines.rollout.controller import Context
+from pipelines.rollout.context import Context
 from pipelines.rollout.prometheus import find_binary
 from pipelines.rollout.record import Records
 

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ import httpx
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.io import write_json, write_text
+from pipelines.core.waiting import wait_until
 from pipelines.rollout import processes
 
 log = logging.getLogger("recflow.rollout.prometheus")
@@ -116,22 +116,23 @@ class LocalPrometheus:
             log_file,
             dict(os.environ),
         )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self._process.poll() is not None:
+        process = self._process
+
+        def ready() -> bool:
+            if process.poll() is not None:
                 raise PrometheusError(
-                    f"Prometheus exited ({self._process.returncode}): {processes.tail(log_file)}"
+                    f"Prometheus exited ({process.returncode}): {processes.tail(log_file)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                self.stop()
-                raise PrometheusError(
-                    f"Prometheus was not ready in {timeout_s:.0f} s: {processes.tail(log_file)}"
-                )
-            time.sleep(0.2)
-        log.info("Prometheus at %s (pid %d)", self.url, self._process.pid)
+                return httpx.get(f"{self.url}/-/ready", timeout=1.0).status_code == 200
+            return False
+
+        if not wait_until(ready, timeout_s=timeout_s, interval_s=0.2):
+            self.stop()
+            raise PrometheusError(
+                f"Prometheus was not ready in {timeout_s:.0f} s: {processes.tail(log_file)}"
+            )
+        log.info("Prometheus at %s (pid %d)", self.url, process.pid)
         return self.url
 
     def stop(self) -> None:

@@ -15,13 +15,14 @@ controller at a time holds ``<run_dir>/.lock``; ``latest.json`` names the latest
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from pipelines.core.errors import InputError, RecflowError
 from pipelines.core.io import write_json
@@ -72,7 +73,7 @@ class TargetRecord:
     note: str | None = None
 
     @property
-    def bootstrap(self) -> bool:
+    def first_model(self) -> bool:
         """A first rollout: nothing served in the target before."""
         return self.phase != "pending" and self.stable is None
 
@@ -205,32 +206,29 @@ class Records:
     # ------------------------------------------------------------ one controller at a time
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the deploy lock for the block.
+        """Hold the deploy lock for the block; the lock file names the holder's pid meanwhile.
 
         Raises:
             RolloutBusy: Another controller holds it (its pid is in the message).
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / LOCK, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise RolloutBusy(
-                    f"another deploy controller (pid {holder}) is running; wait for it, or "
-                    "ask it to stop with recflow deploy --rollback --reason ..."
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            try:
-                yield
-            finally:
-                handle.seek(0)
-                handle.truncate()
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        path = self.run_dir / LOCK
+        # one try, no waiting: a second controller is refused at once
+        lock = FileLock(path, blocking=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = path.read_text(encoding="utf-8").strip() or "unknown"
+            raise RolloutBusy(
+                f"another deploy controller (pid {holder}) is running; wait for it, or "
+                "ask it to stop with recflow deploy --rollback --reason ..."
+            ) from None
+        try:
+            path.write_text(str(os.getpid()), encoding="utf-8")
+            yield
+        finally:
+            path.write_text("", encoding="utf-8")
+            lock.release()
 
     def controller_running(self) -> bool:
         """Whether a controller holds the deploy lock now."""

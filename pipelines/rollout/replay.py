@@ -23,7 +23,7 @@ import ipaddress
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ import httpx
 import msgspec
 
 from pipelines.core.errors import InputError
+from pipelines.core.stats import percentile
 from pipelines.rollout.sessions import HeldOut, Session
 
 _DECODE = msgspec.json.Decoder().decode
@@ -213,11 +214,11 @@ class ReplayReport:
         return sum(t.popularity_hits for t in self.arms.values())
 
     def latency_ms(self, q: float) -> float | None:
-        """The ``q`` quantile of the client-side latency (None without answers)."""
+        """The ``q`` percentile (0..100, nearest rank) of the client-side latency (None without
+        answers)."""
         if not self.latencies_ms:
             return None
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+        return percentile(self.latencies_ms, q)
 
     def merge(self, other: ReplayReport) -> ReplayReport:
         """This report and ``other`` as one (a step's window held for another round)."""
@@ -246,7 +247,7 @@ class ReplayReport:
             "error_rate": sum(self.errors.values()) / sent,
             "hit_rate": self.hits / max(self.replayed, 1),
             "popularity_hit_rate": self.popularity_hits / max(self.replayed, 1),
-            "latency_ms": {"p50": self.latency_ms(0.5), "p99": self.latency_ms(0.99)},
+            "latency_ms": {"p50": self.latency_ms(50), "p99": self.latency_ms(99)},
             "seconds": round(self.seconds, 3),
             "rate": self.sent / self.seconds if self.seconds else None,
             "stopped": self.stopped,
@@ -284,6 +285,8 @@ async def _replay(
     settings: ReplaySettings,
     until: Callable[[ReplayReport], bool] | None,
     offset: int,
+    clock: Callable[[], float] | None,
+    sleep: Callable[[float], Awaitable[object]],
 ) -> ReplayReport:
     report = ReplayReport()
     sessions = held_out.sessions
@@ -292,6 +295,7 @@ async def _replay(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
     )
     loop = asyncio.get_running_loop()
+    now = clock or loop.time
     slots = asyncio.Semaphore(settings.concurrency)
     pending: set[asyncio.Task[None]] = set()
 
@@ -361,7 +365,7 @@ async def _replay(
                 pair.both += hit and stable_hit
                 return
 
-    started = loop.time()
+    started = now()
     async with httpx.AsyncClient(limits=limits, timeout=settings.timeout_s) as client:
         report.stopped = "requests"
         for index in range(settings.max_requests):
@@ -369,16 +373,16 @@ async def _replay(
             if due - started >= settings.max_s:
                 report.stopped = "time"
                 break
-            delay = due - loop.time()
+            delay = due - now()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await sleep(delay)
             await slots.acquire()
             # asked once a slot is free: every answer but the ones still in flight is counted
             if until is not None and until(report):
                 slots.release()
                 report.stopped = "condition"
                 break
-            if loop.time() - started >= settings.max_s:
+            if now() - started >= settings.max_s:
                 slots.release()
                 report.stopped = "time"
                 break
@@ -387,7 +391,7 @@ async def _replay(
             task.add_done_callback(pending.discard)
         if pending:
             await asyncio.gather(*pending)
-    report.seconds = loop.time() - started
+    report.seconds = now() - started
     return report
 
 
@@ -399,6 +403,8 @@ def replay(
     *,
     until: Callable[[ReplayReport], bool] | None = None,
     offset: int = 0,
+    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> ReplayReport:
     """Replay ``held_out``'s sessions against ``endpoints`` (round-robin).
 
@@ -412,6 +418,10 @@ def replay(
             (a canary arm that has enough answers, a rollback asked for).
         offset: The session the replay starts with (the next window goes on where the last
             stopped, so that a held window sees new users).
+        clock: Seconds on a monotonic clock for the pacing and the time bound (default: the
+            event loop's); a test passes a fake one.
+        sleep: Waits until a request is due (default :func:`asyncio.sleep`); a fake one
+            advances the fake clock.
 
     Returns:
         The report.
@@ -424,4 +434,4 @@ def replay(
         raise InputError("the replay needs at least one endpoint")
     if not held_out.sessions:
         raise InputError("there are no sessions to replay")
-    return asyncio.run(_replay(urls, held_out, token, settings, until, offset))
+    return asyncio.run(_replay(urls, held_out, token, settings, until, offset, clock, sleep))

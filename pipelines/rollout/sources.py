@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from pipelines.core.waiting import wait_until
 from pipelines.rollout.metrics import WANTED, MetricsError, Snapshot, parse_exposition
 
 
@@ -128,17 +129,20 @@ class PrometheusSource:
         Raises:
             MetricsError: Not every server was scraped in time.
         """
-        deadline = time.monotonic() + max(10 * self.interval_s, 5.0)
-        while True:
-            count, oldest = self._scraped()
-            if count >= self.servers and oldest is not None and oldest >= after:
-                break
-            if time.monotonic() > deadline:
-                raise MetricsError(
-                    f"Prometheus saw {count} of {self.servers} servers of {self.fleet} up, last "
-                    f"scraped at {oldest}, not after {after:.3f}"
-                )
-            time.sleep(min(0.2, self.interval_s / 4))
+        scraped: tuple[int, float | None] = (0, None)
+
+        def fresh() -> bool:
+            nonlocal scraped
+            scraped = count, oldest = self._scraped()
+            return count >= self.servers and oldest is not None and oldest >= after
+
+        timeout_s = max(10 * self.interval_s, 5.0)
+        if not wait_until(fresh, timeout_s=timeout_s, interval_s=min(0.2, self.interval_s / 4)):
+            count, oldest = scraped
+            raise MetricsError(
+                f"Prometheus saw {count} of {self.servers} servers of {self.fleet} up, last "
+                f"scraped at {oldest}, not after {after:.3f}"
+            )
         at = time.time()
         snapshot = Snapshot(at=at)
         for name, labels in WANTED.items():

@@ -21,7 +21,7 @@ from pipelines.core.params import Params, load_params
 from pipelines.registry.clouds import Registry, open_registry
 from pipelines.registry.promotion import promote
 from pipelines.registry.publish import publish
-from pipelines.rollout.controller import Context
+from pipelines.rollout.context import Context
 from tests.serving.conftest import served_folder, tiny_model, tiny_prepared
 
 __all__ = ["served_folder", "tiny_model", "tiny_prepared"]

@@ -18,13 +18,9 @@ import pytest
 
 from pipelines.core.errors import InputError
 from pipelines.registry import ledger
-from pipelines.rollout.controller import (
-    RolloutFailed,
-    approve,
-    deploy,
-    request_rollback,
-)
+from pipelines.rollout.controller import RolloutFailed, approve, deploy
 from pipelines.rollout.record import Records, RolloutRecord
+from pipelines.rollout.rollback import request_rollback
 from tests.rollout import faults
 from tests.rollout.conftest import PROJECT_ROOT, Project
 

@@ -12,6 +12,7 @@ import pytest
 from pipelines.registry import ledger
 from pipelines.registry.names import file_key
 from pipelines.rollout.controller import Controller, RolloutFailed, deploy
+from pipelines.rollout.environment import LocalEnvironment
 from pipelines.rollout.record import Records
 from tests.rollout.conftest import Project
 
@@ -64,7 +65,10 @@ def test_a_first_rollout_bakes_against_the_popularity_fallback_then_goes_full(
     assert _fleets_stopped(project, version)
     # the fleet's tokens and the pseudonymization key reached the servers through their
     # environment only: no record, setting or log holds them
-    secrets = [controller.tokens.admin, controller.tokens.client, controller._pseudonym_key()]
+    environment = controller.environment
+    assert isinstance(environment, LocalEnvironment)
+    tokens = environment.tokens
+    secrets = [tokens.admin, tokens.client, environment.pseudonym_key()]
     for path in project.root.rglob("*"):
         if path.is_file():
             data = path.read_bytes()

@@ -2,9 +2,9 @@
 
 Each object is a file at ``<root>/<key>``; its metadata (sha256, size) sits in
 ``<root>/.meta/<key>.json`` and its ETag is its sha256. Writes go to ``<root>/.tmp`` and are
-renamed into place, so no reader sees a partial object; a conditional write holds an exclusive
-``flock`` on the key while it compares the ETag and renames, the folder's form of S3's
-``IfMatch`` / ``IfNoneMatch``. A write that would leave less than ``min_free_mb`` on the volume
+renamed into place, so no reader sees a partial object; a conditional write holds the key's
+file lock while it compares the ETag and renames, the folder's form of S3's ``IfMatch`` /
+``IfNoneMatch``. A write that would leave less than ``min_free_mb`` on the volume
 is refused before it starts, and one that runs out of space part-way is removed.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from filelock import FileLock
 
 from pipelines.registry.errors import ConditionFailed, ObjectMissing, StoreError, StoreFull
 from pipelines.registry.policy import CrossingPolicy
@@ -53,24 +54,28 @@ class FileStore(Store):
 
     @contextlib.contextmanager
     def _lock(self, key: str, *, shared: bool = False) -> Iterator[None]:
-        """Hold the key's lock: exclusive to write, shared to read an object and its metadata
-        as one (a writer replaces the two files one after the other)."""
+        """Hold the key's lock: to write, and to read an object and its metadata as one (a
+        writer replaces the two files one after the other).
+
+        The lock is exclusive either way (``filelock`` holds no shared locks), so two readers
+        of one key take turns; a reader holds it only to open the object and read its
+        metadata, never while the bytes stream. ``shared``: reading, which needs no lock on a
+        read-only volume (nobody writes there).
+        """
         name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        lock = FileLock(self.root / ".locks" / f"{name}.lock", poll_interval=0.01)
         try:
-            locks = self.root / ".locks"
-            locks.mkdir(parents=True, exist_ok=True)
-            handle = open(locks / f"{name}.lock", "a+b")  # noqa: SIM115 (closed below)
+            (self.root / ".locks").mkdir(parents=True, exist_ok=True)
+            lock.acquire()
         except OSError:
             if not shared:
                 raise
-            yield  # a read-only volume: nobody writes there, there is nothing to wait for
+            yield  # a read-only volume: there is nothing to wait for
             return
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _open(self, key: str, *, locked: bool = False) -> tuple[BinaryIO, ObjectInfo] | None:
         """The object's open file and its description, read together; None if absent.

@@ -23,7 +23,7 @@ from pipelines.core.params import ServeConfig
 from pipelines.rollout.fleet.source import open_source
 from pipelines.serving.server.app import build_app
 from pipelines.serving.server.auth import Tokens
-from pipelines.serving.server.registry import KeyedHash
+from pipelines.serving.server.pseudonyms import KeyedHash
 from pipelines.serving.server.state import RUN_DIR_ENV, SETTINGS
 
 

@@ -13,17 +13,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import FleetConfig
+from pipelines.core.waiting import wait_until
 from pipelines.rollout import processes
 from pipelines.rollout.fleet.client import Fleet, Tokens
 from pipelines.serving.server.auth import ADMIN_TOKEN_ENV, API_TOKENS_ENV
-from pipelines.serving.server.registry import PSEUDONYM_KEY_ENV
+from pipelines.serving.server.pseudonyms import PSEUDONYM_KEY_ENV
 
 log = logging.getLogger("recflow.rollout.fleet")
 
@@ -115,9 +115,9 @@ class LocalFleet:
         return Fleet(self.cloud, [url for _, url, _ in self.processes], self.tokens)
 
     def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
         waiting = list(self.processes)
-        while waiting:
+
+        def every_one_ready() -> bool:
             for item in list(waiting):
                 process, url, log_file = item
                 if process.poll() is not None:
@@ -134,14 +134,14 @@ class LocalFleet:
                     refused = answer.json().get("error")
                     if refused:
                         raise FleetStartError(f"{self.cloud} server {url} is not ready: {refused}")
-            if waiting and time.monotonic() > deadline:
-                _, url, log_file = waiting[0]
-                raise FleetStartError(
-                    f"{self.cloud} server {url} was not ready in {timeout_s:.0f} s: "
-                    f"{processes.tail(log_file, 1500)}"
-                )
-            if waiting:
-                time.sleep(0.2)
+            return not waiting
+
+        if not wait_until(every_one_ready, timeout_s=timeout_s, interval_s=0.2):
+            _, url, log_file = waiting[0]
+            raise FleetStartError(
+                f"{self.cloud} server {url} was not ready in {timeout_s:.0f} s: "
+                f"{processes.tail(log_file, 1500)}"
+            )
 
     @property
     def running(self) -> bool:

@@ -1,7 +1,7 @@
 """The model registry's store of one cloud as a server's source of versions.
 
 A server asks its source to *fetch version V into a local folder, every object verified*
-(:class:`pipelines.serving.server.registry.ModelSource`). :class:`StoreSource` reads the version's
+(:class:`pipelines.serving.server.sources.ModelSource`). :class:`StoreSource` reads the version's
 marker from the cloud's store and downloads the files under ``optimized/`` (the artifacts, their
 manifest and the item table: what a server loads), each checked against the sha256 the marker
 records. A fleet of the public cloud is given the public store: it never reads the private one.
@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.io import atomic_dir, sha256_file
+from pipelines.core.names import check_version_name
 from pipelines.core.params import load_params
 from pipelines.registry.clouds import open_registry
-from pipelines.registry.errors import RegistryError as StoreRegistryError
-from pipelines.registry.errors import UnknownVersion
+from pipelines.registry.errors import RegistryError, UnknownVersion
 from pipelines.registry.names import file_key
 from pipelines.registry.stores.base import Store
 from pipelines.registry.versions import Version, read_version
-from pipelines.serving.server.registry import RegistryError, check_version_name
+from pipelines.serving.server.sources import SourceError
 
 log = logging.getLogger("recflow.rollout.source")
 
@@ -55,22 +55,23 @@ class StoreSource:
         """The served folder of ``version`` at ``into/<version>`` (reused when still intact).
 
         Raises:
-            RegistryError: The version is badly named, not in this store (the message says "not
-                in the registry", which the admin API answers with 404), has nothing to serve,
-                or an object is missing or fails its sha256 (nothing is left in ``into``).
+            BadVersionName: The version is badly named.
+            SourceError: The version is not in this store (the message says "not in the
+                registry", which the admin API answers with 404), has nothing to serve, or an
+                object is missing or fails its sha256 (nothing is left in ``into``).
         """
         check_version_name(version)
         try:
             marker = read_version(self.store, version)
         except UnknownVersion as exc:
-            raise RegistryError(
+            raise SourceError(
                 f"version {version} is not in the registry (store {self.store.name!r})"
             ) from exc
-        except StoreRegistryError as exc:
-            raise RegistryError(f"version {version}: {exc}") from exc
+        except RegistryError as exc:
+            raise SourceError(f"version {version}: {exc}") from exc
         files = served_files(marker)
         if not any(path == "manifest.json" for path, _ in files):
-            raise RegistryError(f"version {version} has no {SERVED}manifest.json: nothing to serve")
+            raise SourceError(f"version {version} has no {SERVED}manifest.json: nothing to serve")
         target = into / version
         if target.is_dir() and all(
             (target / path).is_file() and sha256_file(target / path) == sha256
@@ -81,8 +82,8 @@ class StoreSource:
             with atomic_dir(target) as folder:
                 for path, sha256 in files:
                     self.store.download(file_key(version, SERVED + path), folder / path, sha256)
-        except StoreRegistryError as exc:
-            raise RegistryError(f"version {version} refused: {exc}") from exc
+        except RegistryError as exc:
+            raise SourceError(f"version {version} refused: {exc}") from exc
         log.info("version %s fetched from %r and verified", version, self.store.name)
         return target
 

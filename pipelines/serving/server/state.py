@@ -11,13 +11,14 @@ reads the desired state beside the reports of the live workers.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from pipelines.core.errors import InputError
 from pipelines.core.io import write_json
@@ -129,13 +130,10 @@ def read_desired(run_dir: Path) -> DesiredState:
 
 @contextlib.contextmanager
 def _locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock: one change to the desired state at a time, across workers."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(run_dir / ".lock", poll_interval=0.01):
+        yield
 
 
 def write_initial(run_dir: Path, state: DesiredState) -> None:

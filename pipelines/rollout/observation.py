@@ -1,4 +1,5 @@
-"""A step's window: replay traffic at the fleet, read the metrics it moved, judge them.
+"""Observing a step: replay traffic at the fleet over a window, read the metrics it moved,
+judge them.
 
 The window starts with a snapshot of the fleet's counters, replays held-out sessions (a fixed
 number for a bake or a shadow, or until the canary arm has answered enough), takes a second
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pipelines.core.params import DeployConfig
+from pipelines.core.waiting import wait_until
 from pipelines.rollout.analysis import Check, Verdict
 from pipelines.rollout.metrics import Snapshot
 from pipelines.rollout.replay import ReplayReport, ReplaySettings, replay
@@ -65,7 +67,7 @@ def settings_for(cfg: DeployConfig, max_requests: int, pair: bool = False) -> Re
     )
 
 
-def run_window(
+def observe(
     step: str,
     cfg: DeployConfig,
     traffic: Traffic,
@@ -147,10 +149,13 @@ def run_window(
 def _settled_window(
     source: MetricSource, start: Snapshot, report: ReplayReport, settled: Settled | None
 ) -> Snapshot:
-    ended = time.time()
-    window = source.snapshot(ended).minus(start)
-    deadline = time.monotonic() + SETTLE_S
-    while settled is not None and not settled(window, report) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        window = source.snapshot(time.time()).minus(start)
-    return window
+    last = [source.snapshot(time.time()).minus(start)]
+    if settled is None or settled(last[0], report):
+        return last[0]
+
+    def counted() -> bool:
+        last[0] = source.snapshot(time.time()).minus(start)
+        return settled(last[0], report)
+
+    wait_until(counted, timeout_s=SETTLE_S, interval_s=0.2)
+    return last[0]
