@@ -24,6 +24,7 @@ from pipelines.registry.aliases import read_alias
 from pipelines.registry.candidates import classify
 from pipelines.registry.clouds import Registry
 from pipelines.registry.errors import ChecksumMismatch, RegistryError
+from pipelines.registry.history import read_ledger
 from pipelines.registry.names import check_key, ledger_seq
 from pipelines.registry.stores.base import Store
 from pipelines.registry.stores.open import open_store
@@ -80,7 +81,7 @@ def open_destination(
 
 def _alias_state(registry: Registry) -> dict[str, dict[str, str]]:
     state: dict[str, dict[str, str]] = {}
-    for entry in ledger.entries(registry.record):
+    for entry in read_ledger(registry, []):
         state.setdefault(entry.cloud, {})[entry.alias] = entry.version
     return state
 

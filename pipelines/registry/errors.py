@@ -47,6 +47,11 @@ class ChecksumMismatch(StoreError):
     """An object's bytes do not match its recorded sha256: tampered with or corrupted."""
 
 
+class LedgerBroken(ChecksumMismatch):
+    """The ledger's hash chain is broken, or an entry disagrees with the anchor that records it:
+    an entry was changed or removed. The message names the first such entry."""
+
+
 class ConditionFailed(StoreError):
     """A conditional write found the object other than expected (HTTP 412)."""
 

@@ -3,7 +3,11 @@
 Entry ``n`` is the object ``ledger/<n:012d>.json``, created with ``IfNoneMatch='*'``: two
 writers can never take the same number (the loser retries with the next one), and nothing ever
 overwrites an entry. Each entry holds the sha256 of the entry before it, so a changed or
-removed entry breaks the chain and :func:`chain_problems` names it.
+removed entry breaks the chain. Nothing in the ledger follows the newest entry, so its hash is
+kept outside it: each alias object records the number and sha256 of the entry of the change that
+set it (an :class:`Anchor`), in the cloud of that alias. Every reader checks the chain and the
+anchors it is given (:func:`entries`) and refuses a ledger that fails, naming the first bad
+entry; :func:`chain_problems` lists every problem, for ``recflow registry verify``.
 
 An entry says when, which alias in which cloud, from which version to which, who or which run,
 why (the gate's verdict, a canary decision, a manual rollback with its reason), and the hashes
@@ -23,6 +27,7 @@ from typing import Any
 from pipelines.registry.errors import (
     ChecksumMismatch,
     ConditionFailed,
+    LedgerBroken,
     NothingToRollBack,
     RegistryError,
 )
@@ -111,6 +116,21 @@ class LedgerEntry:
         return {"seq": self.seq, **self.change, "prev_sha256": self.prev_sha256}
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """A ledger entry as recorded outside the ledger: its number and its sha256.
+
+    Attributes:
+        seq: The entry's number.
+        sha256: The sha256 of the entry's bytes.
+        by: What records it, for messages (``alias 'production' in 'public'``).
+    """
+
+    seq: int
+    sha256: str
+    by: str
+
+
 def _parse(seq: int, data: bytes, where: str) -> LedgerEntry:
     try:
         document = json.loads(data)
@@ -137,16 +157,30 @@ def read_entry(store: Store, seq: int) -> LedgerEntry:
     return _parse(seq, data, store.where(key))
 
 
-def entries(store: Store, *, physical: bool = False) -> list[LedgerEntry]:
-    """The entries of the ledger in ``store``, in order.
+def entries(
+    store: Store, *, physical: bool = False, anchors: Iterable[Anchor] = ()
+) -> list[LedgerEntry]:
+    """The entries of the ledger in ``store``, in order, checked against their chain and
+    ``anchors``.
 
     A change is recorded once; if a writer and a repairer (``record_pending``) both appended
-    it at the same moment, the later copy is left out, unless ``physical`` asks for every
-    object as stored (for :func:`chain_problems`).
+    it at the same moment, the later copy is left out. ``physical`` asks for every object as
+    stored, unchecked (for :func:`chain_problems`, which lists every problem).
+
+    Args:
+        store: The store of record.
+        physical: Every object as stored, unchecked.
+        anchors: The anchors of the ledger's entries, read before the ledger (an anchor read
+            after it may name an entry appended since).
+
+    Raises:
+        LedgerBroken: An entry was changed or removed; the message names the first.
+        ChecksumMismatch: An entry does not match its recorded sha256, or is malformed.
     """
     found = [read_entry(store, n) for n in _numbers(store)]
     if physical:
         return found
+    check(store, found, anchors)
     seen: set[str] = set()
     unique = []
     for entry in found:
@@ -156,19 +190,29 @@ def entries(store: Store, *, physical: bool = False) -> list[LedgerEntry]:
     return unique
 
 
-def append(store: Store, change: dict[str, Any]) -> LedgerEntry:
-    """Append ``change`` as the next entry.
+def append(store: Store, change: dict[str, Any], anchors: Iterable[Anchor] = ()) -> LedgerEntry:
+    """Append ``change`` as the next entry, linked to the newest one once it is checked against
+    ``anchors`` (a new entry linked to an edited one would make the edit look intact).
+
+    Args:
+        store: The store of record.
+        change: The change (:func:`make_change`).
+        anchors: The anchors of the ledger's entries, read before this call.
 
     Raises:
+        LedgerBroken: The newest entry was changed, or an anchored one removed; nothing was
+            appended.
         RegistryError: Other writers kept taking the next number.
     """
+    anchors = list(anchors)
     for _ in range(APPEND_ATTEMPTS):
         numbers = _numbers(store)
         found = _recorded(store, numbers, change)
         if found is not None:
             return found  # a repairer recorded this change already
         last = numbers[-1] if numbers else 0
-        prev = read_entry(store, last).sha256 if last else None
+        newest = _checked_head(store, last, anchors)
+        prev = newest.sha256 if newest else None
         seq = last + 1
         document = {"format": FORMAT, "seq": seq, "prev_sha256": prev, **change}
         data = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -180,6 +224,29 @@ def append(store: Store, change: dict[str, Any]) -> LedgerEntry:
     raise RegistryError(
         f"could not append to the ledger in {store.name!r} in {APPEND_ATTEMPTS} tries"
     )
+
+
+def _checked_head(store: Store, last: int, anchors: list[Anchor]) -> LedgerEntry | None:
+    """Entry ``last``, the newest, if no anchor says it was changed or a later one removed."""
+    newest = [read_entry(store, last)] if last else []
+    problems = [p for seq, p in _anchor_problems(newest, anchors) if seq >= last]
+    if problems:
+        raise LedgerBroken(
+            f"the ledger in {store.where('ledger/')} is not intact, so nothing is added to it: "
+            f"{problems[0]}"
+        )
+    return newest[0] if newest else None
+
+
+def check_head(store: Store, anchors: Iterable[Anchor]) -> None:
+    """Refuse to build on the ledger in ``store`` if its newest entry disagrees with
+    ``anchors`` (read before this call), or an anchored entry after it was removed.
+
+    Raises:
+        LedgerBroken: Naming the entry.
+    """
+    numbers = _numbers(store)
+    _checked_head(store, numbers[-1] if numbers else 0, list(anchors))
 
 
 def recorded(store: Store, change: dict[str, Any]) -> LedgerEntry | None:
@@ -204,22 +271,79 @@ def _recorded(store: Store, numbers: list[int], change: dict[str, Any]) -> Ledge
     return None
 
 
-def chain_problems(all_entries: Iterable[LedgerEntry]) -> list[str]:
-    """Gaps and broken links in the ledger; empty when it is intact."""
+def _anchor_problems(
+    all_entries: Iterable[LedgerEntry], anchors: Iterable[Anchor]
+) -> list[tuple[int, str]]:
+    """(entry number, problem) for each anchor that the entries do not bear out."""
+    by_seq = {entry.seq: entry for entry in all_entries}
     problems = []
+    for anchor in anchors:
+        entry = by_seq.get(anchor.seq)
+        if entry is None:
+            problems.append(
+                (
+                    anchor.seq,
+                    f"ledger entry {anchor.seq} is missing ({anchor.by} records it, "
+                    f"sha256 {anchor.sha256[:12]}…)",
+                )
+            )
+        elif entry.sha256 != anchor.sha256:
+            problems.append(
+                (
+                    anchor.seq,
+                    f"ledger entry {anchor.seq} was changed: it hashes to sha256 "
+                    f"{entry.sha256[:12]}…, {anchor.by} records {anchor.sha256[:12]}…",
+                )
+            )
+    return problems
+
+
+def chain_problems(all_entries: Iterable[LedgerEntry], anchors: Iterable[Anchor] = ()) -> list[str]:
+    """Gaps, broken links and entries that disagree with their anchors, in the order of the
+    entries they name; empty when the ledger is intact.
+
+    Args:
+        all_entries: Every entry as stored (``entries(store, physical=True)``).
+        anchors: The anchors of the entries.
+    """
+    found = list(all_entries)
+    problems: list[tuple[int, str]] = []
     previous: LedgerEntry | None = None
-    for entry in all_entries:
+    for entry in found:
         expected_seq = previous.seq + 1 if previous else 1
         if entry.seq != expected_seq:
-            problems.append(f"ledger entry {expected_seq} is missing (next is {entry.seq})")
-        expected_prev = previous.sha256 if previous else None
-        if entry.prev_sha256 != expected_prev:
             problems.append(
-                f"ledger entry {entry.seq} does not follow from entry {entry.seq - 1}: "
-                "an earlier entry was changed or removed"
+                (expected_seq, f"ledger entry {expected_seq} is missing (next is {entry.seq})")
+            )
+        elif previous is None and entry.prev_sha256 is not None:
+            problems.append((1, "ledger entry 1 was changed: it names an entry before it"))
+        elif previous is not None and entry.prev_sha256 != previous.sha256:
+            problems.append(
+                (
+                    previous.seq,
+                    f"ledger entry {previous.seq} was changed: it hashes to sha256 "
+                    f"{previous.sha256[:12]}…, entry {entry.seq} records "
+                    f"{str(entry.prev_sha256)[:12]}…",
+                )
             )
         previous = entry
-    return problems
+    problems += _anchor_problems(found, anchors)
+    return [problem for _, problem in sorted(problems, key=lambda p: p[0])]
+
+
+def check(store: Store, all_entries: Iterable[LedgerEntry], anchors: Iterable[Anchor]) -> None:
+    """Refuse the ledger of ``store`` unless its entries are intact (:func:`chain_problems`).
+
+    Raises:
+        LedgerBroken: Naming the first bad entry.
+    """
+    problems = chain_problems(all_entries, anchors)
+    if problems:
+        more = f" ({len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise LedgerBroken(
+            f"the ledger in {store.where('ledger/')} is not intact, so it is not used: "
+            f"{problems[0]}{more}; `recflow registry verify` lists every problem"
+        )
 
 
 def select(

@@ -17,20 +17,22 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _CONDITIONS = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH")
 
 
-def atomic_conditions(inner: WSGIApp) -> WSGIApp:
-    """``inner`` with every conditional write handled under one lock."""
-    lock = threading.Lock()
+def atomic_conditions(inner: WSGIApp, lock: AbstractContextManager[Any] | None = None) -> WSGIApp:
+    """``inner`` with every conditional write handled under one lock (``lock``, or a new
+    ``threading.Lock``)."""
+    held = lock if lock is not None else threading.Lock()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         writes = environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE")
         if writes and any(environ.get(header) for header in _CONDITIONS):
-            with lock:
+            with held:
                 return list(inner(environ, start_response))
         return inner(environ, start_response)
 

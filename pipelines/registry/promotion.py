@@ -4,7 +4,9 @@ The alias object is changed first (compare-and-set), carrying the record of the 
 ledger entry follows. If the process dies between the two, the next promotion or rollback of
 that alias finds the alias's change missing from the ledger and records it then
 (:func:`record_pending`), so every alias change ends up in the ledger exactly once, and a
-writer that lost a race wrote nothing anywhere.
+writer that lost a race wrote nothing anywhere. Once recorded, the alias object is anchored to
+its entry (``aliases.anchor_alias``); a writer links a new entry only to a newest entry that
+agrees with the anchors of the record and of the cloud it changes.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import logging
 from typing import Any
 
 from pipelines.registry import ledger
-from pipelines.registry.aliases import AliasState, read_alias, write_alias
+from pipelines.registry.aliases import AliasState, anchor_alias, read_alias, write_alias
 from pipelines.registry.clouds import Registry
 from pipelines.registry.errors import RegistryError, UnknownAlias
+from pipelines.registry.history import anchors, read_ledger
 from pipelines.registry.names import check_alias, check_cloud, check_version_id
 from pipelines.registry.replication import ensure_replicated
 from pipelines.registry.versions import Version, read_version
@@ -47,22 +50,29 @@ def record_pending(registry: Registry, cloud: str, alias: str) -> AliasState | N
     A writer appends its change after its compare-and-set; if it died in between, or has not
     got there yet, the change is recorded here, so that it takes its place in the ledger before
     any change that replaces it. (If the writer then appends it too, the ledger reads the
-    change once, at its first place.)
+    change once, at its first place.) An alias whose change is recorded but not anchored is
+    anchored here.
 
     Returns:
         The alias's state, None when it is not set.
+
+    Raises:
+        LedgerBroken: The ledger's newest entry disagrees with an anchor; nothing was recorded.
     """
-    state = read_alias(registry.store(cloud), alias)
-    if state is None or ledger.recorded(registry.record, state.change) is not None:
+    store = registry.store(cloud)
+    state = read_alias(store, alias)
+    if state is None or state.anchor is not None:
         return state
-    log.warning(
-        "alias %r in %r names %s by a change not yet in the ledger: recording it now",
-        alias,
-        cloud,
-        state.version,
-    )
-    ledger.append(registry.record, state.change)
-    return state
+    entry = ledger.recorded(registry.record, state.change)
+    if entry is None:
+        log.warning(
+            "alias %r in %r names %s by a change not yet in the ledger: recording it now",
+            alias,
+            cloud,
+            state.version,
+        )
+        entry = ledger.append(registry.record, state.change, anchors(registry, [cloud]))
+    return anchor_alias(store, state, entry) or read_alias(store, alias)
 
 
 def promote(
@@ -119,6 +129,8 @@ def promote(
     if current is not None and current.version == version:
         log.info("alias %r in %r already names %s: nothing to do", alias, cloud, version)
         return None
+    # refused before the alias moves, rather than after it
+    ledger.check_head(registry.record, anchors(registry, [cloud]))
     change = ledger.make_change(
         cloud=cloud,
         alias=alias,
@@ -132,8 +144,9 @@ def promote(
         evidence={**evidence(target), **({"decision": decision} if decision else {})},
         rolls_back=rolls_back,
     )
-    write_alias(store, alias, version, change, current)
-    entry = ledger.append(registry.record, change)
+    state = write_alias(store, alias, version, change, current)
+    entry = ledger.append(registry.record, change, anchors(registry, [cloud]))
+    anchor_alias(store, state, entry)
     log.info(
         "%s: alias %r in %r %s -> %s (ledger entry %d)",
         action,
@@ -173,7 +186,7 @@ def rollback(
             f"alias {alias!r} is not set in {cloud!r}: there is nothing to roll back"
         )
     record_pending(registry, cloud, alias)
-    target, undone = ledger.last_known_good(ledger.entries(registry.record), alias, cloud)
+    target, undone = ledger.last_known_good(read_ledger(registry, [cloud]), alias, cloud)
     entry = promote(
         registry,
         target,

@@ -7,7 +7,8 @@ the right bytes is left alone, a missing or corrupt one is copied again.
 
 :func:`sync_aliases` rebuilds a replica's aliases from the ledger (the record of every alias
 change), for a replica that lost its state, such as the in-memory loopback server of
-``make run``.
+``make run``. Each alias it writes carries the anchor of its ledger entry, so the replica holds
+the anchors of its own aliases' entries, away from the ledger in the store of record.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.registry import ledger
-from pipelines.registry.aliases import read_alias, write_alias
+from pipelines.registry.aliases import anchor_alias, read_alias, write_alias
 from pipelines.registry.clouds import Registry
 from pipelines.registry.errors import ChecksumMismatch, RegistryError
+from pipelines.registry.history import read_ledger
 from pipelines.registry.names import check_cloud, file_key, marker_key
 from pipelines.registry.versions import read_version
 
@@ -107,23 +109,29 @@ def sync_aliases(registry: Registry, cloud: str) -> list[str]:
     """Make the replica ``cloud``'s aliases what the ledger says they are.
 
     Each alias of ``cloud`` in the ledger gets its version replicated and its alias object
-    rewritten where it is missing or names another change. This restores recorded state; it
-    adds no ledger entry.
+    rewritten where it is missing or names another change, anchored to its entry (an alias
+    that names its entry's change without the anchor gets it). This restores recorded state;
+    it adds no ledger entry.
 
     Returns:
         The aliases that were restored.
+
+    Raises:
+        LedgerBroken: The ledger is not intact (``history.read_ledger``); nothing was written.
     """
     target = registry.store(cloud)
     latest: dict[str, ledger.LedgerEntry] = {}
-    for entry in ledger.select(ledger.entries(registry.record), cloud=cloud):
+    for entry in ledger.select(read_ledger(registry, [cloud]), cloud=cloud):
         latest[entry.alias] = entry
     restored = []
     for alias, entry in sorted(latest.items()):
         ensure_replicated(registry, entry.version, cloud)
         state = read_alias(target, alias)
         if state is not None and state.change.get("id") == entry.change["id"]:
+            if state.anchor is None:
+                anchor_alias(target, state, entry)
             continue
-        write_alias(target, alias, entry.version, entry.change, state)
+        write_alias(target, alias, entry.version, entry.change, state, entry)
         log.info(
             "restored alias %r in %r to %s from ledger entry %d",
             alias,

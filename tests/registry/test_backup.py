@@ -15,7 +15,7 @@ from pipelines.registry.backup import MANIFEST, backup, open_destination, restor
 from pipelines.registry.clouds import Registry, open_registry
 from pipelines.registry.errors import ChecksumMismatch, RegistryError
 from pipelines.registry.names import file_key
-from pipelines.registry.production import fetch_production
+from pipelines.registry.production import fetch_pinned, write_pin
 from pipelines.registry.replication import sync_aliases
 from pipelines.registry.stores.base import Store
 from pipelines.registry.versions import list_versions
@@ -69,13 +69,15 @@ def test_the_drill(
     shutil.rmtree(tmp_path / "private")  # the on-premises volume is lost
     wiped = open_registry(params, tmp_path)
     assert wiped.record.list_keys() == []
-    assert fetch_production(params, tmp_path / "cache", root=tmp_path) is None
+    pin_file = tmp_path / "models" / "production.json"
+    assert write_pin(params, pin_file, root=tmp_path)["version"] is None
 
     restored = restore(wiped, _open(params, tmp_path, destination, s3_endpoint))
     assert restored.versions == 2 and restored.aliases == report.aliases
     assert [e.to_dict() for e in ledger.entries(wiped.record)] == [e.to_dict() for e in entries]
     assert ledger.chain_problems(ledger.entries(wiped.record, physical=True)) == []
-    production = fetch_production(params, tmp_path / "cache", root=tmp_path)
+    assert write_pin(params, pin_file, root=tmp_path)["version"] == second
+    production = fetch_pinned(params, pin_file, tmp_path / "cache", root=tmp_path)
     assert production is not None and production.name == second
     model = (tmp_path / "c2" / "model.pt").read_bytes()
     assert (production / "model.pt").read_bytes() == model

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -225,9 +224,7 @@ def test_a_changed_or_removed_ledger_entry_breaks_the_chain(
         ledger_key(1), data.replace(b"gate verdict pass", b"gate verdict PASS"), "ledger"
     )
     problems = ledger.chain_problems(ledger.entries(store, physical=True))
-    assert problems == [
-        "ledger entry 2 does not follow from entry 1: an earlier entry was changed or removed"
-    ]
+    assert len(problems) == 1 and problems[0].startswith("ledger entry 1 was changed: it hashes")
     store.delete(ledger_key(2))
     assert "ledger entry 2 is missing (next is 3)" in ledger.chain_problems(
         ledger.entries(store, physical=True)
@@ -332,37 +329,69 @@ def test_concurrent_ledger_appends_take_distinct_numbers(registry: Registry) -> 
     assert ledger.chain_problems(ledger.entries(registry.record, physical=True)) == []
 
 
-def test_the_loopback_server_makes_conditional_writes_atomic() -> None:
-    """moto checks a condition and stores in two steps; the wrapper makes them one."""
+class _SpyLock:
+    """A lock that reports, by ``contended``, that a second holder is waiting for it."""
+
+    def __init__(self, contended: threading.Event) -> None:
+        self._lock = threading.Lock()
+        self.contended = contended
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            self.contended.set()
+            self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_the_loopback_server_makes_conditional_writes_atomic(atomic: bool) -> None:
+    """moto checks a condition and stores in two steps; the wrapper makes them one.
+
+    The first writer to pass the check waits in the window between check and store until the
+    second writer is either in that window too (nothing serializes them: both store) or waiting
+    for the wrapper's lock (the first stores, then the second's check fails): no timing decides
+    which happens.
+    """
     store: dict[str, str] = {}
+    second_arrived = threading.Event()
+    first_in_window = threading.Event()
+    in_window = 0
+    count = threading.Lock()
 
     def check_then_store(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        nonlocal in_window
         if environ["HTTP_IF_NONE_MATCH"] == "*" and "key" in store:
             start_response("412 Precondition Failed", [])
             return [b""]
-        time.sleep(0.05)  # the window between moto's check and its store
+        with count:  # the window between moto's check and its store
+            in_window += 1
+            first = in_window == 1
+        if first:
+            first_in_window.set()
+            assert second_arrived.wait(timeout=60), "the second writer never arrived"
+        else:
+            second_arrived.set()
         store.setdefault("key", environ["writer"])
         store["winners"] = store.get("winners", "") + environ["writer"]
         start_response("200 OK", [])
         return [b""]
 
-    def race(app: Any) -> str:
-        store.clear()
-        threads = [
-            threading.Thread(
-                target=app,
-                args=(
-                    {"REQUEST_METHOD": "PUT", "HTTP_IF_NONE_MATCH": "*", "writer": w},
-                    lambda *a: None,
-                ),
-            )
-            for w in "ab"
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return store["winners"]
+    app = check_then_store
+    if atomic:
+        app = atomic_conditions(check_then_store, _SpyLock(second_arrived))
 
-    assert len(race(check_then_store)) == 2  # both passed the check: the race moto alone allows
-    assert len(race(atomic_conditions(check_then_store))) == 1
+    def write(writer: str) -> None:
+        environ = {"REQUEST_METHOD": "PUT", "HTTP_IF_NONE_MATCH": "*", "writer": writer}
+        app(environ, lambda *a: None)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in "ab"]
+    threads[0].start()
+    assert first_in_window.wait(timeout=60)  # a passed the check: b comes now
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    # both passed the check without the wrapper: the race moto alone allows
+    assert sorted(store["winners"]) == (["a"] if atomic else ["a", "b"])
