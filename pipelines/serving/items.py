@@ -4,10 +4,16 @@ An optimized artifact scores item *indices* ``1..N``; clients speak in catalog i
 table ``items.parquet`` beside the artifact holds, per index, the item id, its category, its
 price (where the catalog has one) and its popularity rank, built from the prepare stage's
 ``item_map.parquet`` and ``item_popularity.parquet`` by :func:`write_item_table`.
+
+An item is a catalog id at every boundary: indices mean something only inside the version
+whose table made them. A request is encoded with the table of the version that scores it and
+its answer decoded with the same table (:meth:`ItemTable.encode`, :meth:`ItemTable.decode`),
+and two versions are compared on catalog ids, never on indices.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +106,17 @@ class ItemTable:
     def n_items(self) -> int:
         """Items in the table (indices ``1..n_items``)."""
         return len(self.ids) - 1
+
+    def encode(self, history: Sequence[str]) -> list[int]:
+        """The item indices of ``history``'s catalog ids, in order; ids not in the table are
+        dropped (the caller counts them as unknown)."""
+        index = self.index
+        return [i for i in map(index.get, history) if i is not None]
+
+    def decode(self, indices: Iterable[int]) -> list[str]:
+        """The catalog ids of item ``indices``, in order."""
+        ids = self.ids
+        return [ids[i] for i in indices]
 
     @classmethod
     def read(cls, folder: Path, n_items: int) -> ItemTable:

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.core.stats import percentile
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -69,7 +71,8 @@ def measure_side_by_side(
     its share of the ``iterations`` timed ones, all on the same requests. A slow spell of a
     shared machine then falls on every scorer alike instead of on whichever ran during it.
 
-    p50/p99 are over single calls; ``items_per_s`` is sequences scored per second at p50.
+    p50/p99 are nearest-rank percentiles (:func:`~pipelines.core.stats.percentile`) over single
+    calls; ``items_per_s`` is sequences scored per second at p50.
     """
     rounds = max(1, min(rounds, iterations))
     results = []
@@ -90,15 +93,16 @@ def measure_side_by_side(
                     score(request)
                     seconds[key].append(time.perf_counter() - started)
         for (backend, precision), values in seconds.items():
-            p50, p99 = np.percentile(np.asarray(values) * 1000.0, [50, 99])
+            ms = [value * 1000.0 for value in values]
+            p50, p99 = percentile(ms, 50), percentile(ms, 99)
             results.append(
                 Timing(
                     backend=backend,
                     precision=precision,
                     batch=batch,
-                    p50_ms=round(float(p50), 4),
-                    p99_ms=round(float(p99), 4),
-                    items_per_s=round(batch / (float(p50) / 1000.0), 1),
+                    p50_ms=round(p50, 4),
+                    p99_ms=round(p99, 4),
+                    items_per_s=round(batch / (p50 / 1000.0), 1),
                 )
             )
     return results

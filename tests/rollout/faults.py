@@ -1,7 +1,8 @@
 """Faulty candidates for the rollout tests, made from a good served folder by editing its ONNX
 graph (the fault lives here, never in the product): NaN scores, a graph that does not load
 (recorded with its correct sha256), a graph about ten times slower, and one that fails on a
-share of the requests. Each keeps the manifest consistent with its artifact."""
+share of the requests; or by editing its item table (every index mapped to the wrong item).
+Each keeps the manifest consistent with its artifact."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pyarrow as pa
+import pyarrow.parquet as pq
 from onnx import TensorProto, helper, numpy_helper
 
 SCORES = "scores"
@@ -173,4 +176,21 @@ def popularity_only(good: Path, dest: Path) -> Path:
         helper.make_node("Add", ["fault_nothing", "fault_ranking"], [SCORES]),
     ]
     _rewire(folder, nodes, inits)
+    return folder
+
+
+def wrong_item_table(good: Path, dest: Path) -> Path:
+    """The same model with an item table that maps every index to another (valid) catalog
+    item: each row's index moves half the catalog on. The table still covers indices 1..N, so
+    the version loads and answers well-formed lists of real items, all of them the wrong ones.
+    """
+    folder = _copy(good, dest)
+    path = folder / "items.parquet"
+    table = pq.read_table(path)
+    index = table.column("item_idx").to_numpy().astype(np.int64)
+    n = len(index)
+    moved = (index - 1 + n // 2) % n + 1
+    position = table.schema.get_field_index("item_idx")
+    table = table.set_column(position, "item_idx", pa.array(moved.astype(np.int32), pa.int32()))
+    pq.write_table(table, path)
     return folder

@@ -27,6 +27,9 @@ FAULTS: dict[str, tuple[Callable[[Path, Path], Path], str, str]] = {
     "does_not_load": (faults.does_not_load, "shadow", "fleet"),
     "ten_times_slower": (faults.slower, "shadow", "latency_p99_ms"),
     "fails_on_five_percent": (faults.fails_sometimes, "shadow", "error_rate"),
+    # the same model with an item table mapping every index to another real item: the shadow
+    # compares catalog ids, so it stops here with no answer served to a user
+    "wrong_item_table": (faults.wrong_item_table, "shadow", "shadow_overlap"),
     # well-formed answers that ignore the user: caught online, by the replayed hit rate
     "popularity_only": (faults.popularity_only, "canary 10%", "hit_rate"),
 }

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,9 +36,11 @@ def _sessions(n: int = 40) -> HeldOut:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, answer: Answer, delay_s: float = 0.0) -> None:
+    def __init__(self, answer: Answer, together: int = 1) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.answer, self.delay_s = answer, delay_s
+        self.answer = answer
+        # each request is held until ``together`` requests are in the handler at once
+        self.together = threading.Barrier(together, timeout=60) if together > 1 else None
         self.bodies: list[dict[str, Any]] = []
         self.tokens: set[str] = set()
         self.in_flight = self.most_in_flight = 0
@@ -62,7 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             with server.lock:
                 server.bodies.append(body)
                 server.tokens.add(self.headers.get("Authorization", ""))
-            time.sleep(server.delay_s)
+            if server.together is not None:
+                server.together.wait()
             status, payload = server.answer(body)
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
@@ -76,8 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(answer: Answer, delay_s: float = 0.0) -> Iterator[tuple[str, _Server]]:
-    server = _Server(answer, delay_s)
+def serving(answer: Answer, together: int = 1) -> Iterator[tuple[str, _Server]]:
+    server = _Server(answer, together)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -169,20 +171,45 @@ def test_each_answer_is_tallied_by_version_and_arm() -> None:
     assert summary["arms"]["v2/canary"]["hits"] == 16 and summary["error_rate"] == 0.2
 
 
+class FakeTime:
+    """A clock that moves only when the replay sleeps (and the pauses it asked for)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def test_a_replay_is_bounded_in_time_and_paced() -> None:
     with serving(lambda body: (200, _answer(["a"]))) as (url, _):
-        report = replay(
-            [url], _sessions(), TOKEN, _settings(rate=20.0, max_requests=1000, max_s=0.5)
-        )
-        assert report.stopped == "time" and 9 <= report.sent <= 11
-        started = time.monotonic()
-        paced = replay([url], _sessions(), TOKEN, _settings(rate=100.0, max_requests=30))
-        assert time.monotonic() - started >= 0.29 and paced.sent == 30
+        fake = FakeTime()
+        settings = _settings(rate=20.0, max_requests=1000, max_s=0.5, concurrency=1)
+        report = replay([url], _sessions(), TOKEN, settings, clock=fake, sleep=fake.sleep)
+        # request i is due at i / 20 s: the ones due within 0.5 s are sent, the 11th is not
+        assert report.stopped == "time" and report.sent == 10
+        assert fake.sleeps == pytest.approx([0.05] * 9)
+        assert report.seconds == pytest.approx(0.45)
+
+        fake = FakeTime()
+        settings = _settings(rate=100.0, max_requests=30, concurrency=1)
+        paced = replay([url], _sessions(), TOKEN, settings, clock=fake, sleep=fake.sleep)
+        assert paced.stopped == "requests" and paced.sent == 30
+        # request i is sent once it is due, at i / 100 s from the start
+        assert fake.sleeps == pytest.approx([0.01] * 29)
 
 
 def test_at_most_concurrency_requests_are_in_flight() -> None:
-    with serving(lambda body: (200, _answer(["a"])), delay_s=0.05) as (url, server):
-        replay([url], _sessions(), TOKEN, _settings(concurrency=3, max_requests=24))
+    # the server holds requests until three are in the handler at once: the replay must send
+    # three together (or the barrier breaks and the requests fail), and never a fourth meanwhile
+    with serving(lambda body: (200, _answer(["a"])), together=3) as (url, server):
+        report = replay([url], _sessions(), TOKEN, _settings(concurrency=3, max_requests=24))
+    assert report.sent == 24 and not report.errors
     assert server.most_in_flight == 3
 
 

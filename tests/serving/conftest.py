@@ -14,7 +14,7 @@ from pipelines.core.params import ServeConfig
 from pipelines.serving.artifacts import optimize
 from pipelines.serving.items import write_item_table
 from pipelines.serving.server import state as run_state
-from pipelines.serving.server.registry import FolderRegistry
+from pipelines.serving.server.sources import VersionFolder
 from tests.model.conftest import FAST_OPTIMIZE, tiny_model, tiny_prepared
 
 __all__ = ["tiny_model", "tiny_prepared"]
@@ -56,10 +56,10 @@ def init_run(cfg: ServeConfig, folder: Path, version: str = "v1") -> None:
 
 
 @pytest.fixture
-def registry(served_folder: Path, tmp_path: Path) -> Path:
-    """A registry with the served folder as v1 and v2, and a tampered copy as v-bad."""
+def version_folder(served_folder: Path, tmp_path: Path) -> Path:
+    """A version folder with the served folder as v1 and v2, and a tampered copy as v-bad."""
     root = tmp_path / "registry"
-    reg = FolderRegistry(root)
+    reg = VersionFolder(root)
     reg.publish(served_folder, "v1")
     reg.publish(served_folder, "v2")
     bad = reg.publish(served_folder, "v-bad")

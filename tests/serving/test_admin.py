@@ -1,14 +1,13 @@
-"""The admin API in process: load from the registry, canary, shadow, promote, roll back, refuse."""
+"""The admin API in process: load from a version folder, canary, shadow, promote, roll back."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from pathlib import Path
 
 from starlette.testclient import TestClient
 
-from tests.serving.test_app import ADMIN_AUTH, AUTH, make_client, recommend
+from tests.serving.test_app import ADMIN_AUTH, AUTH, make_client, recommend, settle
 
 USERS = [f"user-{i}" for i in range(200)]
 
@@ -20,9 +19,9 @@ def admin(client: TestClient, path: str, body: object = None, status: int = 200)
 
 
 def test_canary_is_sticky_by_user_and_takes_its_share(
-    served_folder: Path, registry: Path, tmp_path: Path
+    served_folder: Path, version_folder: Path, tmp_path: Path
 ) -> None:
-    with make_client(served_folder, tmp_path, registry) as client:
+    with make_client(served_folder, tmp_path, version_folder) as client:
         state = admin(client, "/admin/load", {"version": "v2"})
         assert state["desired"]["staged"] == "v2" and state["converged"]
         state = admin(client, "/admin/canary", {"version": "v2", "weight": 0.3})
@@ -40,8 +39,8 @@ def test_canary_is_sticky_by_user_and_takes_its_share(
         assert arms == {"canary"}
 
 
-def test_promote_then_roll_back(served_folder: Path, registry: Path, tmp_path: Path) -> None:
-    with make_client(served_folder, tmp_path, registry) as client:
+def test_promote_then_roll_back(served_folder: Path, version_folder: Path, tmp_path: Path) -> None:
+    with make_client(served_folder, tmp_path, version_folder) as client:
         admin(client, "/admin/load", {"version": "v2"})
         admin(client, "/admin/canary", {"version": "v2", "weight": 0.5})
         state = admin(client, "/admin/promote", {})
@@ -55,19 +54,16 @@ def test_promote_then_roll_back(served_folder: Path, registry: Path, tmp_path: P
 
 
 def test_shadow_scores_copies_off_the_request_path(
-    served_folder: Path, registry: Path, tmp_path: Path
+    served_folder: Path, version_folder: Path, tmp_path: Path
 ) -> None:
-    with make_client(served_folder, tmp_path, registry) as client:
+    with make_client(served_folder, tmp_path, version_folder) as client:
         admin(client, "/admin/load", {"version": "v2"})
         admin(client, "/admin/shadow/start", {"version": "v2"})
         for i, user in enumerate(USERS[:30]):
             body = recommend(client, user, [f"unknown-{i}"] if i % 2 else [])
             assert body["model_version"] == "v1"  # the shadow never answers
+        settle(client)  # the copies are scored in the background
         service = client.app.state.service  # type: ignore[attr-defined]
-        for _ in range(100):  # the copies are scored in the background
-            if service.shadow_stats.scored == 30:
-                break
-            time.sleep(0.02)
         service.write_report()
         shadow = client.get("/admin/state", headers=ADMIN_AUTH).json()["workers"][0]["shadow"]
         assert shadow["version"] == "v2" and shadow["scored"] == 30
@@ -78,9 +74,9 @@ def test_shadow_scores_copies_off_the_request_path(
 
 
 def test_a_tampered_version_is_refused_and_the_current_one_keeps_serving(
-    served_folder: Path, registry: Path, tmp_path: Path
+    served_folder: Path, version_folder: Path, tmp_path: Path
 ) -> None:
-    with make_client(served_folder, tmp_path, registry) as client:
+    with make_client(served_folder, tmp_path, version_folder) as client:
         refused = admin(client, "/admin/load", {"version": "v-bad"}, status=409)
         assert "model.onnx" in refused["detail"] and "sha256" in refused["detail"]
         assert recommend(client, "u", [])["model_version"] == "v1"
@@ -91,26 +87,26 @@ def test_a_tampered_version_is_refused_and_the_current_one_keeps_serving(
 
 
 def test_an_unloadable_artifact_is_refused(
-    served_folder: Path, registry: Path, tmp_path: Path
+    served_folder: Path, version_folder: Path, tmp_path: Path
 ) -> None:
-    from pipelines.serving.server.registry import FolderRegistry
+    from pipelines.serving.server.sources import VersionFolder
 
     broken = tmp_path / "broken"
     broken.mkdir()
     for path in served_folder.iterdir():
         (broken / path.name).write_bytes(path.read_bytes())
     (broken / "model.onnx").write_bytes(b"not an onnx graph")  # recorded with its new sha256
-    FolderRegistry(registry).publish(broken, "v-broken")
-    with make_client(served_folder, tmp_path, registry) as client:
+    VersionFolder(version_folder).publish(broken, "v-broken")
+    with make_client(served_folder, tmp_path, version_folder) as client:
         refused = admin(client, "/admin/load", {"version": "v-broken"}, status=409)
         assert "v-broken refused" in refused["detail"]
         assert recommend(client, "u", [])["model_version"] == "v1"
 
 
 def test_admin_refusals_name_the_problem(
-    served_folder: Path, registry: Path, tmp_path: Path
+    served_folder: Path, version_folder: Path, tmp_path: Path
 ) -> None:
-    with make_client(served_folder, tmp_path, registry) as client:
+    with make_client(served_folder, tmp_path, version_folder) as client:
         cases = [
             ("/admin/load", {"version": "../../etc"}, 422, "version"),
             ("/admin/load", {"version": "v1/../../x"}, 422, "version"),
@@ -142,9 +138,9 @@ def test_tokens_keep_clients_and_admins_apart(served_folder: Path, tmp_path: Pat
 
 
 def test_unload_drops_a_canary_or_staged_version_and_keeps_what_serves(
-    served_folder: Path, registry: Path, tmp_path: Path
+    served_folder: Path, version_folder: Path, tmp_path: Path
 ) -> None:
-    with make_client(served_folder, tmp_path, registry) as client:
+    with make_client(served_folder, tmp_path, version_folder) as client:
         admin(client, "/admin/load", {"version": "v2"})
         admin(client, "/admin/canary", {"version": "v2", "weight": 0.5})
         state = admin(client, "/admin/unload", {"version": "v2"})
@@ -164,11 +160,11 @@ def test_unload_drops_a_canary_or_staged_version_and_keeps_what_serves(
 
 
 def test_the_model_latency_of_each_arm_is_measured(
-    served_folder: Path, registry: Path, tmp_path: Path
+    served_folder: Path, version_folder: Path, tmp_path: Path
 ) -> None:
     from tests.serving.test_app import metric
 
-    with make_client(served_folder, tmp_path, registry, cache={"enabled": False}) as client:
+    with make_client(served_folder, tmp_path, version_folder, cache={"enabled": False}) as client:
         for user in USERS[:20]:
             recommend(client, user, [])
         count = metric(client, "recflow_model_latency_seconds_count", version="v1", arm="stable")

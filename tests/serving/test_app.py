@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from pipelines.core.io import read_parquet
 from pipelines.serving.items import ItemTable
 from pipelines.serving.server.app import build_app
 from pipelines.serving.server.auth import Tokens
-from pipelines.serving.server.registry import FolderRegistry, KeyedHash
+from pipelines.serving.server.pseudonyms import KeyedHash
+from pipelines.serving.server.sources import VersionFolder
 from tests.serving.conftest import ADMIN, CLIENT, PSEUDONYM_KEY, init_run, serve_config
 
 AUTH = {"Authorization": f"Bearer {CLIENT}"}
@@ -27,7 +30,11 @@ def items(served_folder: Path) -> ItemTable:
 
 
 def make_client(
-    folder: Path, tmp: Path, registry: Path | None = None, **overrides: Any
+    folder: Path,
+    tmp: Path,
+    versions: Path | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    **overrides: Any,
 ) -> TestClient:
     cfg = serve_config(tmp, **overrides)
     init_run(cfg, folder)
@@ -35,8 +42,9 @@ def make_client(
         cfg,
         cfg.run_dir,
         Tokens((CLIENT,), ADMIN),
-        source=FolderRegistry(registry) if registry else None,
+        source=VersionFolder(versions) if versions else None,
         pseudonymize=KeyedHash(PSEUDONYM_KEY.encode()),
+        clock=clock,
     )
     return TestClient(app)
 
@@ -53,6 +61,18 @@ def recommend(client: TestClient, user: str, history: list[str], k: int = 5) -> 
     )
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def settle(client: TestClient) -> None:
+    """Wait, in the app's event loop, for the background work started so far (shadow copies,
+    request log windows): a test reads their results after they are done, not after a pause."""
+    service = client.app.state.service  # type: ignore[attr-defined]
+
+    async def finished() -> None:
+        await asyncio.gather(*list(service._tasks))
+
+    assert client.portal is not None, "the client must be entered (with make_client(...))"
+    client.portal.call(finished)
 
 
 def metric(client: TestClient, name: str, **labels: str) -> float:
@@ -88,7 +108,7 @@ def test_health_ready_metrics_and_schema(client: TestClient) -> None:
     assert "/recommend" in schema["paths"] and "RecommendRequest" in schema["components"]["schemas"]
     recommend(client, "u", [])
     text = client.get("/metrics").text
-    assert 'recflow_request_latency_seconds_bucket{arm="stable",le="0.02",version="v1"} 1.0' in text
+    assert 'recflow_request_latency_seconds_count{arm="stable",version="v1"} 1.0' in text
 
 
 def test_unknown_items_are_dropped_and_counted(client: TestClient, items: ItemTable) -> None:
@@ -141,31 +161,53 @@ def test_a_failing_model_answers_from_the_popularity_fallback(
 def test_a_model_past_its_deadline_answers_from_the_fallback(
     served_folder: Path, tmp_path: Path, items: ItemTable
 ) -> None:
+    # the model call cannot end before the deadline: it waits until the answer has come back
+    release = threading.Event()
     with make_client(served_folder, tmp_path, model_deadline_ms=20.0) as client:
         service = client.app.state.service  # type: ignore[attr-defined]
         model = service.arms.stable.batcher._model
 
-        def slow(padded: Any, k: int) -> Any:
-            time.sleep(0.2)
+        def stuck(padded: Any, k: int) -> Any:
+            release.wait(timeout=60)
             return model(padded, k)
 
-        service.arms.stable.batcher._model = slow
-        body = recommend(client, "u9", [str(items.ids[8]), str(items.ids[3])], k=3)
+        service.arms.stable.batcher._model = stuck
+        try:
+            body = recommend(client, "u9", [str(items.ids[8]), str(items.ids[3])], k=3)
+        finally:
+            release.set()
         assert body["fallback"] is True and len(body["items"]) == 3
         assert metric(client, "recflow_errors_total", kind="deadline") == 1
 
 
+class Clock:
+    """A clock that moves only when the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_rate_limit_answers_429_with_retry_after(served_folder: Path, tmp_path: Path) -> None:
     limits = {"requests_per_s": 1.0, "burst": 2}
-    with make_client(served_folder, tmp_path, rate_limit=limits) as client:
+    clock = Clock()
+    with make_client(served_folder, tmp_path, clock=clock, rate_limit=limits) as client:
         codes = [
             client.post("/recommend", json={"user_id": "u"}, headers=AUTH).status_code
             for _ in range(3)
         ]
         assert codes == [200, 200, 429]
         refused = client.post("/recommend", json={"user_id": "u"}, headers=AUTH)
-        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
         assert "rate" in refused.json()["detail"]
+        clock.now = 1.0  # one second refills one request
+        codes = [
+            client.post("/recommend", json={"user_id": "u"}, headers=AUTH).status_code
+            for _ in range(2)
+        ]
+        assert codes == [200, 429]
 
 
 def test_request_log_holds_pseudonyms_categories_and_prices(

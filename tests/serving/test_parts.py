@@ -1,4 +1,4 @@
-"""The server's parts on their own: cache, routing, rate limit, registry, item table, artifact
+"""The server's parts on their own: cache, routing, rate limit, version folder, item table, artifact
 choice, batching, desired state, admin rules and start-up checks."""
 
 from __future__ import annotations
@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from cachetools import TTLCache
 
 from pipelines.core.errors import InputError
+from pipelines.core.names import BadVersionName, check_version_name
+from pipelines.registry.names import check_version_id
 from pipelines.serving.backends.selection import Capabilities
 from pipelines.serving.items import ITEMS_FILE, ItemTable, write_item_table
 from pipelines.serving.manifest import ArtifactError
@@ -20,15 +24,10 @@ from pipelines.serving.server import admin as ops
 from pipelines.serving.server import state as run_state
 from pipelines.serving.server.batching import Batcher, ModelFailure
 from pipelines.serving.server.bundle import choose_artifact
-from pipelines.serving.server.cache import TTLCache
 from pipelines.serving.server.launch import prepare_run
-from pipelines.serving.server.registry import (
-    FolderRegistry,
-    KeyedHash,
-    RegistryError,
-    check_version_name,
-)
+from pipelines.serving.server.pseudonyms import KeyedHash
 from pipelines.serving.server.routing import RateLimiter, bucket, goes_to_canary, retry_after
+from pipelines.serving.server.sources import SourceError, VersionFolder
 from tests.serving.conftest import CLIENT, PSEUDONYM_KEY, serve_config
 
 
@@ -41,17 +40,38 @@ class Clock:
 
 
 def test_cache_evicts_the_least_recently_used_and_expires() -> None:
+    """The answer cache the service builds: LRU when full, a time to live on its clock."""
     clock = Clock()
-    cache: TTLCache[int] = TTLCache(2, ttl_s=10, clock=clock)
-    cache.put("a", 1)
-    cache.put("b", 2)
+    cache: TTLCache[str, int, float] = TTLCache(2, 10, timer=clock)
+    cache["a"] = 1
+    cache["b"] = 2
     assert cache.get("a") == 1  # "b" is now the least recently used
-    cache.put("c", 3)
+    cache["c"] = 3
     assert cache.get("b") is None and cache.get("a") == 1 and cache.get("c") == 3
-    clock.now = 10.5
-    assert cache.get("a") is None and len(cache) == 1
+    clock.now = 5.0
+    assert cache.get("a") == 1  # "c" is now the least recently used
+    cache["d"] = 4
+    assert cache.get("c") is None and cache.get("a") == 1
+    clock.now = 10.5  # "a" was stored at 0 (reading it does not renew it), "d" at 5
+    assert cache.get("a") is None and cache.get("d") == 4 and len(cache) == 1
     cache.clear()
     assert len(cache) == 0
+
+
+def test_the_service_cache_runs_on_the_service_clock_and_a_model_change_clears_it(
+    tmp_path: Path,
+) -> None:
+    from pipelines.serving.server.metrics import Metrics
+    from pipelines.serving.server.service import Service
+
+    clock = Clock()
+    cfg = serve_config(tmp_path, cache={"size": 2, "ttl_s": 10.0})
+    service = Service(cfg, tmp_path / "run", Metrics(), clock=clock)
+    service.cache[("v1", (), 5)] = (np.array([1]), np.array([1.0]))
+    clock.now = 9.0
+    assert service.cache.get(("v1", (), 5)) is not None
+    clock.now = 10.0
+    assert service.cache.get(("v1", (), 5)) is None
 
 
 def test_canary_routing_is_sticky_and_monotone_in_the_weight() -> None:
@@ -81,33 +101,40 @@ def test_rate_limiter_refills_per_token() -> None:
 @pytest.mark.parametrize("name", ["../x", "..", "a/b", "/abs", ".hidden", "", "a" * 65, "a b",
                                   "v1\x00", "ü"])  # fmt: skip
 def test_bad_version_names_are_refused(name: str) -> None:
-    with pytest.raises(RegistryError, match="is not a version name"):
+    with pytest.raises(BadVersionName, match="is not a version name"):
         check_version_name(name)
+    with pytest.raises(BadVersionName, match="is not a version name"):
+        VersionFolder(Path("versions")).fetch(name, Path("local"))
 
 
-def test_registry_fetch_verifies_every_object(served_folder: Path, tmp_path: Path) -> None:
-    registry = FolderRegistry(tmp_path / "registry")
-    registry.publish(served_folder, "v1")
-    with pytest.raises(RegistryError, match="exists already"):
-        registry.publish(served_folder, "v1")
-    local = registry.fetch("v1", tmp_path / "local")
+@pytest.mark.parametrize("version", ["0123456789abcdef", "f" * 16, "0" * 16])
+def test_model_registry_version_ids_are_version_names(version: str) -> None:
+    assert check_version_name(check_version_id(version)) == version
+
+
+def test_version_folder_fetch_verifies_every_object(served_folder: Path, tmp_path: Path) -> None:
+    versions = VersionFolder(tmp_path / "registry")
+    versions.publish(served_folder, "v1")
+    with pytest.raises(SourceError, match="exists already"):
+        versions.publish(served_folder, "v1")
+    local = versions.fetch("v1", tmp_path / "local")
     assert sorted(p.name for p in local.iterdir()) == sorted(
         p.name for p in served_folder.iterdir()
     )
-    assert registry.fetch("v1", tmp_path / "local") == local  # reused
+    assert versions.fetch("v1", tmp_path / "local") == local  # reused
     stored = tmp_path / "registry" / "v1" / ITEMS_FILE
     original = stored.read_bytes()
     stored.write_bytes(original + b"x")
     shutil.rmtree(local)
-    with pytest.raises(RegistryError, match=f"object {ITEMS_FILE} has sha256 .* refused"):
-        registry.fetch("v1", tmp_path / "local")
+    with pytest.raises(SourceError, match=f"object {ITEMS_FILE} has sha256 .* refused"):
+        versions.fetch("v1", tmp_path / "local")
     assert not (tmp_path / "local" / "v1").exists()  # nothing half-fetched is left
     stored.write_bytes(original)
     (tmp_path / "registry" / "v1" / "manifest.json").unlink()
-    with pytest.raises(RegistryError, match=r"object manifest\.json is missing"):
-        registry.fetch("v1", tmp_path / "local")
-    with pytest.raises(RegistryError, match="not in the registry"):
-        registry.fetch("v7", tmp_path / "local")
+    with pytest.raises(SourceError, match=r"object manifest\.json is missing"):
+        versions.fetch("v1", tmp_path / "local")
+    with pytest.raises(SourceError, match="not in the registry"):
+        versions.fetch("v7", tmp_path / "local")
 
 
 def test_keyed_hash_is_stable_keyed_and_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,7 +209,7 @@ def test_batcher_groups_concurrent_requests_into_one_call() -> None:
         return items, items.astype(np.float32)
 
     async def scenario(enabled: bool) -> list[int]:
-        batcher = Batcher(model, max_batch=64, max_wait_s=0.01, deadline_s=1.0, enabled=enabled)
+        batcher = Batcher(model, max_batch=64, max_wait_s=0.01, deadline_s=60.0, enabled=enabled)
         batcher.start()
         futures = [batcher.submit(np.array([0, i]), 3) for i in range(40)]
         answers = await asyncio.gather(*futures)
@@ -197,11 +224,15 @@ def test_batcher_groups_concurrent_requests_into_one_call() -> None:
 
 
 def test_batcher_fails_a_batch_that_misses_its_deadline() -> None:
-    def stuck(padded: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        import time
+    # the model call cannot end before the deadline: it waits until the failure is seen
+    release = threading.Event()
+    called = threading.Event()
 
-        time.sleep(0.3)
-        raise AssertionError("unreachable")
+    def stuck(padded: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        called.set()
+        release.wait(timeout=60)
+        items = np.ones((len(padded), k), dtype=np.int64)
+        return items, items.astype(np.float32)
 
     async def scenario() -> str:
         batcher = Batcher(stuck, max_batch=8, max_wait_s=0, deadline_s=0.05)
@@ -211,10 +242,12 @@ def test_batcher_fails_a_batch_that_misses_its_deadline() -> None:
         except ModelFailure as failure:
             return failure.kind
         finally:
+            release.set()
             await batcher.close()
         return "answered"
 
     assert asyncio.run(scenario()) == "deadline"
+    assert called.is_set()
 
 
 def _state(**kw: Any) -> run_state.DesiredState:
@@ -262,20 +295,20 @@ def test_start_up_refuses_what_cannot_serve(
     cfg = serve_config(tmp_path)
     monkeypatch.delenv("RECFLOW_API_TOKENS", raising=False)
     with pytest.raises(InputError, match="RECFLOW_API_TOKENS is not set"):
-        prepare_run(cfg, model=served_folder, registry=None, version=None, workers=1)
+        prepare_run(cfg, model=served_folder, versions=None, version=None, workers=1)
     monkeypatch.setenv("RECFLOW_API_TOKENS", CLIENT)
     monkeypatch.delenv("RECFLOW_PSEUDONYM_KEY", raising=False)
     with pytest.raises(InputError, match="RECFLOW_PSEUDONYM_KEY"):
-        prepare_run(cfg, model=served_folder, registry=None, version=None, workers=1)
+        prepare_run(cfg, model=served_folder, versions=None, version=None, workers=1)
     monkeypatch.setenv("RECFLOW_PSEUDONYM_KEY", PSEUDONYM_KEY)
     with pytest.raises(InputError, match="nothing to serve"):
-        prepare_run(cfg, model=None, registry=None, version=None, workers=1)
+        prepare_run(cfg, model=None, versions=None, version=None, workers=1)
     bare = tmp_path / "bare"
     shutil.copytree(served_folder, bare)
     (bare / ITEMS_FILE).unlink()
     with pytest.raises(InputError, match=r"items\.parquet not found"):
-        prepare_run(cfg, model=bare, registry=None, version=None, workers=1)
-    desired = prepare_run(cfg, model=served_folder, registry=None, version="dev", workers=1)
+        prepare_run(cfg, model=bare, versions=None, version=None, workers=1)
+    desired = prepare_run(cfg, model=served_folder, versions=None, version="dev", workers=1)
     assert desired.stable == "dev" and run_state.read_desired(cfg.run_dir) == desired
     settings = (cfg.run_dir / run_state.SETTINGS).read_text()
     assert CLIENT not in settings and PSEUDONYM_KEY not in settings  # secrets stay in env

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.errors import RecflowError
+from pipelines.core.names import BadVersionName
 from pipelines.serving.server import state as run_state
-from pipelines.serving.server.registry import ModelSource, RegistryError
 from pipelines.serving.server.service import Service
+from pipelines.serving.server.sources import ModelSource, SourceError
 from pipelines.serving.server.state import DesiredState
 
 
@@ -153,7 +154,7 @@ class Admin:
         source = self.source
         try:
             folder = await asyncio.to_thread(source.fetch, version, self.run_dir / "versions")
-        except RegistryError as exc:
+        except (SourceError, BadVersionName) as exc:
             raise AdminRefused(404 if "not in the registry" in str(exc) else 409, str(exc)) from exc
         try:
             await self.service.preload(version, folder)

@@ -33,18 +33,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pipelines.core.names import BadVersionName, check_version_name
 from pipelines.core.params import ServeConfig
 from pipelines.serving.server import admin as ops
 from pipelines.serving.server.auth import ADMIN_TOKEN_ENV, Tokens
 from pipelines.serving.server.metrics import Metrics
-from pipelines.serving.server.registry import (
-    FolderRegistry,
-    KeyedHash,
-    ModelSource,
-    Pseudonymizer,
-    RegistryError,
-    check_version_name,
-)
+from pipelines.serving.server.pseudonyms import KeyedHash, Pseudonymizer
 from pipelines.serving.server.requestlog import RequestLog, worker_name
 from pipelines.serving.server.routing import RateLimiter, retry_after
 from pipelines.serving.server.schema import (
@@ -58,6 +52,7 @@ from pipelines.serving.server.schema import (
     request_struct,
 )
 from pipelines.serving.server.service import NotReady, Service
+from pipelines.serving.server.sources import ModelSource, SourceError, VersionFolder
 from pipelines.serving.server.state import RUN_DIR_ENV, SETTINGS
 
 log = logging.getLogger("recflow.serve")
@@ -151,6 +146,7 @@ def build_app(
     source: ModelSource | None = None,
     pseudonymize: Pseudonymizer | None = None,
     workers: int = 1,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Starlette:
     """The application of one worker.
 
@@ -158,10 +154,12 @@ def build_app(
         cfg: The ``serve`` section.
         run_dir: The run folder with the desired state (see ``state``).
         tokens: Client and admin tokens.
-        source: Where ``/admin/load`` fetches versions from (None: no registry).
+        source: Where ``/admin/load`` fetches versions from (None: no source).
         pseudonymize: The keyed hash of user ids for the request log (required when the
             log is on).
         workers: Worker processes of the server: each enforces its share of the rate limit.
+        clock: Seconds on a monotonic clock, for the rate limit and the cache's time to live
+            (a test passes a fake one).
     """
     metrics = Metrics()
     request_log = None
@@ -171,11 +169,13 @@ def build_app(
         request_log = RequestLog(
             cfg.request_log.dir, cfg.request_log.window_s, cfg.request_log.max_rows, worker_name()
         )
-    service = Service(cfg, run_dir, metrics, pseudonymize, request_log)
+    service = Service(cfg, run_dir, metrics, pseudonymize, request_log, clock=clock)
     admin = ops.Admin(service, source, workers)
     decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(request_struct(cfg.limits))
     limiter = RateLimiter(
-        cfg.rate_limit.requests_per_s / workers, max(1.0, cfg.rate_limit.burst / workers)
+        cfg.rate_limit.requests_per_s / workers,
+        max(1.0, cfg.rate_limit.burst / workers),
+        clock=clock,
     )
     schema = json.dumps(openapi(cfg.limits)).encode()
     limit = cfg.limits.max_body_bytes
@@ -250,7 +250,7 @@ def build_app(
                 return _refusal(exc)
             except ops.AdminRefused as exc:
                 return _refusal(Refused(exc.status, "refused", str(exc)))
-            except RegistryError as exc:
+            except (SourceError, BadVersionName) as exc:
                 return _refusal(Refused(422, "invalid request", str(exc), "version"))
             return Response(_ENCODE(payload), media_type=_JSON)
 
@@ -361,7 +361,7 @@ def create_app() -> Starlette:
     run_dir = Path(os.environ[RUN_DIR_ENV])
     settings = json.loads((run_dir / SETTINGS).read_text(encoding="utf-8"))
     cfg = ServeConfig.model_validate(settings["config"])
-    source = FolderRegistry(Path(settings["registry"])) if settings.get("registry") else None
+    source = VersionFolder(Path(settings["registry"])) if settings.get("registry") else None
     pseudonymize = KeyedHash.from_env() if cfg.request_log.enabled else None
     return build_app(
         cfg,

@@ -14,17 +14,14 @@ from pathlib import Path
 
 from pipelines.core.errors import InputError
 from pipelines.core.io import write_json
+from pipelines.core.names import check_version_name
 from pipelines.core.params import ServeConfig
 from pipelines.serving.items import ItemTable
 from pipelines.serving.manifest import read_manifest
 from pipelines.serving.server import state as run_state
 from pipelines.serving.server.auth import ADMIN_TOKEN_ENV, API_TOKENS_ENV, Tokens
-from pipelines.serving.server.registry import (
-    FolderRegistry,
-    KeyedHash,
-    ModelSource,
-    check_version_name,
-)
+from pipelines.serving.server.pseudonyms import KeyedHash
+from pipelines.serving.server.sources import ModelSource, VersionFolder
 from pipelines.serving.server.state import MULTIPROC_ENV, RUN_DIR_ENV, SETTINGS
 
 log = logging.getLogger("recflow.serve")
@@ -56,7 +53,7 @@ def prepare_run(
     cfg: ServeConfig,
     *,
     model: Path | None,
-    registry: Path | None,
+    versions: Path | None,
     version: str | None,
     workers: int,
     source: ModelSource | None = None,
@@ -67,18 +64,20 @@ def prepare_run(
     Args:
         cfg: The ``serve`` section.
         model: An optimized folder served directly (no registry needed).
-        registry: A registry folder: the source of ``version`` and of admin loads.
-        version: The version to serve: its name in the registry, or the name given to
+        versions: A version folder (:class:`VersionFolder`): the source of ``version`` and of
+            admin loads (``recflow serve --registry``).
+        version: The version to serve: its name in the version source, or the name given to
             ``model`` (default: ``local-`` and the start of its model's sha256).
         workers: Worker processes.
-        source: Another registry than a folder (the model registry's store of a cloud): the
+        source: Another source than a folder (the model registry's store of a cloud): the
             source of ``version``; the workers' application (see :func:`serve`) opens it again
             from ``settings``.
         settings: More settings for the workers' application.
 
     Raises:
         InputError: No client token, no pseudonymization key while the request log is on,
-            neither or both of ``model`` and a registry version, or a model that cannot serve.
+            neither or both of ``model`` and a version from a source, or a model that cannot
+            serve.
     """
     tokens = Tokens.from_env()
     if not tokens.clients:
@@ -92,16 +91,16 @@ def prepare_run(
         shutil.rmtree(run_dir / sub, ignore_errors=True)
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     if model is not None:
-        if registry is not None and version is not None:
+        if versions is not None and version is not None:
             raise InputError("give --model or a registry --version to serve, not both")
         check_model_folder(model)
         name = version or f"local-{read_manifest(model).model_sha256[:12]}"
         folder = model.resolve()
-    elif (registry is not None or source is not None) and version is not None:
+    elif (versions is not None or source is not None) and version is not None:
         name = check_version_name(version)
         if source is None:
-            assert registry is not None
-            source = FolderRegistry(registry)
+            assert versions is not None
+            source = VersionFolder(versions)
         folder = source.fetch(version, run_dir / "versions")
         check_model_folder(folder)
     else:
@@ -117,7 +116,7 @@ def prepare_run(
         run_dir / SETTINGS,
         {
             "config": {**cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
-            "registry": str(registry.resolve()) if registry else None,
+            "registry": str(versions.resolve()) if versions else None,
             "workers": workers,
             **(settings or {}),
         },
@@ -129,7 +128,7 @@ def serve(
     cfg: ServeConfig,
     *,
     model: Path | None = None,
-    registry: Path | None = None,
+    versions: Path | None = None,
     version: str | None = None,
     source: ModelSource | None = None,
     app_factory: str = APP_FACTORY,
@@ -137,7 +136,7 @@ def serve(
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM: in-flight requests finish first).
 
-    ``source``, ``app_factory`` and ``settings`` serve from another registry than a folder:
+    ``source``, ``app_factory`` and ``settings`` serve from another source than a folder:
     the factory (``module:function``) builds each worker's application and its source of
     versions from the run folder's settings (see :func:`prepare_run`).
     """
@@ -147,7 +146,7 @@ def serve(
     desired = prepare_run(
         cfg,
         model=model,
-        registry=registry,
+        versions=versions,
         version=version,
         workers=workers,
         source=source,

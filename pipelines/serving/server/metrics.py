@@ -97,7 +97,7 @@ class Metrics:
         )
         self.shadow_overlap = Histogram(
             "recflow_shadow_overlap",
-            "Top-k overlap of the shadow model's answer with stable's",
+            "Top-k overlap, in catalog ids, of the shadow model's answer with stable's",
             ("version",),
             buckets=OVERLAP_BUCKETS,
             **kw,

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from pipelines.core.names import VERSION_NAME
 from pipelines.core.params import ServeLimits
-from pipelines.serving.server.registry import VERSION_NAME
 
 MAX_K = 100
 # ids are printable: no control characters, no lone surrogates (they cannot be encoded)

@@ -6,6 +6,10 @@ own :class:`~pipelines.serving.server.batching.Batcher`. A request is answered f
 else from its model through the batcher, else, when the model fails or misses its deadline,
 from the popularity fallback: the shelf is never empty.
 
+Each version encodes a request's catalog ids with its own item table and decodes its answer
+with it. The shadow does the same with its table, and its answer is compared with stable's as
+catalog ids: a version whose table maps indices to the wrong items shows up as a low overlap.
+
 Models change only through :meth:`Service.reconcile`, which applies the run folder's desired
 state: new versions load in a thread while the old ones keep serving, then the references are
 swapped in one step of the event loop. A request keeps the model it was routed to, so a swap
@@ -20,21 +24,22 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
+from cachetools import TTLCache
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import ServeConfig
 from pipelines.serving.server import state as run_state
 from pipelines.serving.server.batching import Answer, Batcher, ModelFailure
 from pipelines.serving.server.bundle import Bundle, load_bundle
-from pipelines.serving.server.cache import TTLCache
 from pipelines.serving.server.metrics import Metrics
-from pipelines.serving.server.registry import Pseudonymizer
+from pipelines.serving.server.pseudonyms import Pseudonymizer
 from pipelines.serving.server.requestlog import RequestLog, Row
 from pipelines.serving.server.routing import goes_to_canary
 
@@ -61,7 +66,11 @@ class Served:
 
 @dataclass
 class ShadowStats:
-    """Running totals of the shadow comparison in this worker."""
+    """Running totals of the shadow comparison in this worker.
+
+    The overlap of one copy is the share of stable's answered catalog ids that the shadow's
+    answer to the same history (encoded and decoded with the shadow's own item table) holds.
+    """
 
     version: str
     scored: int = 0
@@ -92,7 +101,12 @@ class _Arms:
 
 @dataclass
 class Service:
-    """The models of one worker and the answer to each request."""
+    """The models of one worker and the answer to each request.
+
+    The answer cache holds at most ``cfg.cache.size`` answers, each for ``cfg.cache.ttl_s``
+    seconds of ``clock``; the least recently used goes first when it is full, and every model
+    change clears it.
+    """
 
     cfg: ServeConfig
     run_dir: Path
@@ -104,6 +118,7 @@ class Service:
     generation: int = -1
     last_error: str | None = None
     shadow_stats: ShadowStats | None = None
+    clock: Callable[[], float] = time.monotonic
     _applied: tuple[int, int] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -111,7 +126,9 @@ class Service:
     _last_report: float = 0.0
 
     def __post_init__(self) -> None:
-        self.cache: TTLCache[Answer] = TTLCache(self.cfg.cache.size, self.cfg.cache.ttl_s)
+        self.cache: TTLCache[tuple[Any, ...], Answer, float] = TTLCache(
+            self.cfg.cache.size, self.cfg.cache.ttl_s, timer=self.clock
+        )
         self._deadline_s = self.cfg.model_deadline_ms / 1000
         self._housekeeping: asyncio.Task[None] | None = None
 
@@ -149,7 +166,7 @@ class Service:
             try:
                 await self.reconcile()
                 self._write_log_if_due(time.time())
-                if self.shadow_stats is not None and time.monotonic() - self._last_report > 1.0:
+                if self.shadow_stats is not None and self.clock() - self._last_report > 1.0:
                     self.write_report()
             except Exception:  # housekeeping must outlive any single failure
                 log.exception("housekeeping failed")
@@ -220,7 +237,7 @@ class Service:
             self._swap(desired)
             self.cache.clear()
             for key, answer in warm:
-                self.cache.put(key, answer)
+                self.cache[key] = answer
             self._retire(desired)
             self._applied = ident
             self.generation = desired.generation
@@ -316,7 +333,7 @@ class Service:
 
     def write_report(self) -> None:
         """Write :meth:`report` to the run folder."""
-        self._last_report = time.monotonic()
+        self._last_report = self.clock()
         run_state.write_report(self.run_dir, self.report())
 
     # ---------------------------------------------------------------- requests
@@ -334,8 +351,7 @@ class Service:
         if arms.canary is not None and goes_to_canary(user_id, arms.canary_weight):
             served, arm = arms.canary, "canary"
         bundle = served.bundle
-        index = bundle.items.index
-        known = [i for i in map(index.get, history) if i is not None]
+        known = bundle.items.encode(history)
         unknown = len(history) - len(known)
         max_len = bundle.recommender.max_len
         recent = tuple(known[-max_len:])
@@ -347,9 +363,7 @@ class Service:
         key = (bundle.version, recent, width)
         cached = self.cache.get(key) if self.cfg.cache.enabled else None
         fallback, reason = False, ""
-        row = np.zeros(max_len, dtype=np.int64)
-        if recent:
-            row[max_len - len(recent) :] = recent
+        row = _row(recent, max_len)
         if cached is not None:
             items, scores = cached[0][:k], cached[1][:k]
         else:
@@ -365,18 +379,18 @@ class Service:
                     time.perf_counter() - asked
                 )
                 if self.cfg.cache.enabled:
-                    self.cache.put(key, answer)
+                    self.cache[key] = answer
                 items, scores = answer[0][:k], answer[1][:k]
+        answered = bundle.items.decode(items.tolist())
         if arms.shadow is not None and arm == "stable" and not fallback:
-            self._shadow(arms.shadow, row, width, items)
-        ids = bundle.items.ids
+            self._shadow(arms.shadow, history, answered)
         body = _ENCODE(
             {
                 "model_version": bundle.version,
                 "arm": arm,
                 "items": [
-                    {"item_id": ids[i], "score": s}
-                    for i, s in zip(items.tolist(), scores.tolist(), strict=True)
+                    {"item_id": item_id, "score": s}
+                    for item_id, s in zip(answered, scores.tolist(), strict=True)
                 ],
                 "fallback": fallback,
             }
@@ -457,7 +471,11 @@ class Service:
         if not task.cancelled() and task.exception() is not None:
             log.error("request log window not written: %s", task.exception())
 
-    def _shadow(self, shadow: Served, row: np.ndarray, width: int, stable: np.ndarray) -> None:
+    def _shadow(self, shadow: Served, history: Sequence[str], stable: list[str]) -> None:
+        """Score a copy of a stable request on the shadow, off the request path.
+
+        At most ``cfg.shadow_max_pending`` copies wait at once; more are skipped and counted.
+        """
         stats = self.shadow_stats
         if stats is None:
             return
@@ -467,17 +485,23 @@ class Service:
             return
         self._shadow_pending += 1
         task = asyncio.get_running_loop().create_task(
-            self._score_shadow(shadow, stats, row, width, stable)
+            self._score_shadow(shadow, stats, history, stable)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _score_shadow(
-        self, shadow: Served, stats: ShadowStats, row: np.ndarray, width: int, stable: np.ndarray
+        self, shadow: Served, stats: ShadowStats, history: Sequence[str], stable: list[str]
     ) -> None:
-        started = time.perf_counter()
+        """The shadow's answer to ``history`` (catalog ids, encoded with the shadow's own item
+        table), decoded to catalog ids and compared with stable's answer ``stable``."""
+        table = shadow.bundle.items
+        max_len = shadow.bundle.recommender.max_len
+        k = min(len(stable), table.n_items)
         try:
-            items, _ = await shadow.batcher.submit(row, width)
+            row = _row(table.encode(history)[-max_len:], max_len)
+            started = time.perf_counter()
+            items, _ = await shadow.batcher.submit(row, k)
         except ModelFailure:
             stats.failed += 1
             self.metrics.shadow.labels(shadow.version, "failed").inc()
@@ -485,8 +509,8 @@ class Service:
         finally:
             self._shadow_pending -= 1
         latency = time.perf_counter() - started
-        k = len(stable)
-        overlap = len(set(items[:k].tolist()) & set(stable.tolist())) / max(k, 1)
+        answered = set(table.decode(items[:k].tolist()))
+        overlap = len(answered & set(stable)) / max(len(stable), 1)
         stats.scored += 1
         stats.overlap_sum += overlap
         stats.latency_sum_s += latency
@@ -494,3 +518,11 @@ class Service:
         m.shadow.labels(shadow.version, "scored").inc()
         m.shadow_overlap.labels(shadow.version).observe(overlap)
         m.shadow_latency.labels(shadow.version).observe(latency)
+
+
+def _row(recent: Sequence[int], max_len: int) -> np.ndarray:
+    """One left-padded history row of item indices (the newest ``max_len`` kept by the caller)."""
+    row = np.zeros(max_len, dtype=np.int64)
+    if recent:
+        row[max_len - len(recent) :] = recent
+    return row
