@@ -64,7 +64,7 @@ run: setup ## Run the chain on the embedded default (Airflow DAG, ending deploye
 airflow: setup ## Open the Airflow UI for this project on 127.0.0.1 (AIRFLOW_PORT, default 8080)
 	@$(BIN)/python -m pipelines.main_job.ui --port $(AIRFLOW_PORT)
 
-test: setup ## Run the whole test suite (unit, data, dags, model, integration)
+test: setup ## Run the whole test suite (unit, data, model, serving, registry, rollout, dags, integration)
 	$(BIN)/python -m pytest
 
 test-fast: setup ## Run the tests not marked slow

@@ -316,7 +316,7 @@ def recflow_child(args: argparse.Namespace) -> int:
     """
     # imported here so that their import time falls inside the measured process
     from pipelines.core.params import RunConfig, TrainConfig
-    from pipelines.model.ranking import evaluate
+    from pipelines.model.ranking import ranking_metrics
     from pipelines.model.saved import load_model
     from pipelines.model.training.loop import train
 
@@ -363,7 +363,9 @@ def recflow_child(args: argparse.Namespace) -> int:
         targets = [u["test"] for u in users]
         summary["test"] = {
             name: _named(
-                evaluate(model.score, histories, targets, ks=(10,), ties="topk", mask_history=mask)
+                ranking_metrics(
+                    model.score, histories, targets, ks=(10,), ties="topk", mask_history=mask
+                )
             )
             for name, mask in (("unmasked", False), ("masked", True))
         }

@@ -67,7 +67,8 @@ with DAG(
         ),
     },
 ):
-    # one task per stage of the registry (pipelines/stages), with the registry's edges:
-    # set_logical_date >> generate >> ingest >> validate >> prepare >> train >> optimize
-    # >> evaluate, plus prepare and train >> the later stages that read their outputs
+    # one task per stage of the stage table (pipelines/stages/table.py), with its edges:
+    # set_logical_date >> pin_production >> generate >> ingest >> validate >> prepare >> train
+    # >> optimize >> evaluate >> register >> deploy, plus prepare and train >> the later stages
+    # that read their outputs, and pin_production >> evaluate (the production pin it compares)
     chain_tasks(PARAMS, ROOT)

@@ -25,8 +25,8 @@ from pipelines.core.errors import ImmutableDataError
 from pipelines.core.io import atomic_dir, sha256_file, write_json, write_parquet
 from pipelines.core.params import IngestConfig, RunConfig
 from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
+from pipelines.data.batch_window import batch_window
 from pipelines.data.sources.loaders import load_source
-from pipelines.data.window import batch_window
 
 log = logging.getLogger("recflow.ingest")
 

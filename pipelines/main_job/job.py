@@ -48,7 +48,7 @@ from pipelines.main_job.progress import (
     duration,
 )
 from pipelines.registry.loopback import loopback_unless_given
-from pipelines.stages.registry import STAGES
+from pipelines.stages.table import STAGES
 
 Echo = Callable[[str], None]
 # the lines of a failed command's output shown on the console

@@ -137,7 +137,7 @@ def metric_names(ks: Sequence[int] = KS) -> list[str]:
     return [f"{name}@{k}" for k in ks for name in METRIC_NAMES]
 
 
-def evaluate(
+def ranking_metrics(
     score_fn: ScoreFn,
     histories: Sequence[Sequence[int]] | Sequence[np.ndarray],
     targets: Sequence[int] | np.ndarray,

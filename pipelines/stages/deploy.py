@@ -3,29 +3,24 @@
     recflow deploy VERSION [--dry-run]            roll VERSION out (or resume its rollout)
     recflow deploy --from-alias candidate         the version an alias names (the DAG's task)
     recflow deploy --rollback --reason R [VERSION]
-    recflow deploy approve [--reason R]           let a rollout waiting after private go on
-    recflow deploy status [VERSION]               where a rollout stands
-    recflow deploy manifests --cloud C [--version V] [--out FILE]
 
 After ``register``: per target of ``deploy.targets`` (private, then public), an infra check,
 a shadow bake, canary steps and full, each step judged against stable; a failed step rolls
 everything back and fails the task. The fleets are local server processes started for the
 rollout and stopped when it ends; the rollout record under ``deploy.run_dir`` lets a killed
 controller resume. Deployment is a side effect on the fleets and the registry, so this is not
-a DVC stage.
+a DVC stage. The operator commands beside it (``recflow deploy approve|status|manifests``)
+are in ``pipelines/commands/deploy.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import yaml
 
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.errors import InputError, RecflowError
@@ -35,14 +30,12 @@ from pipelines.registry import lineage
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import open_registry
 from pipelines.registry.names import check_version_id
-from pipelines.rollout.controller import Context, approve, deploy, request_rollback
-from pipelines.rollout.kubernetes import render_manifests
+from pipelines.rollout.context import Context
+from pipelines.rollout.controller import deploy
 from pipelines.rollout.plan import plan_lines
-from pipelines.rollout.record import Records
+from pipelines.rollout.rollback import request_rollback
 
 log = logging.getLogger("recflow.deploy")
-
-SUBCOMMANDS = ("approve", "status", "manifests")
 
 
 def _context(params_file: Path, prepared: Path) -> Context:
@@ -76,7 +69,7 @@ def _from_alias(ctx: Context, alias: str) -> str:
     return state.version
 
 
-def _deploy(argv: Sequence[str]) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     parser = stage_parser("recflow deploy", "Roll a registered version out to the fleets.")
     parser.add_argument("version", type=_version, nargs="?", help="the version to deploy")
     parser.add_argument("--from-alias", default=None, help="deploy the version this alias names")
@@ -113,70 +106,6 @@ def _deploy(argv: Sequence[str]) -> int:
         ", ".join(f"{t.cloud} {t.phase}" for t in record.targets),
     )
     return 0
-
-
-def _approve(argv: Sequence[str]) -> int:
-    parser = stage_parser("recflow deploy approve", "Let a waiting rollout go on.")
-    parser.add_argument("--reason", default="approved", help="why, for the record")
-    args = parser.parse_args(argv)
-    record = approve(_context(args.params, Path("data/prepared")), args.reason)
-    print(f"approved: the rollout of {record.version} goes on ({record.where()})")
-    return 0
-
-
-def _status(argv: Sequence[str]) -> int:
-    parser = stage_parser("recflow deploy status", "Where a rollout stands.")
-    parser.add_argument("version", type=_version, nargs="?")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    ctx = _context(args.params, Path("data/prepared"))
-    records = Records(ctx.run_dir)
-    record = records.load(args.version) if args.version else records.latest()
-    if record is None:
-        raise InputError("no rollout yet" if not args.version else f"no rollout of {args.version}")
-    if args.json:
-        print(json.dumps(record.to_json(), indent=2, sort_keys=True))
-        return 0
-    print(f"rollout of {record.version}: {record.status} ({record.where()})")
-    for target in record.targets:
-        steps = ", ".join(f"{s['step']} {s['outcome']}" for s in target.steps) or "no steps yet"
-        print(f"  {target.cloud}: {target.phase}; stable {target.stable}; {steps}")
-        if target.note:
-            print(f"    {target.note}")
-    if record.failure:
-        print(f"  failure: {record.failure.get('reason')}")
-    return 0
-
-
-def _manifests(argv: Sequence[str]) -> int:
-    parser = stage_parser("recflow deploy manifests", "Serving manifests for a cloud.")
-    parser.add_argument("--cloud", choices=("private", "public"), required=True)
-    parser.add_argument("--version", type=_version, default=None, help="default: production")
-    parser.add_argument("--out", type=Path, default=None, help="a YAML file (default: stdout)")
-    args = parser.parse_args(argv)
-    ctx = _context(args.params, Path("data/prepared"))
-    version = args.version
-    if version is None:
-        registry = open_registry(ctx.params, ctx.root)
-        state = read_alias(registry.store(args.cloud), registry.cfg.promote_alias)
-        if state is None:
-            raise InputError(f"nothing is production in {args.cloud}: give --version")
-        version = state.version
-    text = yaml.safe_dump_all(render_manifests(ctx.params, args.cloud, version), sort_keys=False)
-    if args.out is None:
-        print(text, end="")
-    else:
-        from pipelines.core.io import write_text
-
-        write_text(args.out, text)
-    return 0
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in SUBCOMMANDS:
-        return {"approve": _approve, "status": _status, "manifests": _manifests}[args[0]](args[1:])
-    return _deploy(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,9 @@
-"""The task factory: each stage of the registry becomes one Airflow task on the chosen backend.
+"""The task factory: each stage of the stage table becomes one Airflow task on the chosen backend.
 
 Both backends run the same script around the stage command (``recflow_airflow.scripts``): skip
 when DVC finds the stage up to date, else run the command and record it with ``dvc commit``, so
 an Airflow run leaves the same ``dvc.lock`` as ``dvc repro``. :func:`chain_tasks` builds every
-task of the registry and wires the edges the registry declares.
+task of the table and wires the edges the table declares.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import BaseOperator
 
 from pipelines.core.params import Params
-from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES, stage
+from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, stage
 from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, stage_script
 
 
@@ -39,7 +39,7 @@ def stage_task(name: str, params: Params, root: Path) -> BaseOperator:
     """Build the task for stage ``name`` on the backend ``params.execution.backend`` names.
 
     Args:
-        name: The stage's name in the registry (``pipelines.stages.STAGES``).
+        name: The stage's name in the stage table (``pipelines.stages.table.STAGES``).
         params: The project's params.
         root: The project root; local tasks run there.
 
@@ -68,7 +68,7 @@ def stage_task(name: str, params: Params, root: Path) -> BaseOperator:
 
 
 def chain_tasks(params: Params, root: Path) -> dict[str, BaseOperator]:
-    """Every stage of the registry as a task of the DAG being defined, with its edges.
+    """Every stage of the table as a task of the DAG being defined, with its edges.
 
     Call inside a ``with DAG(...)`` block.
 
@@ -77,7 +77,7 @@ def chain_tasks(params: Params, root: Path) -> dict[str, BaseOperator]:
         root: The project root.
 
     Returns:
-        Task by stage name, in the registry's order.
+        Task by stage name, in the table's order.
     """
     tasks = {spec.name: stage_task(spec.name, params, root) for spec in STAGES}
     for spec in STAGES:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.params import ConfigError, Params
-from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES, StageSpec, stage
+from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, StageSpec, stage
 from recflow_airflow.pods import (
     WORKSPACE_VOLUME,
     gpu_resources,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.params import Params
-from pipelines.stages.registry import STAGES, stage_command
+from pipelines.stages.table import STAGES, stage_command
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,13 @@ def task_script(task: Any) -> str:
 def parity_problems(dvc_stages: dict[str, DvcStage], dag: Any, params: Params) -> list[str]:
     """Every way ``dag`` differs from the DVC pipeline; empty when they agree.
 
-    Compares the registry's commands (after templating) with DVC's resolved ``cmd``s, checks
+    Compares the stage table's commands (after templating) with DVC's resolved ``cmd``s, checks
     each task runs its command as one line of its script, and compares the edges between the
     DAG's DVC stages with DVC's graph: ``a >> b`` exactly when ``b`` depends on an output of ``a``.
 
     Args:
         dvc_stages: The pipeline as ``read_dvc_stages`` returns it.
-        dag: The Airflow DAG built from the registry.
+        dag: The Airflow DAG built from the stage table.
         params: The params the DAG was built with.
 
     Returns:
@@ -82,9 +82,9 @@ def parity_problems(dvc_stages: dict[str, DvcStage], dag: Any, params: Params) -
     tasks = {task.task_id: task for task in dag.tasks}
 
     for name in sorted(set(dvc_stages) - set(tracked)):
-        problems.append(f"stage {name!r} is in dvc.yaml but not in the stage registry")
+        problems.append(f"stage {name!r} is in dvc.yaml but not in the stage table")
     for name in sorted(set(tracked) - set(dvc_stages)):
-        problems.append(f"stage {name!r} is in the stage registry but not in dvc.yaml")
+        problems.append(f"stage {name!r} is in the stage table but not in dvc.yaml")
     for name in sorted(set(tracked) - set(tasks)):
         problems.append(f"stage {name!r} has no task in DAG {dag.dag_id!r}")
 

@@ -10,7 +10,7 @@ by Airflow, never through the command text.
 from __future__ import annotations
 
 from pipelines.core.params import Params
-from pipelines.stages.registry import StageSpec, stage_command
+from pipelines.stages.table import StageSpec, stage_command
 
 # A manual run may carry a date in its trigger form; else the run's logical date, and a run
 # triggered without one (Airflow 3) falls back to when it was due to run.

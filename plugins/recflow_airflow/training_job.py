@@ -9,7 +9,9 @@ is read from it and rank 0 writes checkpoints and the model to it; a restarted g
 from the last checkpoint there.
 
 Everything here is plain data, rendered from ``params.yaml`` and checked against the
-Kubernetes schema in tests, without a cluster.
+Kubernetes schema in tests, without a cluster. Only the tests call the renderer so far: no task
+of the DAG applies these manifests yet (the ``train`` task runs torchrun on one node, locally or
+in its stage pod), and wiring it in is still to come.
 """
 
 from __future__ import annotations
@@ -18,19 +20,13 @@ import shlex
 from typing import Any
 
 from pipelines.core.params import Params
+from pipelines.stages.table import stage
 from recflow_airflow.pods import gpu_resources, labels, security_context, workspace_volume
 
 JOB_NAME = "recflow-train"
-TRAIN_ARGS = (
-    "-m",
-    "pipelines.stages.train",
-    "--params",
-    "params.yaml",
-    "--prepared",
-    "data/prepared",
-    "--out",
-    "models/candidate",
-)
+# the train stage's module and arguments from the stage table (its launcher, torchrun on one
+# node, is replaced by the multi-node torchrun below)
+TRAIN_ARGS = ("-m", stage("train").module, *stage("train").args)
 
 
 def rendezvous_endpoint(params: Params, job_name: str = JOB_NAME) -> str:

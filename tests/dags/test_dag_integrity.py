@@ -15,7 +15,7 @@ import pytest
 from recflow_airflow.project import PROJECT_ROOT_ENV, project_root
 from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE
 
-from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES
+from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES
 
 DAG_ID = "recsys_retrain"
 EXPECTED_TASKS = [
@@ -39,7 +39,7 @@ def test_dag_folder_parses_without_errors(dagbag: Any) -> None:
     assert sorted(dagbag.dag_ids) == [DAG_ID]
 
 
-def test_tasks_and_edges_follow_the_registry(dag: Any) -> None:
+def test_tasks_and_edges_follow_the_stage_table(dag: Any) -> None:
     assert [t.task_id for t in dag.topological_sort()] == EXPECTED_TASKS
     for spec in STAGES:
         assert set(dag.get_task(spec.name).upstream_task_ids) == set(spec.upstream), spec.name

@@ -15,7 +15,7 @@ from recflow_airflow.pods import GPU_RESOURCE
 from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, stage_script
 
 from pipelines.core.params import ConfigError, Params
-from pipelines.stages.registry import LOGICAL_DATE_ENV, STAGES, stage, stage_command
+from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, stage, stage_command
 
 K8S_VERSION = kubernetes_validate.latest_version()
 

@@ -85,8 +85,8 @@ def _drop_stage(stages: dict[str, Any]) -> None:
         (_drift_template, "stage 'ingest': command differs"),
         (_drop_edge, "edge validate >> prepare is in the DAG but not in dvc.yaml"),
         (_add_edge, "edge ingest >> prepare is in dvc.yaml but not in the DAG"),
-        (_add_stage, "stage 'serve' is in dvc.yaml but not in the stage registry"),
-        (_drop_stage, "stage 'generate' is in the stage registry but not in dvc.yaml"),
+        (_add_stage, "stage 'serve' is in dvc.yaml but not in the stage table"),
+        (_drop_stage, "stage 'generate' is in the stage table but not in dvc.yaml"),
     ],
     ids=[
         "command",
@@ -116,7 +116,7 @@ def test_unmodified_copy_has_no_drift(
 def test_task_running_another_command_is_reported(
     project_stages: Any, dag: Any, params: Any
 ) -> None:
-    # a task whose script no longer runs the registry's command, e.g. edited by hand
+    # a task whose script no longer runs the table's command, e.g. edited by hand
     tasks = [
         SimpleNamespace(
             task_id=t.task_id,

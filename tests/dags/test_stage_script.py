@@ -14,7 +14,7 @@ from recflow_airflow.execution import task_env
 from recflow_airflow.scripts import stage_script
 
 from pipelines.core.params import load_params
-from pipelines.stages.registry import LOGICAL_DATE_ENV, StageSpec, stage_command
+from pipelines.stages.table import LOGICAL_DATE_ENV, StageSpec, stage_command
 
 # a harmless stage: it rewrites the date in its own output file, a copy of params.yaml
 STAMP = StageSpec(

@@ -17,6 +17,7 @@ from recflow_airflow.training_job import (
 )
 
 from pipelines.core.params import Params
+from pipelines.stages.table import stage, stage_command
 
 K8S_VERSION = kubernetes_validate.latest_version()
 
@@ -76,6 +77,13 @@ def test_topology_follows_params(params: Params, nodes: int, procs: int, gpus: i
         assert limits[GPU_RESOURCE] == container["resources"]["requests"][GPU_RESOURCE] == str(gpus)
     else:
         assert GPU_RESOURCE not in limits
+
+
+def test_the_job_runs_the_train_stages_own_command(params: Params) -> None:
+    """After torchrun's options, the trainer's module and arguments as the DAG and DVC run them."""
+    argv = shlex.split(_container(render_job(params))["command"][2])
+    local = shlex.split(stage_command(stage("train"), params))
+    assert argv[argv.index("-m") :] == local[local.index("-m") :]
 
 
 def test_workspace_and_shared_memory_are_mounted(params: Params) -> None:

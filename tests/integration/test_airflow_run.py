@@ -20,7 +20,7 @@ import yaml
 from pipelines.core.params import load_params
 from pipelines.main_job.airflow_cli import DAG_ID
 from pipelines.main_job.figures import key_figure
-from pipelines.stages.registry import STAGES
+from pipelines.stages.table import STAGES
 from tests.integration.conftest import (
     AirflowCli,
     JobRun,
@@ -127,7 +127,7 @@ def test_the_gated_model_is_registered_replicated_and_promoted(
         ("production", "public", version),
     ]
     assert entries[0].change["run"]["dag_id"] == DAG_ID
-    assert entries[0].change["reason"] == "gate verdict pass (bootstrap rule)"
+    assert entries[0].change["reason"] == "gate verdict pass (first-model rule)"
     # the first rollout: nothing served before, so a bake against the popularity fallback
     assert entries[2].change["reason"] == "rollout passed in private: infra, bake"
     assert entries[3].change["run"]["task_id"] == "deploy"
@@ -269,7 +269,7 @@ def test_second_run_judges_the_candidate_against_the_first_runs_production(
     first_run: JobRun, airflow_project: Path
 ) -> None:
     """The first run promoted its model; the second pins it as production: the gate judges the
-    candidate again against it (no bootstrap), and every other stage is up to date."""
+    candidate again against it (no first-model rule), and every other stage is up to date."""
     assert first_run.returncode == 0, first_run.failure()
     lock_before = yaml.safe_load((airflow_project / "dvc.lock").read_text())["stages"]
     again = run_main_job(airflow_project, "--logical-date", RUN_DATE)

@@ -65,7 +65,7 @@ def test_saved_model_reproduces_the_test_scores(
     trained: tuple[TrainResult, Path], tiny_prepared: Path
 ) -> None:
     from pipelines.data.prepared import load_prepared
-    from pipelines.model.ranking import evaluate
+    from pipelines.model.ranking import ranking_metrics
     from pipelines.model.sasrec import ModelSpec
 
     result, out = trained
@@ -74,7 +74,7 @@ def test_saved_model_reproduces_the_test_scores(
     model = SASRec(ModelSpec(**saved["spec"]), data.item_category)
     model.load_state_dict(saved["model"])
     model.eval()
-    test = evaluate(model.score, data.test_history, data.test_target)
+    test = ranking_metrics(model.score, data.test_history, data.test_target)
     assert test == pytest.approx(result.test, abs=1e-6)
     top = model.score(torch.from_numpy(left_pad(data.test_history[:50], 20))).topk(20).indices
     assert not (top == 0).any()
@@ -231,7 +231,7 @@ def test_checkpoint_of_other_data_is_not_resumed(tiny_prepared: Path, tmp_path: 
 def test_windows_with_a_stride_cover_old_steps_of_long_sequences() -> None:
     import numpy as np
 
-    from pipelines.model.training.windows import training_windows as _windows
+    from pipelines.model.training.examples import training_windows as _windows
 
     long = np.arange(1, 13)  # 12 steps, windows of max_len + 1 = 5
     short = np.array([7, 8, 9])
@@ -254,7 +254,7 @@ def test_windows_with_a_stride_cover_old_steps_of_long_sequences() -> None:
 def test_newest_window_targets_train_every_step_once() -> None:
     import numpy as np
 
-    from pipelines.model.training.windows import older_targets, training_windows
+    from pipelines.model.training.examples import older_targets, training_windows
 
     long = np.arange(1, 13)  # 12 steps, windows of max_len + 1 = 5
     short = np.array([7, 8, 9])

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.commands.deploy import main as command
 from pipelines.registry.promotion import promote
 from pipelines.rollout.record import Records, RolloutRecord, TargetRecord
 from pipelines.stages.deploy import main
@@ -89,9 +90,9 @@ def test_status_approve_and_rollback_without_a_rollout(
 ) -> None:
     project: Project = make_project()
     params = ["--params", str(project.params_file)]
-    assert main(["status", *params]) == 2
+    assert command(["status", *params]) == 2
     assert "no rollout yet" in capsys.readouterr().err
-    assert main(["approve", *params]) == 2
+    assert command(["approve", *params]) == 2
     assert "no rollout waits for approval (latest rollout: none yet)" in capsys.readouterr().err
     assert main(["--rollback", "--reason", "why", *params]) == 2
     assert "there was no rollout yet" in capsys.readouterr().err
@@ -130,12 +131,12 @@ def test_status_says_where_a_rollout_stands(
     )
     Records(project.root / "deploy").save(record)
     params = ["--params", str(project.params_file)]
-    assert main(["status", *params]) == 0
+    assert command(["status", *params]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
         "rollout of 0123456789abcdef: running (public canary)",
         "  private: done; stable fedcba9876543210; infra pass, shadow pass",
         "  public: canary; stable fedcba9876543210; no steps yet",
     ]
-    assert main(["status", "0123456789abcdef", "--json", *params]) == 0
+    assert command(["status", "0123456789abcdef", "--json", *params]) == 0
     assert json.loads(capsys.readouterr().out)["targets"][1]["canary_step"] == 1

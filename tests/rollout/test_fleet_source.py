@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from pipelines.core.names import BadVersionName
 from pipelines.registry.names import file_key
 from pipelines.registry.registration import register
 from pipelines.rollout.fleet.source import StoreSource, open_source, store_settings
-from pipelines.serving.server.registry import RegistryError
+from pipelines.serving.server.sources import SourceError
 from tests.rollout.conftest import PROJECT_ROOT, Project
 
 
@@ -42,7 +43,7 @@ def test_a_tampered_object_is_refused_and_nothing_is_left(
     version = project.version(served_folder, "v1")
     onnx = project.root / "stores" / "public" / file_key(version, "optimized/model.onnx")
     onnx.write_bytes(onnx.read_bytes()[:-4] + b"evil")
-    with pytest.raises(RegistryError, match=f"version {version} refused: .*model.onnx"):
+    with pytest.raises(SourceError, match=f"version {version} refused: .*model.onnx"):
         StoreSource(project.registry().store("public")).fetch(version, tmp_path / "versions")
     assert not (tmp_path / "versions" / version).exists()
 
@@ -63,7 +64,7 @@ def test_a_public_fleet_never_reads_the_private_store(
     )
     version = register(registry.record, candidate, {"format": 1}, lambda: b"k" * 32, ()).version.id
     assert StoreSource(registry.store("private")).fetch(version, tmp_path / "a").is_dir()
-    with pytest.raises(RegistryError, match=r"is not in the registry .*'public'"):
+    with pytest.raises(SourceError, match=r"is not in the registry .*'public'"):
         StoreSource(registry.store("public")).fetch(version, tmp_path / "b")
     settings = store_settings(project.params_file, project.root, "public")
     assert open_source(settings).store.name == "public"
@@ -73,7 +74,7 @@ def test_bad_version_names_never_reach_a_store(make_project: Any, tmp_path: Path
     project: Project = make_project()
     source = StoreSource(project.registry().store("private"))
     for name in ("../etc", "", "a" * 80):
-        with pytest.raises(RegistryError, match="is not a version name"):
+        with pytest.raises(BadVersionName, match="is not a version name"):
             source.fetch(name, tmp_path)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from pipelines.data.sequences import left_pad
 from pipelines.model.baselines import ItemTransition, MostPopular, item_counts
-from pipelines.model.ranking import evaluate
+from pipelines.model.ranking import ranking_metrics
 
 # 5 items; transitions: 1->2 twice, 1->3 once, 2->3 once, 3->1 once, 4->5 once
 TRAIN = [
@@ -64,11 +64,11 @@ def test_baseline_metrics_by_hand() -> None:
     histories = [np.array([1]), np.array([2]), np.array([5])]
     targets = [3, 3, 4]
     # most popular ranks 1, 2, 3 (ties by index), 4, 5: target 3 -> rank 2, target 4 -> rank 3
-    popular = evaluate(MostPopular(TRAIN, N_ITEMS), histories, targets, ks=(1, 3))
+    popular = ranking_metrics(MostPopular(TRAIN, N_ITEMS), histories, targets, ks=(1, 3))
     assert popular["hr@1"] == 0.0
     assert popular["hr@3"] == pytest.approx(2 / 3)
     # transitions: after 1 -> 2, 3 (rank 1); after 2 -> 3 (rank 0); after 5 -> popularity (rank 3)
-    transition = evaluate(ItemTransition(TRAIN, N_ITEMS), histories, targets, ks=(1, 3))
+    transition = ranking_metrics(ItemTransition(TRAIN, N_ITEMS), histories, targets, ks=(1, 3))
     assert transition["hr@1"] == pytest.approx(1 / 3)
     assert transition["hr@3"] == pytest.approx(2 / 3)
     assert transition["mrr@3"] == pytest.approx((0.5 + 1.0) / 3)

@@ -1,4 +1,4 @@
-"""The ``recflow`` command dispatches to each stage of the registry through its own entry point."""
+"""The ``recflow`` command dispatches to each stage of the stage table through its entry point."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import cli
-from pipelines.stages.registry import COMMANDS, STAGES
+from pipelines.stages.table import COMMANDS, STAGES, stage
 
 
 def test_help_lists_every_stage_and_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,15 +25,41 @@ def test_unknown_stage_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown stage 'trian'" in capsys.readouterr().err
 
 
-def test_every_stage_module_is_in_the_registry(project_root: Path) -> None:
+def test_every_stage_module_is_in_the_table(project_root: Path) -> None:
     modules = {p.stem for p in (project_root / "pipelines" / "stages").glob("*.py")}
-    assert modules - {"__init__", "registry"} == {spec.name for spec in STAGES}
+    assert modules - {"__init__", "table"} == {spec.name for spec in STAGES}
 
 
-def test_every_command_module_is_in_the_registry(project_root: Path) -> None:
+def test_every_command_module_is_in_the_table(project_root: Path) -> None:
     modules = {p.stem for p in (project_root / "pipelines" / "commands").glob("*.py")}
-    assert modules - {"__init__"} == {spec.name for spec in COMMANDS}
+    operator = {spec.name for spec in STAGES if spec.subcommands}
+    assert modules - {"__init__"} == {spec.name for spec in COMMANDS} | operator
     assert not {spec.name for spec in COMMANDS} & {spec.name for spec in STAGES}
+
+
+def test_a_stages_subcommands_are_its_command_modules() -> None:
+    from pipelines.commands import deploy
+
+    assert stage("deploy").subcommands == tuple(deploy.SUBCOMMANDS)
+    assert [s.name for s in STAGES if s.subcommands] == ["deploy"]
+
+
+@pytest.mark.parametrize("sub", stage("deploy").subcommands)
+def test_a_stages_subcommand_runs_its_command_module(
+    sub: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["deploy", sub, "--help"])
+    assert stopped.value.code == 0
+    assert f"recflow deploy {sub}" in capsys.readouterr().out
+
+
+def test_a_stage_without_a_subcommand_runs_the_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["deploy", "--help"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    assert "recflow deploy" in out and "--from-alias" in out
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in STAGES])

@@ -16,9 +16,9 @@ from pipelines.core.errors import ImmutableDataError
 from pipelines.core.io import sha256_file
 from pipelines.core.params import GenerateConfig, IngestConfig, RunConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
+from pipelines.data.batch_window import batch_window
 from pipelines.data.ingest import ingest
 from pipelines.data.synthetic.generator import generate
-from pipelines.data.window import batch_window
 from pipelines.stages.ingest import main
 
 DAY = dt.date(2026, 11, 22)

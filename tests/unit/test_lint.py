@@ -59,7 +59,7 @@ def test_import_contracts_are_kept(project_root: Path) -> None:
 
 
 def test_import_contracts_name_every_stage_module(project_root: Path) -> None:
-    from pipelines.stages.registry import STAGES
+    from pipelines.stages.table import STAGES
 
     config = tomllib.loads((project_root / "pyproject.toml").read_text(encoding="utf-8"))
     contracts = config["tool"]["importlinter"]["contracts"]

@@ -31,7 +31,7 @@ from pipelines.main_job.progress import (
     live_line,
     render,
 )
-from pipelines.stages.registry import STAGES
+from pipelines.stages.table import STAGES
 
 T0 = dt.datetime(2026, 11, 22, 2, 0, tzinfo=dt.UTC)
 DAG = "airflow.sdk.definitions.dag"

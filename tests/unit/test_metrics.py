@@ -11,11 +11,11 @@ import torch
 from pipelines.data.sequences import step_tokens
 from pipelines.model.ranking import (
     batch_metric_sums,
-    evaluate,
     mask_scores,
     metric_names,
     metric_sums,
     per_user_metrics,
+    ranking_metrics,
     target_ranks,
     topk_ranks,
 )
@@ -92,9 +92,9 @@ def test_evaluate_by_hand_in_batches() -> None:
         "mrr@10": (1.0 + 1 / 3 + 1 / 5) / 3,
     }
     for batch_size in (1, 2, 512):
-        got = evaluate(_fixed_scores, histories, targets, batch_size=batch_size, ks=(10,))
+        got = ranking_metrics(_fixed_scores, histories, targets, batch_size=batch_size, ks=(10,))
         assert got == pytest.approx(expected)
-    small = evaluate(_fixed_scores, histories, targets, ks=(1, 3))
+    small = ranking_metrics(_fixed_scores, histories, targets, ks=(1, 3))
     assert small["hr@1"] == pytest.approx(1 / 3)
     assert small["hr@3"] == pytest.approx(2 / 3)
     assert small["ndcg@3"] == pytest.approx((1.0 + 0.5) / 3)
@@ -105,7 +105,7 @@ def test_mask_history_removes_seen_items() -> None:
     targets = [5, 3, 1]
     # user 1: target 5 is in the history -> a miss; user 2: 4 removed -> 3 ranks 1;
     # user 3: 4, 3, 2 removed -> 1 ranks after 5 only -> rank 1
-    got = evaluate(_fixed_scores, histories, targets, mask_history=True, ks=(10,))
+    got = ranking_metrics(_fixed_scores, histories, targets, mask_history=True, ks=(10,))
     assert got["hr@10"] == pytest.approx(2 / 3)
     assert got["ndcg@10"] == pytest.approx((2 / math.log2(3)) / 3)
     assert got["mrr@10"] == pytest.approx((0.5 + 0.5) / 3)
@@ -122,11 +122,11 @@ def test_mask_history_reads_the_items_of_step_tokens() -> None:
 
 def test_evaluate_rejects_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="2 histories but 1 targets"):
-        evaluate(_fixed_scores, [[1], [2]], [3])
+        ranking_metrics(_fixed_scores, [[1], [2]], [3])
 
 
 def test_evaluate_without_users_gives_zeros() -> None:
-    assert evaluate(_fixed_scores, [], [], ks=(10,)) == {
+    assert ranking_metrics(_fixed_scores, [], [], ks=(10,)) == {
         "hr@10": 0.0,
         "ndcg@10": 0.0,
         "mrr@10": 0.0,
@@ -171,14 +171,16 @@ def test_topk_metrics_at_each_cut_off_come_from_their_own_list() -> None:
     histories = [np.array([1, 5]), np.array([4]), np.array([2, 3, 4])]
     targets = [5, 3, 1]  # no ties: both rules agree (ranks 0, 2, 4)
     for ks in ((10,), (1, 3)):
-        by_index = evaluate(_fixed_scores, histories, targets, ks=ks)
-        assert evaluate(_fixed_scores, histories, targets, ks=ks, ties="topk") == by_index
-    masked = evaluate(_fixed_scores, histories, targets, mask_history=True, ties="topk", ks=(10,))
-    assert masked == evaluate(_fixed_scores, histories, targets, mask_history=True, ks=(10,))
+        by_index = ranking_metrics(_fixed_scores, histories, targets, ks=ks)
+        assert ranking_metrics(_fixed_scores, histories, targets, ks=ks, ties="topk") == by_index
+    masked = ranking_metrics(
+        _fixed_scores, histories, targets, mask_history=True, ties="topk", ks=(10,)
+    )
+    assert masked == ranking_metrics(_fixed_scores, histories, targets, mask_history=True, ks=(10,))
 
 
 def test_evaluate_rejects_an_unknown_tie_rule() -> None:
     with pytest.raises(ValueError, match="ties must be one of"):
-        evaluate(_fixed_scores, [[1]], [3], ties="random")  # type: ignore[arg-type]
+        ranking_metrics(_fixed_scores, [[1]], [3], ties="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ties must be one of"):
         batch_metric_sums(torch.zeros(1, 3), torch.tensor([1]), ties="random")  # type: ignore[arg-type]

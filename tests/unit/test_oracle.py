@@ -22,7 +22,7 @@ from pipelines.data.synthetic.presets import PRESETS
 from pipelines.data.synthetic.shop import Shop
 from pipelines.data.synthetic.tables import hidden_states, synthesize
 from pipelines.model.baselines import ItemTransition, MostPopular
-from pipelines.model.ranking import batch_metric_sums, evaluate, mask_scores
+from pipelines.model.ranking import batch_metric_sums, mask_scores, ranking_metrics
 
 END = dt.date(2026, 11, 22)
 # the tiny preset with staples (repeat purchases) and shopping missions: structure a first-order
@@ -245,7 +245,7 @@ def test_oracle_ranks_the_prepared_targets_above_the_baselines(chain: dict[str, 
     assert 0 <= oracle.funnel_targets < len(oracle.targets) // 10
     best = _ndcg(torch.from_numpy(oracle.scores), oracle.targets, None)
     for scorer in (ItemTransition(data.train, data.n_items), MostPopular(data.train, data.n_items)):
-        baseline = evaluate(scorer, data.test_history, data.test_target, ks=(10,))["ndcg@10"]
+        baseline = ranking_metrics(scorer, data.test_history, data.test_target, ks=(10,))["ndcg@10"]
         assert best > baseline + 0.05
     # the step before a target is never the target: the oracle rules it out
     last = np.array([h[-1] for h in data.test_history])

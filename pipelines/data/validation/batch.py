@@ -31,6 +31,7 @@ from pipelines.core.errors import BatchRejected, InputError
 from pipelines.core.io import atomic_dir, sha256_file, write_json, write_text
 from pipelines.core.params import RunConfig, ValidateConfig
 from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
+from pipelines.data.batch_window import batch_window
 from pipelines.data.validation.check import check_batch
 from pipelines.data.validation.failures import Failure, describe_failures
 from pipelines.data.validation.inputs import MANIFEST_FILE, BatchInput, resolve_batch
@@ -40,7 +41,6 @@ from pipelines.data.validation.reports import (
     result_document,
     summary_text,
 )
-from pipelines.data.window import batch_window
 
 log = logging.getLogger("recflow.validate")
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from pipelines.core.params import ValidateConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
+from pipelines.data.batch_window import midnight_utc
 from pipelines.data.validation.batch_metrics import BatchMetrics, compute_batch_metrics
 from pipelines.data.validation.frames import catalog_frame, events_frame
 from pipelines.data.validation.inputs import BatchInput, previous_events, read_batch
@@ -26,7 +27,6 @@ from pipelines.data.validation.suites import (
     catalog_expectations,
     event_expectations,
 )
-from pipelines.data.window import midnight_utc
 
 
 def type_problems(table: pa.Table, expected: pa.Schema) -> dict[str, str]:

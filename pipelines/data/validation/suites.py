@@ -30,9 +30,9 @@ import great_expectations.expectations as gxe
 
 from pipelines.core.params import ValidateConfig
 from pipelines.core.schema import CATALOG_COLUMNS, EVENT_COLUMNS, EVENT_TYPES
+from pipelines.data.batch_window import batch_window, midnight_utc
 from pipelines.data.validation.batch_metrics import BatchMetrics
 from pipelines.data.validation.frames import NOT_IN_CATALOG
-from pipelines.data.window import batch_window, midnight_utc
 
 EVENTS_SUITE = "events"
 CATALOG_SUITE = "catalog"

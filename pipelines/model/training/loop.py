@@ -45,7 +45,7 @@ from pipelines.core.io import write_text
 from pipelines.core.params import RunConfig, TrainConfig
 from pipelines.data.prepared import Prepared, load_prepared, prepared_fingerprint
 from pipelines.model.baselines import ItemTransition, MostPopular, item_counts
-from pipelines.model.ranking import evaluate, metric_names
+from pipelines.model.ranking import metric_names, ranking_metrics
 from pipelines.model.sasrec import (
     ModelSpec,
     SASRec,
@@ -57,6 +57,7 @@ from pipelines.model.sasrec import (
 from pipelines.model.training.averaging import WeightAverage
 from pipelines.model.training.checkpoint import resume, rng_states, save, seed_everything
 from pipelines.model.training.distributed import Dist, init_distributed
+from pipelines.model.training.examples import older_targets, shard_batches, training_windows
 from pipelines.model.training.metrics import (
     METRICS,
     TRAINING_METRICS_VERSION,
@@ -65,7 +66,6 @@ from pipelines.model.training.metrics import (
     ScoringProtocol,
     TrainingMetrics,
 )
-from pipelines.model.training.windows import older_targets, shard_batches, training_windows
 
 log = logging.getLogger("recflow.train")
 
@@ -140,7 +140,7 @@ def _evaluate(
 ) -> dict[str, float]:
     model.eval()
     device = next(model.parameters()).device
-    metrics = evaluate(
+    metrics = ranking_metrics(
         model.score,
         histories,
         targets,
@@ -388,7 +388,7 @@ def _finish(
         ("item_transition", ItemTransition(data.train, data.n_items)),
     ):
         baselines[name] = _round(
-            evaluate(
+            ranking_metrics(
                 scorer,
                 data.test_history,
                 data.test_target,

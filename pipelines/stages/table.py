@@ -1,4 +1,4 @@
-"""The stage registry: every task of the chain, its command line and its upstream tasks.
+"""The stage table: every task of the chain, its command line and its upstream tasks.
 
 One list feeds everything that names stages: the ``recflow`` command's subcommands
 (``pipelines/cli.py``), the Airflow DAG's tasks and edges (``dags/``, through the task factory
@@ -6,12 +6,13 @@ in ``plugins/recflow_airflow``), and the checks against ``dvc.yaml``
 (``tests/dags/test_parity.py`` compares commands and edges with DVC's own reading of it).
 
 ``COMMANDS`` lists the ``recflow`` commands that are not tasks (``serve``, ``registry``,
-``replay``);
-each is a module ``pipelines/commands/<name>.py``.
+``replay``); each is a module ``pipelines/commands/<name>.py``. A stage may have operator
+commands of its own (``recflow deploy status``): its ``subcommands`` name them, and they run
+from ``pipelines/commands/<stage>.py``.
 
 Each stage is a thin module beside this one, ``pipelines/stages/<name>.py``, run as
 ``python -m pipelines.stages.<name>``; it parses its paths, loads its typed config and calls
-one domain package. Nothing imports a stage module: this registry names them as text.
+one domain package. Nothing imports a stage module: this table names them as text.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class StageSpec:
         deterministic_failure: True where a failure is a verdict on the input that a retry
             would only repeat (a rejected batch): the task gets no retries.
         launcher: What runs the module: plain ``python``, or torchrun for the DDP trainer.
+        subcommands: First words of ``recflow <name> ...`` that run the stage's operator
+            commands (module ``pipelines.commands.<name>``) instead of the stage.
     """
 
     name: str
@@ -54,11 +57,17 @@ class StageSpec:
     tracked: bool = True
     deterministic_failure: bool = False
     launcher: tuple[str, ...] = ("python",)
+    subcommands: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
         """The module ``python -m`` runs."""
         return f"pipelines.stages.{self.name}"
+
+    @property
+    def commands_module(self) -> str | None:
+        """The module of the stage's operator commands, None when it has none."""
+        return f"pipelines.commands.{self.name}" if self.subcommands else None
 
 
 STAGES: tuple[StageSpec, ...] = (
@@ -207,6 +216,7 @@ STAGES: tuple[StageSpec, ...] = (
         tracked=False,
         # a rolled-back candidate is a verdict: a retry would report the same rollback
         deterministic_failure=True,
+        subcommands=("approve", "status", "manifests"),
     ),
 )
 

@@ -1,4 +1,5 @@
-"""Training windows of the sequences, and the batches each worker draws from its shard."""
+"""Training examples: the windows cut from each sequence, and the batches each worker draws
+from its shard."""
 
 from __future__ import annotations
 
