@@ -1,5 +1,6 @@
-"""``recflow``: one subcommand per stage of the registry (``python -m pipelines.stages.<name>``)
-and per command that is not a stage (``python -m pipelines.commands.<name>``)."""
+"""``recflow``: one subcommand per stage of the stage table (``python -m pipelines.stages.<name>``)
+and per command that is not a stage (``python -m pipelines.commands.<name>``); a stage's
+operator commands (``recflow deploy status``) run from ``pipelines.commands.<stage>``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-from pipelines.stages.registry import COMMANDS, STAGES
+from pipelines.core.cli import quiet_on_broken_pipe
+from pipelines.stages.table import COMMANDS, STAGES
 
 
 def _entries() -> dict[str, str]:
@@ -27,8 +29,12 @@ def _usage() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch to the stage's or command's own ``main``."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Dispatch to the stage's or command's own ``main``; a closed reader of standard output
+    (``recflow ... | head``) ends any of them quietly."""
+    return quiet_on_broken_pipe(lambda: _dispatch(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _dispatch(args: list[str]) -> int:
     if not args or args[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0
@@ -40,8 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in modules:
         print(f"recflow: unknown stage {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(modules[name])
+    module = importlib.import_module(_module_for(name, rest, modules))
     return int(module.main(rest))
+
+
+def _module_for(name: str, rest: Sequence[str], modules: dict[str, str]) -> str:
+    """The stage's operator commands when ``rest`` starts with one of them, else ``modules``'s."""
+    spec = next((s for s in STAGES if s.name == name), None)
+    if spec is not None and spec.commands_module and rest and rest[0] in spec.subcommands:
+        return spec.commands_module
+    return modules[name]
 
 
 if __name__ == "__main__":

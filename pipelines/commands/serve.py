@@ -2,13 +2,15 @@
 
     RECFLOW_API_TOKENS=... RECFLOW_ADMIN_TOKEN=... RECFLOW_PSEUDONYM_KEY=... \\
         recflow serve --model models/candidate/optimized
-    recflow serve --registry REGISTRY --version v3 --workers 2 --port 8000
-    recflow serve --cloud public --version 0123456789abcdef
+    recflow serve --registry FOLDER --version v3 --workers 2 --port 8000
+    recflow serve --cloud private --version 0123456789abcdef
 
 The ``serve`` section of ``params.yaml`` holds every setting; the options here override the
 address, the worker count and the server's folders (``pipelines.serving.server``). With
 ``--cloud`` the server loads versions from that cloud's store of the model registry, each file
-verified against its sha256 (``pipelines.rollout.fleet``).
+verified against its sha256 (``pipelines.rollout.fleet``). ``--registry`` is a folder of served
+versions (``pipelines.serving.server.sources.VersionFolder``), not a store of the model
+registry: given a cloud's ``file:`` store folder, it is refused with the ``--cloud`` to use.
 """
 
 from __future__ import annotations
@@ -18,13 +20,30 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.core.cli import run_cli, stage_parser
-from pipelines.core.params import load_params
+from pipelines.core.params import Params, load_params
+
+
+def _store_cloud(params: Params, root: Path, folder: Path) -> str | None:
+    """The cloud whose ``file:`` store of the model registry is ``folder``, if one is."""
+    from pipelines.registry.names import CLOUDS
+    from pipelines.registry.stores.open import file_root
+
+    for cloud in CLOUDS:
+        url = getattr(params.stores, cloud).url
+        if url.startswith("file:") and file_root(url, root).resolve() == folder.resolve():
+            return cloud
+    return None
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = stage_parser("recflow serve", "Serve recommendations over HTTP.")
     parser.add_argument("--model", type=Path, default=None, help="an optimized folder to serve")
-    parser.add_argument("--registry", type=Path, default=None, help="a registry folder")
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help="a folder of served versions (for a cloud's store: --cloud)",
+    )
     parser.add_argument(
         "--cloud",
         choices=("private", "public"),
@@ -43,6 +62,14 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.cloud is not None and (args.registry is not None or args.model is not None):
         parser.error("--cloud serves from the model registry: give no --registry or --model")
     params = load_params(args.params)
+    root = args.params.resolve().parent
+    if args.registry is not None:
+        cloud = _store_cloud(params, root, args.registry)
+        if cloud is not None:
+            parser.error(
+                f"{args.registry} is the {cloud} cloud's store of the model registry: "
+                f"serve from it with --cloud {cloud} --version V"
+            )
     cfg = params.serve
     overrides = {
         key: value
@@ -62,12 +89,11 @@ def _main(argv: Sequence[str] | None) -> int:
     from pipelines.serving.server.launch import serve
 
     if args.cloud is None:
-        serve(cfg, model=args.model, registry=args.registry, version=args.version)
+        serve(cfg, model=args.model, versions=args.registry, version=args.version)
         return 0
     from pipelines.registry.clouds import open_registry
     from pipelines.rollout.fleet.source import FACTORY, StoreSource, store_settings
 
-    root = args.params.resolve().parent
     store = open_registry(params, root).store(args.cloud)
     serve(
         cfg,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -129,7 +130,7 @@ def test_a_registry_story_and_no_secret_in_any_output(project: Project) -> None:
     ]
     assert history[0]["actor"] == f"airflow:recsys_retrain/{AIRFLOW['AIRFLOW_CTX_DAG_RUN_ID']}"
     assert history[0]["run"]["dag_id"] == "recsys_retrain"
-    assert history[0]["reason"] == "gate verdict pass (bootstrap rule)"
+    assert history[0]["reason"] == "gate verdict pass (first-model rule)"
     shown = json.loads(project.ok("registry", "show", v1, "--cloud", "public", "--json"))
     assert shown["lineage"]["airflow"]["run_id"] == AIRFLOW["AIRFLOW_CTX_DAG_RUN_ID"]
     assert shown["lineage"]["dvc"]["model"]["md5"] == "ddd"
@@ -336,3 +337,62 @@ def test_an_unreachable_public_store_fails_the_register_step_naming_it(project: 
     assert project.history() == []
     project.ok("register")
     assert len(project.history()) == 2
+
+
+def _closed_pipe() -> int:
+    """The writing end of a pipe whose reader has gone."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(registered: Project) -> None:
+    (first,) = json.loads(registered.ok("registry", "list", "--json"))
+    command = [sys.executable, "-m", "pipelines.cli", "registry", "show", first["id"]]
+    write = _closed_pipe()
+    try:
+        result = subprocess.run(
+            command, cwd=registered.root, stdout=write, stderr=subprocess.PIPE, timeout=300
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 141
+    assert result.stderr == b""
+    # the same through a shell pipeline, as a reader types it
+    piped = subprocess.run(
+        ["bash", "-c", f"{shlex.join(command)} | head -1"],
+        cwd=registered.root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert piped.stdout.startswith(f"version {first['id']} in private"), piped.stdout
+    assert piped.stderr == ""
+
+
+def test_verify_skips_a_loopback_replica_whose_server_is_not_running(project: Project) -> None:
+    project.candidate(seed=1)
+    project.ok("register")
+    document = yaml.safe_load((project.root / "params.yaml").read_text())
+    document["stores"]["public"].update(endpoint_url=None, loopback=True)
+    (project.root / "laptop.yaml").write_text(yaml.safe_dump(document))
+    laptop = ("registry", "--params", "laptop.yaml")
+
+    result = project.run(*laptop, "verify")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "not verified: store 'public'" in result.stdout
+    assert "which is not running" in result.stdout
+    assert "verified 1 version(s) in private: 0 problem(s)" in result.stdout
+    # asked for by name, it is an error
+    named = project.run(*laptop, "verify", "--cloud", "public")
+    assert named.returncode == 2
+    assert "loopback S3 server, which is not running" in named.stderr
+    # and a problem in the private record still fails the check
+    (version,) = json.loads(project.ok("registry", "list", "--json"))
+    victim = project.root / "stores" / "private" / file_key(version["id"], "model.pt")
+    victim.write_bytes(b"swapped")
+    broken = project.run(*laptop, "verify")
+    assert broken.returncode == 1
+    assert "not verified: store 'public'" in broken.stdout
+    assert f"MISMATCH versions/{version['id']}/files/model.pt" in broken.stdout
