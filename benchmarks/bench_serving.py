@@ -2,9 +2,8 @@
 
 ``python -m benchmarks.bench_serving`` serves the default preset's trained model (top-20 over
 its catalog) from ``models/candidate`` and ``data/prepared`` after ``make run`` (else it trains
-one first, ``--preset`` picks the size) and loads each server in turn with Debian's ``wrk``
-(one thread; its share of the cores is recorded) using ``benchmarks/serving_wrk.lua``, which
-replays request bodies built from held-out test histories:
+one first, ``--preset`` picks the size) and loads each server in turn with request bodies built
+from held-out test histories:
 
 - ``recflow`` on uvicorn with one worker per core, dynamic batching on, and the same with
   batching off, and on granian instead of uvicorn, each with the recommendation cache off: the
@@ -16,11 +15,16 @@ replays request bodies built from held-out test histories:
 - ``litserve``: LitServe with its own batching serving the same ONNX artifact
   (``benchmarks/serving_litserve.py``).
 
-Each server gets fixed concurrencies (closed loop: the most it answers) and fixed rates (each
-connection paced by wrk's ``delay()``), then ``recflow`` is loaded while a new version is
-loaded, canaried, promoted and rolled back: every request must succeed. Writes
-``benchmarks/results/serving.json``; ``--quick`` runs a few seconds per point into a temporary
-file, to check that the benchmark works.
+Each server gets fixed concurrencies, a closed loop measuring the most it answers (Debian's
+``wrk``, one thread, with ``benchmarks/serving_wrk.lua``), and fixed rates, an open loop
+(``benchmarks/loadgen.py`` in its own process): requests are sent on schedule whatever the
+answers do, latency runs from each request's due time, and a point that achieved less than
+98 % of its target is marked not sustained, its latency not quoted in the summary. The load
+generators' CPU share of the cores is recorded per point. Then ``recflow`` is loaded (wrk)
+while a new version is loaded, canaried, promoted and rolled back: every request must succeed.
+Writes ``benchmarks/results/serving.json``; ``--quick`` runs a few seconds per point into a
+temporary file, to check that the benchmark works; ``--table`` prints the README's table from a
+results file.
 """
 
 from __future__ import annotations
@@ -54,8 +58,9 @@ TOKEN = "bench-client-token"
 ADMIN = "bench-admin-token"
 CONCURRENCIES = (1, 8, 32, 64)
 RATES = (500, 1000, 2000)
-RATE_CONNECTIONS = 32
+OPEN_LOOP_CONNECTIONS = 128  # the most the open loop opens; requests beyond wait
 TOP_K = 20
+SCHEMA_VERSION = 2  # 2: the rate points are open loop (1: wrk paced per connection)
 NO_CACHE = {"enabled": False, "size": 1, "ttl_s": 1.0, "warm_items": 0}
 
 
@@ -174,10 +179,8 @@ def running(
                     process.wait(10)
 
 
-def run_wrk(
-    port: int, bodies: Path, connections: int, seconds: float, pause_ms: float = 0.0
-) -> dict[str, Any]:
-    """One wrk run; its results, and its CPU time as a share of all cores."""
+def run_wrk(port: int, bodies: Path, connections: int, seconds: float) -> dict[str, Any]:
+    """One closed-loop wrk run; its results, and its CPU time as a share of all cores."""
     command = [
         "wrk",
         "-t1",
@@ -190,7 +193,6 @@ def run_wrk(
         f"http://127.0.0.1:{port}",
         "--",
         str(bodies),
-        f"{pause_ms:.3f}",
         TOKEN,
     ]
     started = time.monotonic()
@@ -209,6 +211,7 @@ def run_wrk(
     duration = raw["duration_us"] / 1e6
     errors = sum(raw[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
     return {
+        "loop": "closed",
         "connections": connections,
         "requests": raw["requests"],
         "rps": round(raw["requests"] / duration, 1),
@@ -224,6 +227,32 @@ def run_wrk(
     }
 
 
+def run_open_loop(port: int, bodies: Path, rate: int, seconds: float) -> dict[str, Any]:
+    """One open-loop point at ``rate`` requests/s, the generator in its own process."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.loadgen",
+        "--port",
+        str(port),
+        "--rate",
+        str(rate),
+        "--seconds",
+        str(seconds),
+        "--bodies",
+        str(bodies),
+        "--token",
+        TOKEN,
+        "--connections",
+        str(OPEN_LOOP_CONNECTIONS),
+    ]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    line = [x for x in done.stdout.splitlines() if x.startswith("{")]
+    if done.returncode != 0 or not line:
+        raise RuntimeError(f"the load generator failed: {done.stdout} {done.stderr}")
+    return {**json.loads(line[-1]), "target_rps": rate}
+
+
 def measure(port: int, bodies: Path, seconds: float, quick: bool) -> list[dict[str, Any]]:
     """Every concurrency and rate point of one server."""
     points = []
@@ -237,12 +266,12 @@ def measure(port: int, bodies: Path, seconds: float, quick: bool) -> list[dict[s
             flush=True,
         )
     for rate in RATES:
-        pause = 1000 * RATE_CONNECTIONS / rate
-        point = run_wrk(port, bodies, RATE_CONNECTIONS, seconds, pause)
-        points.append({"mode": "rate", "target_rps": rate, **point})
+        point = run_open_loop(port, bodies, rate, seconds)
+        points.append(point)
+        held = "" if point["sustained"] else "  NOT SUSTAINED"
         print(
-            f"  {rate:5d}/s: {point['rps']:8.0f} req/s  p50 {point['p50_ms']:.2f} ms  "
-            f"p99 {point['p99_ms']:.2f} ms",
+            f"  {rate:5d}/s: {point['achieved_rps']:8.0f} req/s  p50 {point['p50_ms']} ms  "
+            f"p99 {point['p99_ms']} ms  p99.9 {point['p99_9_ms']} ms{held}",
             flush=True,
         )
     return points
@@ -277,11 +306,11 @@ def swap_under_load(
     work: Path, bundle: Path, bodies: Path, env: dict[str, str], seconds: float
 ) -> dict[str, Any]:
     """wrk on recflow while v2 is loaded, canaried, promoted and rolled back."""
-    from pipelines.serving.server.registry import FolderRegistry
+    from pipelines.serving.server.sources import VersionFolder
 
-    registry = FolderRegistry(work / "registry")
+    versions = VersionFolder(work / "registry")
     for version in ("v1", "v2"):
-        registry.publish(bundle, version)
+        versions.publish(bundle, version)
     port = _free_port()
     params = _recflow_params(work, "swap", port=port)
     command = [
@@ -323,8 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 s points, a temporary result")
     parser.add_argument("--preset", default="default", help="preset to train on without a model")
     parser.add_argument("--only", nargs="*", default=None, help="servers to measure")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="the results file")
+    parser.add_argument(
+        "--table", action="store_true", help="print the README's table of the results file"
+    )
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads((args.out or RESULTS / "serving.json").read_text())))
+        return 0
     if shutil.which("wrk") is None:
         print("skipped: wrk is not installed (make wrk, or apt-get install wrk)", file=sys.stderr)
         return 2
@@ -360,9 +395,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {swap['requests']} requests, {swap['failed']} failed", flush=True)
         report = {
             "benchmark": "serving throughput and latency (POST /recommend, top-20)",
+            "schema_version": SCHEMA_VERSION,
             "quick": args.quick,
             "seconds_per_point": seconds,
-            "load_generator": "wrk, 1 thread, benchmarks/serving_wrk.lua",
+            "load_generator": {
+                "concurrency": "closed loop: wrk, 1 thread, benchmarks/serving_wrk.lua",
+                "rate": "open loop: benchmarks/loadgen.py, 1 process, latency from due time",
+            },
             "machine": machine_info(),
             "servers": results,
             "swap_under_load": swap,
@@ -407,7 +446,7 @@ def _servers(work: Path, bundle: Path, env: dict[str, str]) -> dict[str, Any]:
             _recflow_params(work, "granian", port=port, cache=NO_CACHE).read_text()
         )
         cfg = ServeConfig.model_validate(params["serve"])
-        prepare_run(cfg, model=bundle, registry=None, version=None, workers=2)
+        prepare_run(cfg, model=bundle, versions=None, version=None, workers=2)
         env["RECFLOW_SERVE_RUN"] = str(cfg.run_dir.resolve())
         env["PROMETHEUS_MULTIPROC_DIR"] = str(cfg.run_dir.resolve() / "metrics")
         return [
@@ -479,24 +518,27 @@ def _servers(work: Path, bundle: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Each server's best closed-loop rate and, per target rate, the open loop's p99: quoted
+    only where the rate was sustained; recflow's best rate over the others'."""
+
     def best(name: str) -> float | None:
         points = results.get(name, {}).get("points", [])
         rates = [p["rps"] for p in points if p["mode"] == "concurrency" and not p["non_2xx"]]
         return max(rates) if rates else None
 
-    def p99_at(name: str, rate: int) -> float | None:
-        for point in results.get(name, {}).get("points", []):
-            if point.get("target_rps") == rate:
-                return float(point["p99_ms"])
-        return None
+    def at_rates(name: str) -> dict[str, Any]:
+        return {
+            str(p["target_rps"]): {
+                "achieved_rps": p["achieved_rps"],
+                "sustained": p["sustained"],
+                "p99_ms": p["p99_ms"] if p["sustained"] else None,
+            }
+            for p in results.get(name, {}).get("points", [])
+            if p["mode"] == "rate"
+        }
 
     out: dict[str, Any] = {
-        name: {
-            "max_rps": best(name),
-            "p99_ms_at_500_rps": p99_at(name, 500),
-            "p99_ms_at_2000_rps": p99_at(name, 2000),
-        }
-        for name in results
+        name: {"max_rps": best(name), "rates": at_rates(name)} for name in results
     }
     recflow = best("recflow")
     for other in ("naive", "litserve", "recflow-no-batching", "recflow-granian"):
@@ -504,6 +546,52 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         if recflow and theirs:
             out[f"recflow_over_{other}"] = round(recflow / theirs, 2)
     return out
+
+
+# the README table's rows, in its order
+LABELS = {
+    "recflow": "**recflow serve** (uvicorn, batching, cache off)",
+    "recflow-no-batching": "recflow serve, batching off, cache off",
+    "recflow-granian": "recflow serve on granian, cache off",
+    "litserve": "LitServe (its batching, the same ONNX artifact)",
+    "naive": "naive: FastAPI + pydantic + torch eager",
+    "recflow-cached": "recflow serve as configured (cache on; bodies repeat)",
+}
+
+
+def table(report: dict[str, Any]) -> str:
+    """The README's table of a results file: best closed-loop rate, latency at one
+    connection, and the open loop's p99 per target rate, or the rate achieved where it fell
+    short."""
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"a results file of schema {SCHEMA_VERSION} is needed")
+    first = next(iter(report["servers"].values()))["points"]  # every server has the same rates
+    rates = [p["target_rps"] for p in first if p["mode"] == "rate"]
+    lines = [
+        "| server | max req/s (closed loop) | p50 / p99 ms at c=1 | p99 ms at "
+        + " / ".join(f"{r:,}" for r in rates)
+        + " req/s (open loop) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, label in LABELS.items():
+        points = report["servers"].get(name, {}).get("points")
+        if not points:
+            continue
+        closed = [p for p in points if p["mode"] == "concurrency" and not p["non_2xx"]]
+        top = max(closed, key=lambda p: p["rps"])
+        one = next(p for p in points if p["mode"] == "concurrency" and p["connections"] == 1)
+        cells = [
+            f"{p['p99_ms']:.1f}"
+            if p["sustained"]
+            else f"not sustained ({p['achieved_rps']:,.0f}/s)"
+            for p in points
+            if p["mode"] == "rate"
+        ]
+        lines.append(
+            f"| {label} | {top['rps']:,.0f} (c={top['connections']}) | "
+            f"{one['p50_ms']:.2f} / {one['p99_ms']:.2f} | {' / '.join(cells)} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

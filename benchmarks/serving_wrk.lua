@@ -1,8 +1,9 @@
 -- wrk request script of benchmarks/bench_serving.py: POST /recommend with bodies read from a
--- file (one JSON object a line), each thread starting at its own place; an optional pause per
--- connection paces the load to a fixed rate; done() prints one JSON line of results.
+-- file (one JSON object a line), each thread starting at its own place, as a closed loop (each
+-- connection sends its next request when its answer is in); done() prints one JSON line of
+-- results. The fixed-rate points use the open-loop generator benchmarks/loadgen.py instead.
 --
---   wrk -t1 -c32 -d10s -s serving_wrk.lua http://127.0.0.1:8000 -- BODIES PAUSE_MS TOKEN
+--   wrk -t1 -c32 -d10s -s serving_wrk.lua http://127.0.0.1:8000 -- BODIES TOKEN
 local bodies = {}
 local position = 0
 local headers = { ["Content-Type"] = "application/json" }
@@ -11,18 +12,11 @@ function init(args)
   for line in io.lines(args[1]) do
     bodies[#bodies + 1] = line
   end
-  local pause = tonumber(args[2] or "0")
-  if args[3] and args[3] ~= "" then
-    headers["Authorization"] = "Bearer " .. args[3]
+  if args[2] and args[2] ~= "" then
+    headers["Authorization"] = "Bearer " .. args[2]
   end
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
   position = math.random(#bodies)
-  if pause > 0 then
-    -- defined only when pacing: wrk schedules a timer per request when delay() exists
-    function delay()
-      return pause
-    end
-  end
 end
 
 function request()
