@@ -30,13 +30,13 @@ pytestmark = pytest.mark.slow
 def server(
     served_folder: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[int, Path]]:
-    """Two workers serving the tiny model as v1, with a registry holding v1 and v2."""
-    from pipelines.serving.server.registry import FolderRegistry
+    """Two workers serving the tiny model as v1, with a version folder holding v1 and v2."""
+    from pipelines.serving.server.sources import VersionFolder
 
     tmp = tmp_path_factory.mktemp("live")
-    registry = FolderRegistry(tmp / "registry")
-    registry.publish(served_folder, "v1")
-    registry.publish(served_folder, "v2")
+    versions = VersionFolder(tmp / "registry")
+    versions.publish(served_folder, "v1")
+    versions.publish(served_folder, "v2")
     with live_server(tmp, "--registry", str(tmp / "registry"), "--version", "v1") as port:
         yield port, tmp
 
