@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +23,6 @@ import yaml
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.errors import InputError, RecflowError
 from pipelines.core.logs import quiet_http_client
-from pipelines.core.params import load_params
-from pipelines.registry import lineage
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import open_registry
 from pipelines.registry.names import check_version_id
@@ -33,20 +30,6 @@ from pipelines.rollout.context import Context
 from pipelines.rollout.controller import approve
 from pipelines.rollout.kubernetes import render_manifests
 from pipelines.rollout.record import Records
-
-
-def _context(params_file: Path) -> Context:
-    """The controller's context; these commands replay no sessions, so ``prepared`` is unused."""
-    params = load_params(params_file)
-    root = params_file.resolve().parent
-    return Context(
-        params=params,
-        params_file=params_file.resolve(),
-        root=root,
-        prepared=root / "data/prepared",
-        actor=lineage.actor(os.environ),
-        run=lineage.airflow_run(os.environ),
-    )
 
 
 def _version(text: str) -> str:
@@ -60,7 +43,7 @@ def _approve(argv: Sequence[str]) -> int:
     parser = stage_parser("recflow deploy approve", "Let a waiting rollout go on.")
     parser.add_argument("--reason", default="approved", help="why, for the record")
     args = parser.parse_args(argv)
-    record = approve(_context(args.params), args.reason)
+    record = approve(Context.open(args.params), args.reason)
     print(f"approved: the rollout of {record.version} goes on ({record.where()})")
     return 0
 
@@ -70,7 +53,7 @@ def _status(argv: Sequence[str]) -> int:
     parser.add_argument("version", type=_version, nargs="?")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    ctx = _context(args.params)
+    ctx = Context.open(args.params)
     records = Records(ctx.run_dir)
     record = records.load(args.version) if args.version else records.latest()
     if record is None:
@@ -95,7 +78,7 @@ def _manifests(argv: Sequence[str]) -> int:
     parser.add_argument("--version", type=_version, default=None, help="default: production")
     parser.add_argument("--out", type=Path, default=None, help="a YAML file (default: stdout)")
     args = parser.parse_args(argv)
-    ctx = _context(args.params)
+    ctx = Context.open(args.params)
     version = args.version
     if version is None:
         registry = open_registry(ctx.params, ctx.root)

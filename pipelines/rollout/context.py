@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.params import Params
+from pipelines.core.params import Params, load_params
+from pipelines.registry import lineage
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import Registry, open_registry
 from pipelines.registry.promotion import promote
@@ -45,6 +47,27 @@ class Context:
     actor: str
     run: dict[str, Any] | None = None
     clock: Clock = field(default=lambda: dt.datetime.now(dt.UTC))
+
+    @classmethod
+    def open(
+        cls,
+        params_file: Path,
+        prepared: Path = Path("data/prepared"),
+        environ: Mapping[str, str] = os.environ,
+    ) -> Context:
+        """The context of a command run with ``params_file``: the project root is its folder,
+        a relative ``prepared`` is under it, and the actor and Airflow run come from
+        ``environ``."""
+        params = load_params(params_file)
+        root = params_file.resolve().parent
+        return cls(
+            params=params,
+            params_file=params_file.resolve(),
+            root=root,
+            prepared=prepared if prepared.is_absolute() else root / prepared,
+            actor=lineage.actor(environ),
+            run=lineage.airflow_run(environ),
+        )
 
     @property
     def run_dir(self) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,8 +24,6 @@ from pathlib import Path
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.errors import InputError, RecflowError
 from pipelines.core.logs import quiet_http_client
-from pipelines.core.params import load_params
-from pipelines.registry import lineage
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import open_registry
 from pipelines.registry.names import check_version_id
@@ -36,19 +33,6 @@ from pipelines.rollout.plan import plan_lines
 from pipelines.rollout.rollback import request_rollback
 
 log = logging.getLogger("recflow.deploy")
-
-
-def _context(params_file: Path, prepared: Path) -> Context:
-    params = load_params(params_file)
-    root = params_file.resolve().parent
-    return Context(
-        params=params,
-        params_file=params_file.resolve(),
-        root=root,
-        prepared=prepared if prepared.is_absolute() else root / prepared,
-        actor=lineage.actor(os.environ),
-        run=lineage.airflow_run(os.environ),
-    )
 
 
 def _version(text: str) -> str:
@@ -83,7 +67,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--rollback", action="store_true", help="roll back the latest rollout")
     parser.add_argument("--reason", default="", help="why (for --rollback)")
     args = parser.parse_args(argv)
-    ctx = _context(args.params, args.prepared)
+    ctx = Context.open(args.params, args.prepared)
     if args.rollback:
         if args.from_alias or args.dry_run:
             parser.error("--rollback takes an optional VERSION and --reason only")
