@@ -173,9 +173,15 @@ def _entry_line(entry: ledger.LedgerEntry) -> str:
 
 def _history(registry: Registry, args: argparse.Namespace) -> int:
     skipped: list[str] = []
-    entries = read_ledger(registry, skipped=skipped)
+    notes: list[str] = []
+    entries = read_ledger(registry, skipped=skipped, notes=notes)
     for cloud in skipped:
-        print(f"not checked against the ledger anchors in {cloud}: unreachable", file=sys.stderr)
+        print(
+            f"not checked against the ledger anchors and head in {cloud}: unreachable",
+            file=sys.stderr,
+        )
+    for line in notes:
+        print(f"NOTE {line}", file=sys.stderr)
     if args.at is not None:
         aliases = [args.alias] if args.alias else sorted({e.alias for e in entries})
         clouds = [args.cloud] if args.cloud else list(CLOUDS)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.params import RegistryConfig, StoreConfig
-from pipelines.registry import ledger
+from pipelines.registry import head, ledger
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.candidates import classify
 from pipelines.registry.clouds import Registry
@@ -43,6 +43,8 @@ def kind_of(key: str) -> str:
         return "alias"
     if ledger_seq(key) is not None:
         return "ledger"
+    if key == head.KEY:
+        return head.KIND
     if parts[0] == "secrets":
         return "secret"
     if parts[0] == "versions" and len(parts) == 3:

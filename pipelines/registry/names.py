@@ -10,6 +10,8 @@ Layout under a store's root::
     versions/<id>/version.json      its marker, written last: a version exists once this does
     aliases/<alias>.json            this cloud's aliases
     ledger/<seq:012d>.json          the promotion ledger (the store of record only)
+    ledger-head.json                the ledger's newest entry, carried from the store of record
+                                    (replicas only: its number, sha256, alias and version)
     secrets/pseudonym.key           the HMAC key of pseudonyms (never leaves the private cloud)
 """
 

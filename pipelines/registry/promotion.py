@@ -5,8 +5,10 @@ ledger entry follows. If the process dies between the two, the next promotion or
 that alias finds the alias's change missing from the ledger and records it then
 (:func:`record_pending`), so every alias change ends up in the ledger exactly once, and a
 writer that lost a race wrote nothing anywhere. Once recorded, the alias object is anchored to
-its entry (``aliases.anchor_alias``); a writer links a new entry only to a newest entry that
-agrees with the anchors of the record and of the cloud it changes.
+its entry (``aliases.anchor_alias``), and the ledger's new head is carried to every replica
+(``replication.carry_heads``). A writer links a new entry only to a newest entry that agrees
+with the anchors of the record and of the cloud it changes and with the heads the replicas
+hold.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pipelines.registry.clouds import Registry
 from pipelines.registry.errors import RegistryError, UnknownAlias
 from pipelines.registry.history import anchors, read_ledger
 from pipelines.registry.names import check_alias, check_cloud, check_version_id
-from pipelines.registry.replication import ensure_replicated
+from pipelines.registry.replication import carry_heads, ensure_replicated
 from pipelines.registry.versions import Version, read_version
 
 log = logging.getLogger("recflow.registry.promotion")
@@ -71,8 +73,10 @@ def record_pending(registry: Registry, cloud: str, alias: str) -> AliasState | N
             cloud,
             state.version,
         )
-        entry = ledger.append(registry.record, state.change, anchors(registry, [cloud]))
-    return anchor_alias(store, state, entry) or read_alias(store, alias)
+        entry = ledger.append(registry.record, state.change, anchors(registry, [cloud], notes=[]))
+    anchored = anchor_alias(store, state, entry)
+    carry_heads(registry)
+    return anchored or read_alias(store, alias)
 
 
 def promote(
@@ -130,7 +134,8 @@ def promote(
         log.info("alias %r in %r already names %s: nothing to do", alias, cloud, version)
         return None
     # refused before the alias moves, rather than after it
-    ledger.check_head(registry.record, anchors(registry, [cloud]))
+    # (a replica's head that lags or does not answer is carried after the change, or noted)
+    ledger.check_head(registry.record, anchors(registry, [cloud], notes=[]))
     change = ledger.make_change(
         cloud=cloud,
         alias=alias,
@@ -145,8 +150,9 @@ def promote(
         rolls_back=rolls_back,
     )
     state = write_alias(store, alias, version, change, current)
-    entry = ledger.append(registry.record, change, anchors(registry, [cloud]))
+    entry = ledger.append(registry.record, change, anchors(registry, [cloud], notes=[]))
     anchor_alias(store, state, entry)
+    carry_heads(registry)
     log.info(
         "%s: alias %r in %r %s -> %s (ledger entry %d)",
         action,
@@ -186,7 +192,9 @@ def rollback(
             f"alias {alias!r} is not set in {cloud!r}: there is nothing to roll back"
         )
     record_pending(registry, cloud, alias)
-    target, undone = ledger.last_known_good(read_ledger(registry, [cloud]), alias, cloud)
+    # a replica's head that lags or does not answer is noted by the promotion below
+    found = read_ledger(registry, [cloud], notes=[])
+    target, undone = ledger.last_known_good(found, alias, cloud)
     entry = promote(
         registry,
         target,

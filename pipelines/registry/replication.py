@@ -8,7 +8,8 @@ the right bytes is left alone, a missing or corrupt one is copied again.
 :func:`sync_aliases` rebuilds a replica's aliases from the ledger (the record of every alias
 change), for a replica that lost its state, such as the in-memory loopback server of
 ``make run``. Each alias it writes carries the anchor of its ledger entry, so the replica holds
-the anchors of its own aliases' entries, away from the ledger in the store of record.
+the anchors of its own aliases' entries, away from the ledger in the store of record; then it
+carries the ledger's head there (:func:`carry_head`), as every promotion does.
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.registry import ledger
+from pipelines.registry import head, ledger
 from pipelines.registry.aliases import anchor_alias, read_alias, write_alias
 from pipelines.registry.clouds import Registry
-from pipelines.registry.errors import ChecksumMismatch, RegistryError
-from pipelines.registry.history import read_ledger
+from pipelines.registry.errors import (
+    ChecksumMismatch,
+    PolicyViolation,
+    RegistryError,
+    StoreUnreachable,
+)
+from pipelines.registry.history import anchors, read_ledger
 from pipelines.registry.names import check_cloud, file_key, marker_key
 from pipelines.registry.versions import read_version
 
@@ -110,8 +116,8 @@ def sync_aliases(registry: Registry, cloud: str) -> list[str]:
 
     Each alias of ``cloud`` in the ledger gets its version replicated and its alias object
     rewritten where it is missing or names another change, anchored to its entry (an alias
-    that names its entry's change without the anchor gets it). This restores recorded state;
-    it adds no ledger entry.
+    that names its entry's change without the anchor gets it), and the ledger's head is
+    carried there (:func:`carry_head`). This restores recorded state; it adds no ledger entry.
 
     Returns:
         The aliases that were restored.
@@ -120,8 +126,9 @@ def sync_aliases(registry: Registry, cloud: str) -> list[str]:
         LedgerBroken: The ledger is not intact (``history.read_ledger``); nothing was written.
     """
     target = registry.store(cloud)
+    notes: list[str] = []  # a head missing or lagging there is carried below
     latest: dict[str, ledger.LedgerEntry] = {}
-    for entry in ledger.select(read_ledger(registry, [cloud]), cloud=cloud):
+    for entry in ledger.select(read_ledger(registry, [cloud], notes=notes), cloud=cloud):
         latest[entry.alias] = entry
     restored = []
     for alias, entry in sorted(latest.items()):
@@ -140,4 +147,56 @@ def sync_aliases(registry: Registry, cloud: str) -> list[str]:
             entry.seq,
         )
         restored.append(alias)
+    for line in notes:
+        log.info("%s", line)
+    try:
+        carry_head(registry, cloud)
+    except PolicyViolation as exc:  # registry.crossing.allow leaves it out
+        log.warning("the ledger head was not carried to %r: %s", cloud, exc)
     return restored
+
+
+def carry_head(registry: Registry, cloud: str) -> bool:
+    """Carry the ledger's newest entry to the replica ``cloud`` as its head
+    (``pipelines.registry.head``), once the ledger checks out against the anchors of the record
+    and of ``cloud`` and the heads the replicas hold: a head carried over an edited entry
+    would bless the edit.
+
+    Returns:
+        Whether the head there moved (False: it was that entry already, or the ledger is empty).
+
+    Raises:
+        LedgerBroken: The ledger is not intact; nothing was written.
+        StoreUnreachable: The replica does not answer.
+        PolicyViolation: ``registry.crossing.allow`` does not list ``ledger_head``.
+    """
+    target = registry.store(cloud)
+    found = anchors(registry, [cloud], notes=[])  # read before the ledger; gaps are filled here
+    physical = ledger.entries(registry.record, physical=True)
+    ledger.check(registry.record, physical, found)
+    if not physical:
+        return False
+    moved = head.carry(target, registry.record_cloud, physical[-1])
+    if moved:
+        log.info("carried the ledger head (entry %d) to %r", physical[-1].seq, cloud)
+    return moved
+
+
+def carry_heads(registry: Registry) -> None:
+    """Carry the ledger's head to every replica (:func:`carry_head`); one that does not answer,
+    or may not receive it, is left behind with a warning (the next promotion or
+    ``recflow registry replicate --sync`` carries it).
+
+    Raises:
+        LedgerBroken: The ledger is not intact; nothing was written.
+    """
+    for cloud in registry.replica_clouds:
+        try:
+            carry_head(registry, cloud)
+        except (StoreUnreachable, PolicyViolation) as exc:
+            log.warning(
+                "the ledger head was not carried to %r (%s): its copy there lags until the "
+                "next promotion or `recflow registry replicate --sync`",
+                cloud,
+                exc,
+            )

@@ -26,6 +26,9 @@ CrossingKind = Literal[
     "lineage",
     "version_marker",
     "alias",
+    # the number and sha256 of the private ledger's newest entry, and the alias and version
+    # it set: hashes and names only
+    "ledger_head",
 ]
 # The kinds never written to a replica, whatever ``registry.crossing.allow`` says.
 PrivateKind = Literal[
