@@ -12,6 +12,7 @@ BENCHMARKS = (
     "benchmarks.bench_train_memory",  # trains on data/prepared: after `make run`
     "benchmarks.bench_inference",  # times models/candidate/model.pt: after `make run`
     "benchmarks.bench_serving",  # serves models/candidate/optimized: after `make run`
+    "benchmarks.bench_request_log",  # a request-log window written beside an event loop
     "benchmarks.bench_registry",  # the registry through the loopback S3 server
     "benchmarks.bench_synthetic_ceiling",  # SASRec, baselines and the oracle on the preset
 )

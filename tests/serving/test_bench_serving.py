@@ -93,6 +93,15 @@ def test_the_readme_table_marks_rates_that_were_not_sustained() -> None:
         bench_serving.table({"servers": {}})  # a file of the wrk-paced layout
 
 
+def test_the_readme_quotes_the_recorded_results_file() -> None:
+    """The README's serving table is the one ``--table`` prints from the committed results, so
+    a new recording without the README (or a hand-edited figure) fails here."""
+    root = Path(__file__).resolve().parents[2]
+    report = json.loads((root / "benchmarks/results/serving.json").read_text())
+    readme = (root / "README.md").read_text()
+    assert bench_serving.table(report) in readme
+
+
 @pytest.mark.slow
 def test_an_open_loop_point_against_a_real_server(
     tiny_prepared: Path, served_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

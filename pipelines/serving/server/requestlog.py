@@ -16,7 +16,9 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -90,57 +92,80 @@ class RequestLog:
         return self.write(*taken) if taken else None
 
 
-def _lists(values: list[np.ndarray], flat: np.ndarray, kind: pa.DataType) -> pa.ListArray:
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, kind))
+def _column(rows: list[Row], field: str) -> list[Any]:
+    return list(map(attrgetter(field), rows))
 
 
-def _decode(rows: list[Row], field: str) -> dict[str, np.ndarray]:
-    """Item ids, categories and prices of ``field`` over all rows, in row order."""
-    parts = [getattr(r, field) for r in rows]
+def _offsets(parts: list[np.ndarray]) -> np.ndarray:
+    """List offsets of ``parts``: where each row's values start, and the end."""
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)), out=offsets[1:])
+    return offsets
+
+
+def _spans(rows: list[Row]) -> list[tuple[int, int, ItemTable]]:
+    """Runs of rows decoded with one item table, as (first row, end row, table): a window may
+    span a model change, and rows of one table are decoded together."""
+    tables = _column(rows, "table")
+    ident = np.fromiter(map(id, tables), np.int64, len(tables))
+    starts = [0, *(np.flatnonzero(ident[1:] != ident[:-1]) + 1).tolist()]
+    ends = [*starts[1:], len(rows)]
+    return [(lo, hi, tables[lo]) for lo, hi in zip(starts, ends, strict=True) if hi > lo]
+
+
+def _decoded(
+    parts: list[np.ndarray], spans: list[tuple[int, int, ItemTable]]
+) -> dict[str, pa.ListArray]:
+    """Item ids, categories and prices of ``parts`` (one index array per row), as list columns.
+
+    Arrow gathers them from each item table's columns (``take``), and every per-row step is a
+    pass in C: the window is written in a thread of the serving worker, and a Python loop over
+    its rows or items would hold the interpreter, and so the worker's event loop, meanwhile.
+    """
+    offsets = _offsets(parts)
     flat = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    ids = np.empty(len(flat), dtype=object)
-    categories = np.empty(len(flat), dtype=object)
-    prices = np.full(len(flat), np.nan)
-    start = 0
-    # rows of one table are decoded together (a window may span a model change)
-    spans: list[tuple[int, int, ItemTable]] = []
-    for row, part in zip(rows, parts, strict=True):
-        if spans and spans[-1][2] is row.table:
-            spans[-1] = (spans[-1][0], start + len(part), row.table)
-        else:
-            spans.append((start, start + len(part), row.table))
-        start += len(part)
+    columns: dict[str, list[pa.Array]] = {"ids": [], "categories": [], "prices": []}
     for lo, hi, table in spans:
-        idx = flat[lo:hi]
-        ids[lo:hi] = table.ids[idx]
-        categories[lo:hi] = table.categories[idx]
-        prices[lo:hi] = table.prices[idx]
-    return {"ids": ids, "categories": categories, "prices": prices}
+        idx = pa.array(flat[offsets[lo] : offsets[hi]])
+        columns["ids"].append(pa.array(table.ids, pa.string()).take(idx))
+        columns["categories"].append(pa.array(table.categories, pa.string()).take(idx))
+        columns["prices"].append(pa.array(table.prices, pa.float64()).take(idx))
+    kinds = {"ids": pa.string(), "categories": pa.string(), "prices": pa.float64()}
+    list_offsets = pa.array(offsets.astype(np.int32))
+    return {
+        name: pa.ListArray.from_arrays(
+            list_offsets,
+            chunks[0]
+            if len(chunks) == 1
+            else pa.concat_arrays(chunks)
+            if chunks
+            else pa.array([], kinds[name]),
+        )
+        for name, chunks in columns.items()
+    }
 
 
 def rows_table(rows: list[Row]) -> pa.Table:
     """The Parquet table of ``rows``."""
-    history = _decode(rows, "history")
-    items = _decode(rows, "items")
-    hist_parts = [r.history for r in rows]
-    item_parts = [r.items for r in rows]
+    spans = _spans(rows)
+    history = _decoded(_column(rows, "history"), spans)
+    items = _decoded(_column(rows, "items"), spans)
+    times = np.fromiter(map(attrgetter("time"), rows), np.float64, len(rows))
     return pa.table(
         {
-            "time": pa.array([int(r.time * 1000) for r in rows], pa.timestamp("ms", tz="UTC")),
-            "user": pa.array([r.user for r in rows], pa.string()),
-            "model_version": pa.array([r.version for r in rows], pa.string()),
-            "arm": pa.array([r.arm for r in rows], pa.string()),
-            "history_items": _lists(hist_parts, history["ids"], pa.string()),
-            "history_categories": _lists(hist_parts, history["categories"], pa.string()),
-            "history_prices": _lists(hist_parts, history["prices"], pa.float64()),
-            "items": _lists(item_parts, items["ids"], pa.string()),
-            "item_categories": _lists(item_parts, items["categories"], pa.string()),
-            "latency_ms": pa.array([r.latency_ms for r in rows], pa.float64()),
-            "fallback": pa.array([r.fallback for r in rows], pa.bool_()),
-            "cache_hit": pa.array([r.cache_hit for r in rows], pa.bool_()),
-            "unknown_items": pa.array([r.unknown_items for r in rows], pa.int32()),
+            "time": pa.array((times * 1000).astype(np.int64), pa.timestamp("ms", tz="UTC")),
+            "user": pa.array(_column(rows, "user"), pa.string()),
+            "model_version": pa.array(_column(rows, "version"), pa.string()),
+            "arm": pa.array(_column(rows, "arm"), pa.string()),
+            "history_items": history["ids"],
+            "history_categories": history["categories"],
+            "history_prices": history["prices"],
+            "items": items["ids"],
+            "item_categories": items["categories"],
+            "latency_ms": pa.array(_column(rows, "latency_ms"), pa.float64()),
+            "fallback": pa.array(_column(rows, "fallback"), pa.bool_()),
+            "cache_hit": pa.array(_column(rows, "cache_hit"), pa.bool_()),
+            "unknown_items": pa.array(_column(rows, "unknown_items"), pa.int32()),
         }
     )
 
