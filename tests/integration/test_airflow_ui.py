@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -22,6 +21,7 @@ import psutil
 import pytest
 
 from pipelines.core.project import interpreter_env
+from pipelines.core.waiting import wait_until
 from pipelines.main_job.airflow_cli import AIRFLOW_HOME, DAG_ID
 from tests.integration.conftest import AIRFLOW_OVERRIDES
 from tests.integration.project import copy_project
@@ -40,13 +40,11 @@ def _free_port() -> int:
 
 
 def _wait_for(condition: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    # the limit only ends a hung test: nothing passes or fails by how fast it came
+    value = wait_until(condition, timeout_s=timeout_s, interval_s=1.0)
+    if not value:
+        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    return value
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, Any]:

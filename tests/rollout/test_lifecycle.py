@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipelines.core.errors import InputError
+from pipelines.core.waiting import wait_until
 from pipelines.registry import ledger
 from pipelines.rollout.controller import RolloutFailed, approve, deploy
 from pipelines.rollout.record import Records, RolloutRecord
@@ -32,11 +32,9 @@ def _record(project: Project, version: str) -> RolloutRecord | None:
 
 
 def _wait_for(condition: Any, timeout_s: float = 120.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    # the limit only ends a hung test: nothing passes or fails by how fast it came
+    if not wait_until(condition, timeout_s=timeout_s, interval_s=0.05):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 class Background:

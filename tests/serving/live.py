@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipelines.core.waiting import wait_until
 from tests.serving.conftest import ADMIN, CLIENT, PSEUDONYM_KEY
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -91,16 +91,16 @@ def live_server(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + ready_s
-        while True:
+
+        def ready() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited: {(tmp / 'server.log').read_text()[-3000:]}")
             with contextlib.suppress(OSError):
-                if call(port, "GET", "/readyz", token=None, timeout=2)[0] == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready in {ready_s} s: {(tmp / 'server.log').read_text()}")
-            time.sleep(0.2)
+                return call(port, "GET", "/readyz", token=None, timeout=2)[0] == 200
+            return False
+
+        if not wait_until(ready, timeout_s=ready_s, interval_s=0.2):
+            raise RuntimeError(f"not ready in {ready_s} s: {(tmp / 'server.log').read_text()}")
         yield port
     finally:
         stop(process)
