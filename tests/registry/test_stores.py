@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import boto3
 import pytest
 
 from pipelines.core.params import CrossingConfig, Params, StoreConfig
+from pipelines.core.waiting import wait_until
 from pipelines.registry.errors import (
     AccessDenied,
     BucketMissing,
@@ -262,11 +262,13 @@ def test_an_upload_killed_part_way_leaves_no_object(
     process = subprocess.Popen(
         [sys.executable, "-c", _UPLOAD, url, s3_endpoint, str(source)], env=os.environ.copy()
     )
-    deadline = time.monotonic() + 60
-    while not client.list_multipart_uploads(Bucket=bucket).get("Uploads"):  # type: ignore[attr-defined]
+
+    def uploading() -> bool:
         assert process.poll() is None, "the upload ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+        return bool(client.list_multipart_uploads(Bucket=bucket).get("Uploads"))  # type: ignore[attr-defined]
+
+    # the limit only ends a hung test: nothing passes or fails by how fast it came
+    assert wait_until(uploading, timeout_s=60, interval_s=0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     store = _s3_store(params, tmp_path, url, s3_endpoint)
