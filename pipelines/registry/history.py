@@ -125,6 +125,11 @@ def _lagging(heads: Iterable[CarriedHead], newest: int, notes: list[str] | None)
             )
 
 
+def _anchored(states: Iterable[AliasState], heads: Iterable[CarriedHead]) -> list[ledger.Anchor]:
+    """The anchors of alias objects that record one, and of the carried heads."""
+    return [s.anchor for s in states if s.anchor is not None] + [h.anchor for h in heads]
+
+
 def anchors(
     registry: Registry,
     clouds: Iterable[str] | None = None,
@@ -145,8 +150,7 @@ def anchors(
         ChecksumMismatch: An alias or head object is tampered with or malformed.
         StoreError: A store failed.
     """
-    found = [s.anchor for s in _states(registry, clouds, skipped) if s.anchor is not None]
-    return found + [head.anchor for head in carried_heads(registry, skipped, notes)]
+    return _anchored(_states(registry, clouds, skipped), carried_heads(registry, skipped, notes))
 
 
 def read_ledger(
@@ -167,8 +171,7 @@ def read_ledger(
     """
     states = _states(registry, clouds, skipped)
     heads = carried_heads(registry, skipped, notes)
-    found = [s.anchor for s in states if s.anchor is not None] + [h.anchor for h in heads]
-    entries = ledger.entries(registry.record, anchors=found)
+    entries = ledger.entries(registry.record, anchors=_anchored(states, heads))
     _lagging(heads, entries[-1].seq if entries else 0, notes)
     return entries
 
@@ -200,9 +203,8 @@ def ledger_problems(
         if cloud not in wanted
     ]
     heads = carried_heads(registry, [], notes, wanted)
-    found = [s.anchor for s in states if s.anchor is not None] + [h.anchor for h in heads]
     physical = ledger.entries(registry.record, physical=True)
-    problems = ledger.chain_problems(physical, found)
+    problems = ledger.chain_problems(physical, _anchored(states, heads))
     if not problems:
         _lagging(heads, physical[-1].seq if physical else 0, notes)
     return problems, notes
