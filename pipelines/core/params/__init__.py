@@ -12,7 +12,7 @@ lists of YAML and JSON fill tuple fields, and path fields take strings.
 Import every name from here; the modules group the sections as the stages do:
 ``base`` (the strict model and field types), ``data`` (run, generate, ingest, validate,
 prepare), ``training`` (train), ``serving`` (optimize, serve), ``gate`` (evaluate),
-``execution`` (airflow, execution), ``registry`` (stores, registry), ``deploy`` (deploy) and
+``execution`` (airflow, execution), ``registry`` (stores, registry), ``deploy`` (deploy), ``monitor`` (monitor) and
 ``loading`` (the whole file as :class:`Params`, its errors and overrides).
 """
 
@@ -59,6 +59,13 @@ from pipelines.core.params.loading import (
     with_json_overrides,
     with_overrides,
 )
+from pipelines.core.params.monitor import (
+    FEATURE_NAMES,
+    DriftMethod,
+    FeatureDrift,
+    MonitorConfig,
+    QualityConfig,
+)
 from pipelines.core.params.registry import (
     NEVER_CROSS,
     CrossingConfig,
@@ -89,6 +96,11 @@ from pipelines.core.params.serving import (
 from pipelines.core.params.training import TrainConfig
 
 __all__ = [
+    "FEATURE_NAMES",
+    "DriftMethod",
+    "FeatureDrift",
+    "MonitorConfig",
+    "QualityConfig",
     "DEFAULT_PARAMS",
     "NEVER_CROSS",
     "SHIP_ORDER",

@@ -22,6 +22,7 @@ from pipelines.core.params.data import (
 from pipelines.core.params.deploy import DeployConfig
 from pipelines.core.params.execution import AirflowConfig, ExecutionConfig
 from pipelines.core.params.gate import EvaluateConfig
+from pipelines.core.params.monitor import MonitorConfig
 from pipelines.core.params.registry import RegistryConfig, StoresConfig
 from pipelines.core.params.serving import OptimizeConfig, ServeConfig
 from pipelines.core.params.training import TrainConfig
@@ -49,6 +50,7 @@ class Params(StrictModel):
     stores: StoresConfig = StoresConfig()
     registry: RegistryConfig = RegistryConfig()
     deploy: DeployConfig = DeployConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
