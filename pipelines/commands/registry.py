@@ -1,7 +1,7 @@
 """``recflow registry``: look into the model registry and change its aliases by hand.
 
     recflow registry list [--cloud C]
-    recflow registry show VERSION [--cloud C]
+    recflow registry show VERSION [--cloud C]   (why it was made first: its trigger)
     recflow registry promote VERSION --alias A --cloud C --reason R
     recflow registry rollback --alias A --cloud C --reason R
     recflow registry history [--alias A] [--cloud C] [--at TIME]
@@ -148,6 +148,8 @@ def _show(registry: Registry, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(document)
         return 0
+    # why the version was made, first: a drift finding names the cloud, window and features
+    print(lineage.trigger_line(document["lineage"]))
     print(f"version {version.id} in {store.name} (digest {version.digest})")
     print(f"gate: {version.gate}")
     for artifact in version.artifacts:

@@ -95,6 +95,12 @@ def optimize_figure(root: Path) -> str:
     return f"ships {shipped}, {speedup:.1f}x torch eager at batch 1"
 
 
+def reference_figure(root: Path) -> str:
+    """``reference``: the size of the monitoring reference the version will carry."""
+    m = _json(root / stage_path("reference", "--out", "reference.json"))
+    return f"{m['rows']:,} reference requests, {len(m['features'])} features"
+
+
 def evaluate_figure(root: Path) -> str:
     """``evaluate``: the regression gate's verdict."""
     m = _json(root / stage_path("evaluate", "--metrics"))
@@ -161,6 +167,33 @@ def deploy_figure(root: Path) -> str:
     return f"{version} serves in {clouds or 'no cloud'} ({', '.join(path) or 'already production'})"
 
 
+def _latest_monitor(root: Path) -> dict[str, Any]:
+    """Each monitored cloud's newest summary (checked against its pointer), by cloud."""
+    from pipelines.monitoring.summary import read_latest
+
+    cfg = load_params(root / "params.yaml").monitor
+    found = {}
+    for cloud in cfg.clouds:
+        if (root / cfg.out / cloud / "latest.json").is_file():
+            found[cloud] = read_latest(root / cfg.out / cloud)
+    return found
+
+
+def monitor_figure(root: Path) -> str:
+    """Each cloud's verdict on the traffic, with the drifted features and online quality."""
+    found = _latest_monitor(root)
+    if not found:
+        return "no monitoring report yet"
+    parts = []
+    for cloud, latest in found.items():
+        summary = latest.summary
+        drifted = f" ({', '.join(d.feature for d in summary.drifted)})" if summary.drifted else ""
+        rates = [q for q in summary.quality if q.hit_rate is not None]
+        quality = f", hit rate {rates[0].hit_rate:.3f}" if len(rates) == 1 else ""
+        parts.append(f"{cloud} {summary.verdict}{drifted} on {summary.rows:,} requests{quality}")
+    return "; ".join(parts)
+
+
 KEY_FIGURES: dict[str, Figure | None] = {
     "set_logical_date": logical_date_figure,
     "pin_production": pin_figure,
@@ -171,9 +204,11 @@ KEY_FIGURES: dict[str, Figure | None] = {
     "prepare": prepare_figure,
     "train": train_figure,
     "optimize": optimize_figure,
+    "reference": reference_figure,
     "evaluate": evaluate_figure,
     "register": register_figure,
     "deploy": deploy_figure,
+    "monitor": monitor_figure,
 }
 
 
@@ -220,6 +255,14 @@ def summary_lines(root: Path) -> list[str]:
     record = _rollout_record(root)
     if record is not None:
         landed.append(("deploy", "record", record))
+    try:
+        reports = _latest_monitor(root)
+    except (OSError, ValueError, RecflowError):
+        reports = {}
+    for latest in reports.values():
+        report = latest.path.parent / "report.html"
+        shown = report.relative_to(root) if report.is_relative_to(root) else report
+        landed.append(("monitor", "report", shown))
     width = max(len(name) for name, *_ in landed)
     lines = []
     for name, noun, path in landed:

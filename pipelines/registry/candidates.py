@@ -2,7 +2,9 @@
 
 What each file is (its kind, which the crossing policy judges), which files a version needs,
 the serving artifacts from the optimize stage's manifest, the gate's verdict, and user or
-session ids pseudonymized before anything is hashed. The files' shapes are other stages'
+session ids pseudonymized before anything is hashed. The monitoring reference
+(``monitoring/``, written by the ``reference`` stage) is optional: candidates made before it
+existed have none, and the monitor says so for their versions. The files' shapes are other stages'
 contracts: only the fields the registry needs are read, and checked.
 """
 
@@ -17,14 +19,15 @@ from typing import Any
 
 from pipelines.core.errors import InputError
 from pipelines.registry.names import check_key
-from pipelines.registry.policy import pseudonymize_json, raw_ids
+from pipelines.registry.policy import is_parquet, parquet_refusal, pseudonymize_json, raw_ids
 from pipelines.registry.stores.base import sha256_of
 from pipelines.registry.versions import Version, VersionFile, content_id
 
 log = logging.getLogger("recflow.registry.candidates")
 
 REQUIRED = ("model.pt", "optimized/manifest.json", "evaluation/verdict.json")
-_PARQUET_MAGIC = b"PAR1"
+# what the monitor compares a version's traffic with (optional: older versions have none)
+MONITORING = "monitoring"
 
 
 def classify(path: str) -> str | None:
@@ -51,6 +54,8 @@ def classify(path: str) -> str | None:
         return "verdict"
     if top == "evaluation":
         return "report"
+    if top == MONITORING:
+        return "monitoring_reference"
     raise InputError(f"candidate file {path} is of no kind a model version holds")
 
 
@@ -135,8 +140,9 @@ def plan(candidate: Path, pseudonym_key: Callable[[], bytes], id_fields: tuple[s
         id_fields: JSON field names that hold user or session ids.
 
     Raises:
-        InputError: A required file is missing, a file is of no known kind or is a data file,
-            or the manifest does not match the artifacts.
+        InputError: A required file is missing, a file is of no known kind or is a data file
+            (a Parquet file other than the item table and the monitoring reference's, or one of
+            those with other columns), or the manifest does not match the artifacts.
     """
     if not candidate.is_dir():
         raise InputError(f"candidate folder {candidate} not found (run the chain first)")
@@ -153,12 +159,12 @@ def plan(candidate: Path, pseudonym_key: Callable[[], bytes], id_fields: tuple[s
         if kind is None:
             continue
         check_key(rel)
-        with open(path, "rb") as handle:
-            # the item table is catalog facts the served model needs; any other Parquet is data
-            if handle.read(4) == _PARQUET_MAGIC and kind != "item_table":
-                raise InputError(
-                    f"candidate file {rel} is a Parquet data file: data is not a model"
-                )
+        # the item table (catalog facts the served model needs) and the monitoring reference's
+        # files, each with its own columns only; any other Parquet is data
+        if is_parquet(path):
+            refusal = parquet_refusal(rel, kind, path)
+            if refusal is not None:
+                raise InputError(f"candidate file {rel} is refused: {refusal}")
         source: bytes | Path = path
         if rel.endswith(".json"):
             document = _json(path)

@@ -27,6 +27,10 @@ class AliasConflict(RegistryError):
     exit_code = 75  # EX_TEMPFAIL: read the new state and decide again
 
 
+class MissingReference(RegistryError):
+    """The version holds no monitoring reference (it was registered before versions kept one)."""
+
+
 class NothingToRollBack(RegistryError):
     """The ledger holds no earlier known-good version for the alias."""
 

@@ -2,8 +2,16 @@
 
 The git commit, the ``dvc.lock`` hashes of the raw batch, validated batch, prepared data and
 model, the params each stage ran with (as ``dvc.lock`` recorded them), the validation result,
-the training run, the gate's verdict, the Airflow dag and run when there is one, and the time,
-which is the run's (Airflow's logical date, else ``run.logical_date``), never the clock's.
+the training run, the gate's verdict, the Airflow dag and run when there is one, the time,
+which is the run's (Airflow's logical date, else ``run.logical_date``), never the clock's, and
+why the run happened (``trigger``).
+
+The trigger is the JSON the register command is given (``--trigger``): for a retrain that a
+drift finding started, the reason the monitor's asset event carried (``{"kind": "drift",
+"cloud", "window", "summary_sha256", "features": [...]}``), or a list of such reasons when
+several events started it. A run started by hand or by its schedule is given nothing and
+records ``{"kind": "manual_or_schedule"}``, so every version registered since says why it was
+made; versions registered before have no ``trigger`` key.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.core.errors import InputError
 from pipelines.core.params import Params
 
 log = logging.getLogger("recflow.registry.lineage")
@@ -30,6 +39,9 @@ LOCKED_OUTPUTS = {
     "model": ("train", "models/candidate/model.pt"),
 }
 FORMAT = 1
+# the trigger of a run no asset event started: by hand, or by the DAG's schedule
+MANUAL_OR_SCHEDULE: dict[str, Any] = {"kind": "manual_or_schedule"}
+Trigger = dict[str, Any] | list[dict[str, Any]]
 
 
 def airflow_run(environ: Mapping[str, str]) -> dict[str, str] | None:
@@ -116,6 +128,78 @@ def run_time(params: Params, run: dict[str, str] | None) -> str:
     return params.run.logical_date.isoformat()
 
 
+def parse_trigger(text: str) -> Trigger:
+    """The trigger of a run from its JSON text (the register command's ``--trigger``).
+
+    Args:
+        text: A JSON object, or a list of them (one per asset event that started the run);
+            empty or blank: the run was started by hand or by its schedule.
+
+    Returns:
+        The parsed trigger; :data:`MANUAL_OR_SCHEDULE` for an empty text.
+
+    Raises:
+        InputError: The text is not JSON, or not an object or a list of objects.
+    """
+    if not text.strip():
+        return dict(MANUAL_OR_SCHEDULE)
+    try:
+        trigger = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--trigger is not valid JSON ({exc}): {text[:200]!r}") from None
+    objects = trigger if isinstance(trigger, list) else [trigger]
+    if not objects or not all(isinstance(item, dict) for item in objects):
+        raise InputError(
+            f"--trigger must be a JSON object or a list of objects, not {text[:200]!r}"
+        )
+    return trigger
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else str(value)
+
+
+def _drifted(feature: Any) -> str:
+    """One drifted feature: ``history_category (0.31 >= 0.1)``, or its name alone."""
+    if not isinstance(feature, dict):
+        return str(feature)
+    name = feature.get("feature", feature.get("metric", "?"))
+    score = feature.get("score", feature.get("value"))
+    limit = feature.get("threshold", feature.get("limit"))
+    if score is None or limit is None:
+        return str(name)
+    return f"{name} ({_number(score)} >= {_number(limit)})"
+
+
+def _reason(trigger: Any) -> str:
+    if not isinstance(trigger, dict):
+        return json.dumps(trigger, sort_keys=True)
+    kind = trigger.get("kind")
+    if kind == MANUAL_OR_SCHEDULE["kind"]:
+        return "manual or schedule"
+    if kind == "drift":
+        where = " ".join(str(trigger[k]) for k in ("cloud", "window") if trigger.get(k))
+        features = trigger.get("features") or []
+        drifted = ", ".join(_drifted(f) for f in features) if isinstance(features, list) else ""
+        return f"drift in {where or '?'}" + (f": {drifted}" if drifted else "")
+    rest = {k: v for k, v in trigger.items() if k != "kind"}
+    return f"{kind or 'unknown'}" + (f" {json.dumps(rest, sort_keys=True)}" if rest else "")
+
+
+def trigger_line(record: dict[str, Any]) -> str:
+    """Why the version of the lineage ``record`` was made, in one line.
+
+    ``trigger: drift in private 20261201T000000Z--20261202T000000Z: history_category
+    (0.31 >= 0.1)``; ``trigger: manual or schedule``; ``trigger: not recorded`` for a version
+    registered before triggers were.
+    """
+    if "trigger" not in record:
+        return "trigger: not recorded (registered before the lineage kept it)"
+    trigger = record["trigger"]
+    reasons = trigger if isinstance(trigger, list) else [trigger]
+    return "trigger: " + "; ".join(_reason(r) for r in reasons)
+
+
 def collect(
     params: Params,
     candidate: Path,
@@ -123,6 +207,7 @@ def collect(
     validation: Path | None,
     root: Path,
     environ: Mapping[str, str],
+    trigger: Trigger | None = None,
 ) -> dict[str, Any]:
     """The lineage record of the version ``candidate`` would make.
 
@@ -133,6 +218,7 @@ def collect(
         validation: The validate stage's metrics file (``metrics/validation.json``).
         root: The project root (its git commit).
         environ: The environment (Airflow's ``AIRFLOW_CTX_*``).
+        trigger: Why the run happened (:func:`parse_trigger`); None: by hand or by schedule.
 
     Returns:
         The record, as plain JSON values.
@@ -156,6 +242,7 @@ def collect(
             "bootstrap": verdict.get("bootstrap"),
         },
         "airflow": run,
+        "trigger": trigger if trigger is not None else dict(MANUAL_OR_SCHEDULE),
     }
 
 

@@ -3,8 +3,9 @@
 :meth:`CrossingPolicy.check` runs inside the one method through which every store write
 passes (``Store._write``), before any byte is sent. A replica (the public cloud) receives only
 the kinds ``registry.crossing.allow`` lists; raw events, validated batches, prepared
-sequences, user ids and secrets never cross, whatever the list says; a Parquet file never
-crosses whatever kind it claims; and a JSON document crosses only if every user or session id
+sequences, user ids and secrets never cross, whatever the list says; a Parquet file crosses
+only as one of the two kinds of Parquet a version holds, each with its own columns and nothing
+else (:func:`parquet_refusal`); and a JSON document crosses only if every user or session id
 field in it holds a pseudonym.
 
 A pseudonym is a keyed hash (HMAC-SHA256) of the id; the key lives in the private store
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, get_args
 
-from pipelines.core.params import NEVER_CROSS, CrossingConfig, ObjectKind
+from pipelines.core.params import FEATURE_NAMES, NEVER_CROSS, CrossingConfig, ObjectKind
 from pipelines.registry.errors import PolicyViolation
 
 KINDS: frozenset[str] = frozenset(get_args(ObjectKind))
@@ -29,6 +30,13 @@ KINDS: frozenset[str] = frozenset(get_args(ObjectKind))
 ITEM_TABLE_COLUMNS = frozenset(
     {"item_idx", "item_id", "category", "price", "popularity_rank", "popularity"}
 )
+# the Parquet files of a version's monitoring reference (pipelines/monitoring/reference.py), by
+# their path in the version, and their columns: the features of held-out requests, and how
+# often each item id occurs in their histories with its popularity bucket; no user id, no event
+MONITORING_PARQUET: dict[str, frozenset[str]] = {
+    "monitoring/reference.parquet": frozenset(FEATURE_NAMES),
+    "monitoring/popularity.parquet": frozenset({"item_id", "count", "bucket"}),
+}
 PSEUDONYM = re.compile(r"anon-[0-9a-f]{24}")
 _PARQUET_MAGIC = b"PAR1"
 _JSON_LIMIT = 64 * 2**20  # larger JSON documents are not models' metadata: refused on a replica
@@ -144,33 +152,13 @@ class CrossingPolicy:
         if role == "record":
             return
         refused = f"refused to write {key} ({kind}) to store {store!r} (a replica): "
-        head = payload[:4] if isinstance(payload, bytes) else _head(payload)
-        if head == _PARQUET_MAGIC:
-            if kind == "item_table":
-                self._check_item_table(refused, payload)
-                return
-            raise PolicyViolation(
-                refused + "it is a Parquet data file, and event data never leaves the private cloud"
-            )
+        if is_parquet(payload):
+            refusal = parquet_refusal(key, kind, payload)
+            if refusal is not None:
+                raise PolicyViolation(refused + refusal)
+            return
         if key.endswith(".json"):
             self._check_json(refused, payload)
-
-    def _check_item_table(self, refused: str, payload: bytes | Path) -> None:
-        """An item table crosses only with the catalog columns it is made of, nothing else."""
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        source = pa.BufferReader(payload) if isinstance(payload, bytes) else str(payload)
-        try:
-            columns = set(pq.read_schema(source).names)
-        except (pa.ArrowException, OSError) as exc:
-            raise PolicyViolation(refused + f"its Parquet schema is unreadable: {exc}") from exc
-        extra = sorted(columns - ITEM_TABLE_COLUMNS)
-        if extra:
-            raise PolicyViolation(
-                refused + f"an item table holds only catalog columns, not {', '.join(extra)}"
-            )
 
     def _check_json(self, refused: str, payload: bytes | Path) -> None:
         size = len(payload) if isinstance(payload, bytes) else payload.stat().st_size
@@ -192,6 +180,62 @@ class CrossingPolicy:
             )
 
 
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read(4)
+def is_parquet(payload: bytes | Path) -> bool:
+    """Whether ``payload`` (bytes, or the file holding them) starts as a Parquet file does."""
+    if isinstance(payload, bytes):
+        return payload[:4] == _PARQUET_MAGIC
+    with open(payload, "rb") as handle:
+        return handle.read(4) == _PARQUET_MAGIC
+
+
+def _version_path(key: str) -> str:
+    """The path in its version of a version file's key (``versions/<id>/files/<path>``); any
+    other key or path as it is."""
+    parts = key.split("/", 3)
+    if len(parts) == 4 and parts[0] == "versions" and parts[2] == "files":
+        return parts[3]
+    return key
+
+
+def parquet_refusal(key: str, kind: str, payload: bytes | Path) -> str | None:
+    """Why the Parquet file ``payload`` may not be kept as ``kind`` at ``key``; None: it may.
+
+    A version holds two kinds of Parquet, each only with its own columns: the item table (the
+    catalog facts of the model's item indices, :data:`ITEM_TABLE_COLUMNS`) and the monitoring
+    reference's two files, only at their paths under ``monitoring/``
+    (:data:`MONITORING_PARQUET`). Any other Parquet file is data, and data is not a model.
+
+    Args:
+        key: The object's key (``versions/<id>/files/<path>``) or its path in the version.
+        kind: The kind it is written as.
+        payload: Its bytes, or the file holding them.
+    """
+    if kind == "item_table":
+        allowed, what = ITEM_TABLE_COLUMNS, "an item table holds only catalog columns"
+    elif kind == "monitoring_reference":
+        path = _version_path(key)
+        if path not in MONITORING_PARQUET:
+            return (
+                f"a monitoring reference's Parquet files are {' and '.join(MONITORING_PARQUET)} "
+                f"only, not {path}"
+            )
+        allowed = MONITORING_PARQUET[path]
+        what = f"{path} holds only the columns {', '.join(sorted(allowed))}"
+    else:
+        return (
+            "it is a Parquet data file: data is not a model, and event data never leaves the "
+            "private cloud"
+        )
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = pa.BufferReader(payload) if isinstance(payload, bytes) else str(payload)
+    try:
+        columns = set(pq.read_schema(source).names)
+    except (pa.ArrowException, OSError) as exc:
+        return f"its Parquet schema is unreadable: {exc}"
+    extra = sorted(columns - allowed)
+    if extra:
+        return f"{what}, not {', '.join(extra)}"
+    return None

@@ -21,3 +21,12 @@ def pseudonym_key(record: Store) -> bytes:
             record.put_bytes(PSEUDONYM_KEY, secrets.token_bytes(32), "secret", if_none_match=True)
     key, _ = record.read(PSEUDONYM_KEY)
     return key
+
+
+def served_key(record: Store) -> str:
+    """The key as the servers are given it in ``RECFLOW_PSEUDONYM_KEY``: its hex text.
+
+    The servers hash with that text's bytes, so whoever joins the request log with user ids
+    (the monitor's online quality) hashes with the same: ``KeyedHash(served_key(r).encode())``.
+    """
+    return pseudonym_key(record).hex()

@@ -20,7 +20,7 @@ from typing import Protocol
 from pipelines.core.errors import InputError
 from pipelines.core.waiting import wait_until
 from pipelines.registry.clouds import Registry
-from pipelines.registry.pseudonyms import pseudonym_key
+from pipelines.registry.pseudonyms import served_key
 from pipelines.rollout.analysis import Check, Verdict
 from pipelines.rollout.context import Context, short
 from pipelines.rollout.fleet.client import Fleet, Tokens
@@ -135,7 +135,7 @@ class LocalEnvironment:
         """The request log's pseudonymization key (read once; it reaches the servers through
         their environment only)."""
         if self._key is None:
-            self._key = pseudonym_key(self.registry.record).hex()
+            self._key = served_key(self.registry.record)
         return self._key
 
     # ------------------------------------------------------------------ fleets

@@ -1,7 +1,7 @@
 """Task ``register``: the gated candidate becomes a version of the model registry.
 
     python -m pipelines.stages.register --params params.yaml --candidate models/candidate \\
-        --lock dvc.lock --validation metrics/validation.json
+        --lock dvc.lock --validation metrics/validation.json --trigger "$RECFLOW_TRIGGER"
 
 After ``evaluate``. Registers the candidate with its lineage in the private store of record,
 replicates it to the public store and verifies it there, and, if the gate passed it, points the
@@ -10,6 +10,12 @@ replicates it to the public store and verifies it there, and, if the gate passed
 in each cloud whose rollout completes.
 It writes to the stores, a side effect, so it is not a DVC stage: after a local ``dvc repro``,
 ``recflow register`` does the same by hand. Rerunning it changes nothing.
+
+``--trigger`` is why the run happened, as JSON: in the DAG, the reason carried by the asset
+events that started the retrain (a drift finding of the monitor), from ``RECFLOW_TRIGGER``;
+empty for a run started by hand or by its schedule. It is recorded in the version's lineage
+under ``trigger`` (``recflow registry show`` prints it first); text that is not a JSON object
+or list of objects stops the command before anything is written.
 """
 
 from __future__ import annotations
@@ -40,11 +46,21 @@ def _main(argv: Sequence[str] | None) -> int:
         default=Path("metrics/validation.json"),
         help="the validate stage's metrics (the validation result in the lineage)",
     )
+    parser.add_argument(
+        "--trigger",
+        default="",
+        help="why the run happened, as JSON (the drift reason of the asset event that started "
+        "it); empty: by hand or by schedule",
+    )
     args = parser.parse_args(argv)
+    # before anything else: a malformed reason must not leave a version without one
+    trigger = lineage.parse_trigger(args.trigger)
     params = load_params(args.params)
     root = args.params.resolve().parent
     run = lineage.airflow_run(os.environ)
-    record = lineage.collect(params, args.candidate, args.lock, args.validation, root, os.environ)
+    record = lineage.collect(
+        params, args.candidate, args.lock, args.validation, root, os.environ, trigger
+    )
     result = publish(
         open_registry(params, root),
         args.candidate,
@@ -58,7 +74,8 @@ def _main(argv: Sequence[str] | None) -> int:
     log.info(
         "version %s (%s); %s",
         result.version.id,
-        "new" if result.created else "already registered",
+        # a version keeps the lineage, and so the trigger, of its first registration
+        f"new, {lineage.trigger_line(record)}" if result.created else "already registered",
         ", ".join(f"{e.alias} in {e.cloud} -> {e.version}" for e in result.promoted)
         or "no alias changed",
     )

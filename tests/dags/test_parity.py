@@ -44,11 +44,13 @@ def test_dvc_sees_the_expected_chain(project_stages: Any) -> None:
         "prepare",
         "train",
         "optimize",
+        "reference",
         "evaluate",
     }
     assert "${" not in project_stages["ingest"].cmd
     assert project_stages["prepare"].upstream == {"validate"}
     assert project_stages["generate"].upstream == set()
+    assert project_stages["reference"].upstream == {"optimize", "prepare"}
 
 
 def _drift_command(stages: dict[str, Any]) -> None:

@@ -358,6 +358,10 @@ def ran(tmp_path: Path) -> Path:
             },
         },
     )
+    _write_json(
+        tmp_path / stage_path("reference", "--out", "reference.json"),
+        {"schema_version": 1, "rows": 4886, "features": ["history_length", "top_category"]},
+    )
     _write_json(tmp_path / stage_path("evaluate", "--metrics"), {"verdict": "pass"})
     return tmp_path
 
@@ -372,10 +376,12 @@ def test_key_figures_come_from_the_files_the_stages_wrote(ran: Path) -> None:
         "prepare": "4,886 users, 4,886 sequences, 2,000 items",
         "train": "19 epochs, test NDCG@10 0.4998 vs transition 0.5046",
         "optimize": "ships onnxruntime-fp32, 3.0x torch eager at batch 1",
+        "reference": "4,886 reference requests, 2 features",
         "evaluate": "gate verdict: pass",
         # an empty private store (file:stores/private under the folder): nothing promoted
         "register": "registered; no alias changed (a blocked candidate is never a candidate)",
         "deploy": "no rollout yet",
+        "monitor": "no monitoring report yet",
     }
 
 

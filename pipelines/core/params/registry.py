@@ -29,6 +29,9 @@ CrossingKind = Literal[
     # the number and sha256 of the private ledger's newest entry, and the alias and version
     # it set: hashes and names only
     "ledger_head",
+    # what the monitor compares a version's traffic with (a version's ``monitoring/``): features
+    # of the held-out requests and counts per item id; no user ids, no raw events
+    "monitoring_reference",
 ]
 # The kinds never written to a replica, whatever ``registry.crossing.allow`` says.
 PrivateKind = Literal[
