@@ -39,13 +39,13 @@ class FeatureDrift(StrictModel):
     threshold: float = Field(gt=0.0, le=10.0)
 
 
-def _default_features() -> dict[str, FeatureDrift]:
+def _default_features() -> dict[FeatureName, FeatureDrift]:
     return {
         "history_length": FeatureDrift(method="wasserstein", threshold=0.1),
         "history_category": FeatureDrift(method="jensenshannon", threshold=0.1),
         "history_price": FeatureDrift(method="wasserstein", threshold=0.1),
         "history_popularity": FeatureDrift(method="jensenshannon", threshold=0.1),
-        "unknown_share": FeatureDrift(method="wasserstein", threshold=0.1),
+        "unknown_share": FeatureDrift(method="jensenshannon", threshold=0.1),
         "top_category": FeatureDrift(method="jensenshannon", threshold=0.1),
         "top_popularity": FeatureDrift(method="jensenshannon", threshold=0.1),
     }
@@ -70,7 +70,7 @@ class MonitorConfig(StrictModel):
     out: FilePath = Path("reports/monitoring")  # reports/monitoring/<cloud>/<window>/
     reference_rows: int = Field(20_000, ge=100, le=1_000_000)  # featurized rows per version
     sample_rows: int = Field(50_000, ge=0)  # current rows given to Evidently (seeded); 0: all
-    min_requests: int = Field(200, ge=1)  # fewer current rows: insufficient_data, never drift
+    min_requests: int = Field(1000, ge=1)  # fewer current rows: insufficient_data, never drift
     drift_share: float = Field(0.1, gt=0.0, le=1.0)  # share of drifted features for `drift`
     features: dict[FeatureName, FeatureDrift] = Field(default_factory=_default_features)
     # cumulative shares of the reference interactions that end the head, torso ... buckets;
