@@ -12,8 +12,8 @@ lists of YAML and JSON fill tuple fields, and path fields take strings.
 Import every name from here; the modules group the sections as the stages do:
 ``base`` (the strict model and field types), ``data`` (run, generate, ingest, validate,
 prepare), ``training`` (train), ``serving`` (optimize, serve), ``gate`` (evaluate),
-``execution`` (airflow, execution), ``registry`` (stores, registry), ``deploy`` (deploy), ``monitor`` (monitor) and
-``loading`` (the whole file as :class:`Params`, its errors and overrides).
+``execution`` (airflow, execution), ``registry`` (stores, registry), ``deploy`` (deploy),
+``monitor`` (monitor) and ``loading`` (the whole file as :class:`Params`, its errors and overrides).
 """
 
 from __future__ import annotations
@@ -96,12 +96,8 @@ from pipelines.core.params.serving import (
 from pipelines.core.params.training import TrainConfig
 
 __all__ = [
-    "FEATURE_NAMES",
-    "DriftMethod",
-    "FeatureDrift",
-    "MonitorConfig",
-    "QualityConfig",
     "DEFAULT_PARAMS",
+    "FEATURE_NAMES",
     "NEVER_CROSS",
     "SHIP_ORDER",
     "AirflowConfig",
@@ -115,8 +111,10 @@ __all__ = [
     "Date",
     "DeployConfig",
     "DriftConfig",
+    "DriftMethod",
     "EvaluateConfig",
     "ExecutionConfig",
+    "FeatureDrift",
     "FilePath",
     "FleetConfig",
     "FleetsConfig",
@@ -127,6 +125,7 @@ __all__ = [
     "LatencyConfig",
     "LatencyLimit",
     "MetricsSource",
+    "MonitorConfig",
     "ObjectKind",
     "OptimizeConfig",
     "Params",
@@ -135,6 +134,7 @@ __all__ = [
     "PodResources",
     "PrepareConfig",
     "PrivateKind",
+    "QualityConfig",
     "QualityGate",
     "RateCeiling",
     "RegistryConfig",

@@ -88,7 +88,9 @@ class MonitorConfig(StrictModel):
     def _checks(self) -> MonitorConfig:
         edges = self.popularity_buckets
         if not edges or any(not 0.0 < e < 1.0 for e in edges) or list(edges) != sorted(set(edges)):
-            raise ValueError("popularity_buckets must be increasing shares strictly between 0 and 1")
-        if self.webhook_url is not None and not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError("popularity_buckets must be increasing shares between 0 and 1")
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("http://", "https://")
+        ):
             raise ValueError("webhook_url must be an http:// or https:// URL")
         return self
