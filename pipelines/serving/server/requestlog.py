@@ -7,6 +7,10 @@ to the version's item table and turned into ids and categories when a window is 
 one vectorized pass. A window is written atomically (temporary name, then rename) as
 ``<dir>/date=YYYY-MM-DD/requests-<window start>-<worker>.parquet``, so a reader never sees a
 partial file.
+
+Each file carries its layout's version in the Parquet schema metadata
+(``recflow.request_log``: ``1``), so the monitor that reads the log can tell a file of another
+layout from a broken one and skip it by name.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from pipelines.core.io import write_parquet
 from pipelines.serving.items import ItemTable
 
 log = logging.getLogger("recflow.serve")
+
+# the request log's layout, in each file's Parquet schema metadata; a reader skips other versions
+SCHEMA_VERSION_KEY = b"recflow.request_log"
+SCHEMA_VERSION = b"1"
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,7 @@ def _decoded(
 
 
 def rows_table(rows: list[Row]) -> pa.Table:
-    """The Parquet table of ``rows``."""
+    """The Parquet table of ``rows``, its schema marked with the log's layout version."""
     spans = _spans(rows)
     history = _decoded(_column(rows, "history"), spans)
     items = _decoded(_column(rows, "items"), spans)
@@ -166,7 +174,8 @@ def rows_table(rows: list[Row]) -> pa.Table:
             "fallback": pa.array(_column(rows, "fallback"), pa.bool_()),
             "cache_hit": pa.array(_column(rows, "cache_hit"), pa.bool_()),
             "unknown_items": pa.array(_column(rows, "unknown_items"), pa.int32()),
-        }
+        },
+        metadata={SCHEMA_VERSION_KEY: SCHEMA_VERSION},
     )
 
 
