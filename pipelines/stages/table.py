@@ -27,6 +27,9 @@ from pipelines.core.params import ConfigError, Params
 # Set by the task from the DAG run's date; the shell expands it, so no user input is ever
 # pasted into the command text.
 LOGICAL_DATE_ENV = "RECFLOW_LOGICAL_DATE"
+# Set by the task from the asset events that started the run (JSON; empty when none did), for
+# the register command's --trigger; expanded by the shell like the date.
+TRIGGER_ENV = "RECFLOW_TRIGGER"
 
 _PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
@@ -163,6 +166,22 @@ STAGES: tuple[StageSpec, ...] = (
         upstream=("train", "prepare"),
     ),
     StageSpec(
+        name="reference",
+        help="featurize the held-out requests and the shipped model's answers (the monitor's "
+        "reference)",
+        args=(
+            "--params",
+            "params.yaml",
+            "--prepared",
+            "data/prepared",
+            "--model",
+            "models/candidate/optimized",
+            "--out",
+            "models/candidate/monitoring",
+        ),
+        upstream=("optimize", "prepare"),
+    ),
+    StageSpec(
         name="evaluate",
         help="regression gate of the candidate against production",
         args=(
@@ -195,8 +214,11 @@ STAGES: tuple[StageSpec, ...] = (
             "dvc.lock",
             "--validation",
             "metrics/validation.json",
+            "--trigger",
+            f'"${TRIGGER_ENV}"',
         ),
-        upstream=("evaluate",),
+        # the version holds the candidate's monitoring reference too
+        upstream=("evaluate", "reference"),
         # it writes to the object stores, a side effect DVC cannot track; a rerun is a no-op
         tracked=False,
     ),
@@ -217,6 +239,20 @@ STAGES: tuple[StageSpec, ...] = (
         # a rolled-back candidate is a verdict: a retry would report the same rollback
         deterministic_failure=True,
         subcommands=("approve", "status", "manifests"),
+    ),
+    StageSpec(
+        name="monitor",
+        help="drift and online quality of the served traffic (Evidently), per cloud",
+        args=(
+            "--params",
+            "params.yaml",
+            "--feedback-prepared",
+            "data/prepared",
+        ),
+        # the traffic the rollout served, against the reference of what serves now
+        upstream=("deploy",),
+        # it reads the request log and the registry, which DVC cannot track
+        tracked=False,
     ),
 )
 
