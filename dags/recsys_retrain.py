@@ -12,12 +12,19 @@ The recflow chain for one logical date: the same stage commands as `dvc.yaml`, r
 | `prepare` | user sequences, splits and reference statistics |
 | `train` | SASRec under torchrun (DDP), with checkpoints, resume and early stopping |
 | `optimize` | ONNX export, ONNX Runtime (and TensorRT on GPUs) artifacts, parity with PyTorch |
+| `reference` | the monitor's reference: held-out requests and the model's answers, featurized |
 | `evaluate` | regression gate against the production model; a blocked candidate stops here |
 | `register` | registers the gated model, replicates it to the public store, names it `candidate` |
 | `deploy` | private, then public fleet: shadow, canary, full (`production`), or rolled back |
 
 Each stage task asks DVC first: an up-to-date stage is skipped, a changed one runs and is
 recorded in `dvc.lock`, so `dvc repro` afterwards finds nothing to do.
+
+Besides its cron (`airflow.schedule`), the chain runs when `recsys_drift_monitor` finds drift:
+that DAG emits an event on the asset `recflow://monitoring/drift` (at most one per
+`monitor.debounce_hours`), and the run it starts carries the event's reason (cloud, window,
+summary checksum, drifted features) in `$RECFLOW_TRIGGER`, which `register` records in the
+version's lineage. A scheduled or manual run has an empty `$RECFLOW_TRIGGER`.
 
 The date is the run's logical date, or, for a manual run without one, the time it was
 triggered; the trigger form's `logical_date` overrides both. Schedule, retries and timeouts
@@ -30,8 +37,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 from recflow_airflow.execution import chain_tasks
+from recflow_airflow.monitoring import DRIFT_ASSET, TEMPLATE_FILTERS
 from recflow_airflow.project import project_params, project_root
 
 ROOT = project_root(Path(__file__).resolve().parent)
@@ -51,12 +59,17 @@ with DAG(
     dag_id="recsys_retrain",
     description="Retrain the recommender on one day of clickstream and gate the candidate.",
     doc_md=__doc__,
-    schedule=AIRFLOW.schedule,
+    # the cron, or a drift the monitor found: whichever comes first
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(AIRFLOW.schedule, timezone="UTC"), assets=DRIFT_ASSET
+    ),
     start_date=dt.datetime.combine(AIRFLOW.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
     default_args=default_args,
     tags=list(AIRFLOW.tags),
+    # the drift event's reason as $RECFLOW_TRIGGER in every task's environment
+    user_defined_filters=TEMPLATE_FILTERS,
     params={
         "logical_date": Param(
             None,

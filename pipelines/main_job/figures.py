@@ -172,7 +172,7 @@ def _latest_monitor(root: Path) -> dict[str, Any]:
     from pipelines.monitoring.summary import read_latest
 
     cfg = load_params(root / "params.yaml").monitor
-    found = {}
+    found: dict[str, Any] = {}
     for cloud in cfg.clouds:
         if (root / cfg.out / cloud / "latest.json").is_file():
             found[cloud] = read_latest(root / cfg.out / cloud)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.params import ConfigError, Params
-from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, StageSpec, stage
+from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, TRIGGER_ENV, StageSpec, stage
 from recflow_airflow.pods import (
     WORKSPACE_VOLUME,
     gpu_resources,
@@ -20,7 +20,7 @@ from recflow_airflow.pods import (
     security_context,
     workspace_volume,
 )
-from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, stage_script
+from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, TRIGGER_TEMPLATE, stage_script
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -86,6 +86,8 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
                     "env": [
                         {"name": "GX_ANALYTICS_ENABLED", "value": "false"},
                         {"name": LOGICAL_DATE_ENV, "value": LOGICAL_DATE_TEMPLATE},
+                        # what started the run (drift), for the register command's --trigger
+                        {"name": TRIGGER_ENV, "value": TRIGGER_TEMPLATE},
                     ],
                     "resources": _resources(stage_spec, params),
                     "volumeMounts": [

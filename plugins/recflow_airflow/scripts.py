@@ -17,6 +17,11 @@ from pipelines.stages.table import StageSpec, stage_command
 LOGICAL_DATE_TEMPLATE = (
     "{{ params.logical_date or (dag_run.logical_date or dag_run.run_after) | ds }}"
 )
+# What started the run, as JSON for the register command's --trigger: the drift asset's event
+# (the filter is recflow_airflow.monitoring.trigger_text, a DAG's user_defined_filters); empty
+# for a run the asset did not start.
+TRIGGER_FILTER = "recflow_trigger"
+TRIGGER_TEMPLATE = "{{ triggering_asset_events | " + TRIGGER_FILTER + " }}"
 
 
 def stage_script(spec: StageSpec, params: Params) -> str:

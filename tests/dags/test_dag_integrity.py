@@ -15,9 +15,10 @@ import pytest
 from recflow_airflow.project import PROJECT_ROOT_ENV, project_root
 from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE
 
-from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES
+from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, TRIGGER_ENV
 
 DAG_ID = "recsys_retrain"
+DAG_FILES = ("recsys_retrain.py", "recsys_drift_monitor.py")
 EXPECTED_TASKS = [
     "set_logical_date",
     "pin_production",
@@ -27,16 +28,18 @@ EXPECTED_TASKS = [
     "prepare",
     "train",
     "optimize",
+    "reference",
     "evaluate",
     "register",
     "deploy",
+    "monitor",
 ]
 HEAVY = ("torch", "pandas", "numpy", "pyarrow", "great_expectations", "evidently")
 
 
 def test_dag_folder_parses_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == [DAG_ID]
+    assert sorted(dagbag.dag_ids) == ["recsys_drift_monitor", DAG_ID]
 
 
 def test_tasks_and_edges_follow_the_stage_table(dag: Any) -> None:
@@ -48,7 +51,8 @@ def test_tasks_and_edges_follow_the_stage_table(dag: Any) -> None:
 
 def test_dag_settings_come_from_params(dag: Any, params: Any) -> None:
     airflow = params.airflow
-    assert dag.timetable.expression == airflow.schedule
+    # its cron, or the drift asset (tests/dags/test_drift_monitor.py)
+    assert dag.timetable.timetable.expression == airflow.schedule
     assert dag.start_date.date() == airflow.start_date
     assert dag.start_date.utcoffset() == dt.timedelta(0)
     assert dag.catchup is False
@@ -96,6 +100,15 @@ def test_set_logical_date_takes_the_date_from_the_environment(dag: Any) -> None:
         f'--set-logical-date "${LOGICAL_DATE_ENV}"'
     )
     assert expected in script.splitlines()
+    assert "{{" not in script
+
+
+def test_register_takes_the_trigger_from_the_environment(dag: Any) -> None:
+    # the reason of the asset events that started the run reaches the lineage through the
+    # shell's expansion of the variable, never pasted into the command text
+    script = dag.get_task("register").bash_command
+    (line,) = [line for line in script.splitlines() if "-m pipelines.stages.register" in line]
+    assert line.endswith(f'--trigger "${TRIGGER_ENV}"')
     assert "{{" not in script
 
 
@@ -191,8 +204,9 @@ def _heavy_modules_added(dag_file: Path, home: Path) -> list[str]:
     return sorted(set(modules["after"]) - set(modules["before"]))
 
 
-def test_dag_file_adds_no_heavy_imports(project_root: Path, tmp_path: Path) -> None:
-    added = _heavy_modules_added(project_root / "dags" / "recsys_retrain.py", tmp_path)
+@pytest.mark.parametrize("dag_file", DAG_FILES)
+def test_dag_file_adds_no_heavy_imports(dag_file: str, project_root: Path, tmp_path: Path) -> None:
+    added = _heavy_modules_added(project_root / "dags" / dag_file, tmp_path)
     assert added == [], f"importing the DAG file loads heavy modules: {added}"
 
 
