@@ -179,19 +179,23 @@ def _latest_monitor(root: Path) -> dict[str, Any]:
     return found
 
 
+def _cloud_figure(cloud: str, latest: Any) -> str:
+    summary = latest.summary
+    drifted = f" ({', '.join(d.feature for d in summary.drifted)})" if summary.drifted else ""
+    rates = [q for q in summary.quality if q.hit_rate is not None]
+    quality = ""
+    if rates:
+        quality = ", hit rate " + "/".join(f"{q.hit_rate:.2f}" for q in rates)
+        quality += f" ({'/'.join(q.arm for q in rates)})"
+    return f"{cloud} {summary.verdict}{drifted} on {summary.rows:,} requests{quality}"
+
+
 def monitor_figure(root: Path) -> str:
     """Each cloud's verdict on the traffic, with the drifted features and online quality."""
     found = _latest_monitor(root)
     if not found:
         return "no monitoring report yet"
-    parts = []
-    for cloud, latest in found.items():
-        summary = latest.summary
-        drifted = f" ({', '.join(d.feature for d in summary.drifted)})" if summary.drifted else ""
-        rates = [q for q in summary.quality if q.hit_rate is not None]
-        quality = f", hit rate {rates[0].hit_rate:.3f}" if len(rates) == 1 else ""
-        parts.append(f"{cloud} {summary.verdict}{drifted} on {summary.rows:,} requests{quality}")
-    return "; ".join(parts)
+    return "; ".join(_cloud_figure(cloud, latest) for cloud, latest in found.items())
 
 
 KEY_FIGURES: dict[str, Figure | None] = {
@@ -259,13 +263,16 @@ def summary_lines(root: Path) -> list[str]:
         reports = _latest_monitor(root)
     except (OSError, ValueError, RecflowError):
         reports = {}
-    for latest in reports.values():
+    monitored = []
+    for cloud, latest in reports.items():
         report = latest.path.parent / "report.html"
         shown = report.relative_to(root) if report.is_relative_to(root) else report
-        landed.append(("monitor", "report", shown))
-    width = max(len(name) for name, *_ in landed)
+        monitored.append((f"monitor {cloud}", _cloud_figure(cloud, latest), shown))
+    width = max(len(name) for name, *_ in [*landed, *monitored])
     lines = []
     for name, noun, path in landed:
         where = f"{path}/" if noun == "in" else str(path)
         lines.append(f"  {name:<{width}}  {key_figure(name, root)}; {noun} {where}")
+    for name, figure, path in monitored:
+        lines.append(f"  {name:<{width}}  {figure.split(' ', 1)[1]}; report {path}")
     return lines
