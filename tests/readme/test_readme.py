@@ -49,6 +49,11 @@ COVERED_ELSEWHERE: dict[str, tuple[str, ...]] = {
         "tests/unit/test_packaging.py::test_makefile_has_the_documented_targets",
         "tests/unit/test_packaging.py::test_ci_runs_the_readme_test_command",
     ),
+    "make drift-demo": (
+        "tests/integration/test_drift_demo.py::test_a_drifted_day_triggers_the_retrain_that_names_it",
+        "tests/integration/test_drift_demo.py::test_a_day_without_drift_starts_nothing",
+        "tests/unit/test_packaging.py::test_makefile_has_the_documented_targets",
+    ),
 }
 # synopsis forms without a shell example here, and the tests that run them
 FORMS_ELSEWHERE: dict[tuple[str, ...], tuple[str, ...]] = {

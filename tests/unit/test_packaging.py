@@ -38,7 +38,7 @@ def test_dockerfile_is_pinned_and_runs_unprivileged(project_root: Path) -> None:
 
 def test_makefile_has_the_documented_targets(project_root: Path) -> None:
     text = (project_root / "Makefile").read_text()
-    for target in ("help", "setup", "run", "test", "lint", "bench"):
+    for target in ("help", "setup", "run", "test", "lint", "bench", "drift-demo"):
         assert re.search(rf"^{target}:.*## ", text, re.MULTILINE), f"target {target} lacks ## help"
 
 
