@@ -779,7 +779,7 @@ class Demo:
         )
         log_path = self.logs.file("registry-show")
         command = self._python(
-            "-m", "pipelines.cli", "registry", "show", version, "--params", str(self.s.params_path)
+            "-m", "pipelines.cli", "registry", "--params", str(self.s.params_path), "show", version
         )
         code, lines = run_logged(command, cwd=self.s.root, env=self.env, log_path=log_path)
         if code:
