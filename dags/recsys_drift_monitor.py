@@ -31,21 +31,12 @@ from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG
 from recflow_airflow.execution import monitor_tasks
 from recflow_airflow.monitoring import DRIFT_ASSET, SIGNAL_TASK, DriftAlert, signal_drift
-from recflow_airflow.project import project_params, project_root
+from recflow_airflow.project import default_args, project_params, project_root
 
 ROOT = project_root(Path(__file__).resolve().parent)
 PARAMS = project_params(ROOT)
 AIRFLOW = PARAMS.airflow
 MONITOR = PARAMS.monitor
-
-default_args = {
-    "owner": "recflow",
-    "retries": AIRFLOW.retries,
-    "retry_delay": dt.timedelta(minutes=AIRFLOW.retry_delay_minutes),
-    "retry_exponential_backoff": AIRFLOW.retry_exponential_backoff,
-    "max_retry_delay": dt.timedelta(minutes=AIRFLOW.max_retry_delay_minutes),
-    "execution_timeout": dt.timedelta(minutes=AIRFLOW.execution_timeout_minutes),
-}
 
 with DAG(
     dag_id="recsys_drift_monitor",
@@ -55,7 +46,7 @@ with DAG(
     start_date=dt.datetime.combine(AIRFLOW.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=default_args(PARAMS),
     tags=[*AIRFLOW.tags, "monitoring"],
 ):
     monitors = monitor_tasks(PARAMS, ROOT)

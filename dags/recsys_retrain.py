@@ -40,20 +40,11 @@ from pathlib import Path
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param
 from recflow_airflow.execution import chain_tasks
 from recflow_airflow.monitoring import DRIFT_ASSET, TEMPLATE_FILTERS
-from recflow_airflow.project import project_params, project_root
+from recflow_airflow.project import default_args, project_params, project_root
 
 ROOT = project_root(Path(__file__).resolve().parent)
 PARAMS = project_params(ROOT)
 AIRFLOW = PARAMS.airflow
-
-default_args = {
-    "owner": "recflow",
-    "retries": AIRFLOW.retries,
-    "retry_delay": dt.timedelta(minutes=AIRFLOW.retry_delay_minutes),
-    "retry_exponential_backoff": AIRFLOW.retry_exponential_backoff,
-    "max_retry_delay": dt.timedelta(minutes=AIRFLOW.max_retry_delay_minutes),
-    "execution_timeout": dt.timedelta(minutes=AIRFLOW.execution_timeout_minutes),
-}
 
 with DAG(
     dag_id="recsys_retrain",
@@ -66,7 +57,7 @@ with DAG(
     start_date=dt.datetime.combine(AIRFLOW.start_date, dt.time(), tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=default_args(PARAMS),
     tags=list(AIRFLOW.tags),
     # the drift event's reason as $RECFLOW_TRIGGER in every task's environment
     user_defined_filters=TEMPLATE_FILTERS,

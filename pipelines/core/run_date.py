@@ -61,7 +61,7 @@ def parse_logical_date(text: str) -> dt.date:
         raise ValueError(f"logical date {text!r} is not a calendar date: {exc}") from exc
 
 
-def _skip_node(first: Event, events: Iterator[Event]) -> None:
+def skip_node(first: Event, events: Iterator[Event]) -> None:
     """Consume the rest of the node that starts with ``first``."""
     depth = 1 if isinstance(first, CollectionStartEvent) else 0
     while depth:
@@ -72,7 +72,7 @@ def _skip_node(first: Event, events: Iterator[Event]) -> None:
             depth -= 1
 
 
-def _mapping_value(events: Iterator[Event], key: str) -> Event | None:
+def mapping_value(events: Iterator[Event], key: str) -> Event | None:
     """In a mapping whose start event was just read, the first event of ``key``'s value."""
     for event in events:
         if isinstance(event, CollectionEndEvent):
@@ -80,8 +80,8 @@ def _mapping_value(events: Iterator[Event], key: str) -> Event | None:
         value = next(events)
         if isinstance(event, ScalarEvent) and event.value == key:
             return value
-        _skip_node(event, events)
-        _skip_node(value, events)
+        skip_node(event, events)
+        skip_node(value, events)
     return None
 
 
@@ -91,10 +91,10 @@ def _logical_date_span(text: str) -> tuple[int, int, str]:
     root = next((e for e in events if isinstance(e, CollectionStartEvent | ScalarEvent)), None)
     if not isinstance(root, MappingStartEvent):
         raise ConfigError("params file is not a mapping of sections")
-    run = _mapping_value(events, "run")
+    run = mapping_value(events, "run")
     if not isinstance(run, MappingStartEvent):
         raise ConfigError("params file has no 'run:' section holding keys")
-    value = _mapping_value(events, "logical_date")
+    value = mapping_value(events, "logical_date")
     if value is None:
         raise ConfigError("params file has no 'logical_date' under 'run:'")
     if not isinstance(value, ScalarEvent):

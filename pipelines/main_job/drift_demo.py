@@ -54,9 +54,8 @@ from types import FrameType
 from typing import Any, cast
 from urllib.parse import quote
 
-import yaml
-from yaml.events import (
-    CollectionEndEvent,
+from ruamel.yaml import YAML
+from ruamel.yaml.events import (
     CollectionStartEvent,
     Event,
     MappingStartEvent,
@@ -66,7 +65,7 @@ from yaml.events import (
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import ConfigError, Params, load_params
 from pipelines.core.project import PROJECT_ROOT, interpreter_env
-from pipelines.core.run_date import set_logical_date
+from pipelines.core.run_date import mapping_value, set_logical_date
 from pipelines.core.waiting import wait_until
 from pipelines.main_job.airflow_cli import AIRFLOW_HOME, airflow_command
 from pipelines.main_job.progress import clock, duration
@@ -126,28 +125,6 @@ def step_line(state: str, text: str) -> str:
 # ---------------------------------------------------------------------------- params.yaml
 
 
-def _skip(first: Event, events: Iterator[Event]) -> None:
-    depth = 1 if isinstance(first, CollectionStartEvent) else 0
-    while depth:
-        event = next(events)
-        if isinstance(event, CollectionStartEvent):
-            depth += 1
-        elif isinstance(event, CollectionEndEvent):
-            depth -= 1
-
-
-def _value_event(events: Iterator[Event], key: str) -> Event | None:
-    for event in events:
-        if isinstance(event, CollectionEndEvent):
-            return None
-        value = next(events)
-        if isinstance(event, ScalarEvent) and event.value == key:
-            return value
-        _skip(event, events)
-        _skip(value, events)
-    return None
-
-
 def set_param(params_path: Path, dotted: str, value: str) -> str:
     """Write ``value`` as the text of the scalar ``dotted`` in ``params_path``; every other
     byte stays as it was (comments included).
@@ -164,14 +141,14 @@ def set_param(params_path: Path, dotted: str, value: str) -> str:
         ConfigError: The key is missing or not a single value.
     """
     text = params_path.read_bytes().decode("utf-8")
-    events = iter(yaml.parse(text))
+    events = iter(YAML().parse(text))
     node: Event | None = next(
         (e for e in events if isinstance(e, CollectionStartEvent | ScalarEvent)), None
     )
     for key in dotted.split("."):
         if not isinstance(node, MappingStartEvent):
             raise ConfigError(f"{params_path}: {dotted} is not under a mapping")
-        node = _value_event(events, key)
+        node = mapping_value(events, key)
         if node is None:
             raise ConfigError(f"{params_path} has no {dotted}")
     if not isinstance(node, ScalarEvent) or node.style not in (None, '"', "'"):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
+from typing import Any
 
 from pipelines.core.params import Params, load_params
 
@@ -38,3 +40,17 @@ def project_params(root: Path) -> Params:
         ConfigError: ``params.yaml`` is missing or invalid.
     """
     return load_params(root / PARAMS_FILE)
+
+
+def default_args(params: Params) -> dict[str, Any]:
+    """Every DAG's task defaults, from the ``airflow`` section: owner, retries with exponential
+    backoff, and the timeout of a task."""
+    cfg = params.airflow
+    return {
+        "owner": "recflow",
+        "retries": cfg.retries,
+        "retry_delay": dt.timedelta(minutes=cfg.retry_delay_minutes),
+        "retry_exponential_backoff": cfg.retry_exponential_backoff,
+        "max_retry_delay": dt.timedelta(minutes=cfg.max_retry_delay_minutes),
+        "execution_timeout": dt.timedelta(minutes=cfg.execution_timeout_minutes),
+    }
