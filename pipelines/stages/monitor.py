@@ -1,7 +1,8 @@
 """Task ``monitor``: drift and online quality of served traffic or a batch (``monitoring``).
 
-    recflow monitor                                   each cloud's production version and its
-                                                      request log over the last window_hours
+    recflow monitor                                   the private cloud's production version and
+                                                      its request log over the last window_hours
+    recflow monitor --all-clouds                      each cloud of monitor.clouds (the chain's)
     recflow monitor --cloud public --since 2026-12-06T00:00:00Z --until 2026-12-07T00:00:00Z
     recflow monitor --version 0123456789abcdef --events data/raw/events/2026-11-23
     recflow monitor --reference data/prepared         against a prepare stage's folder
@@ -59,8 +60,10 @@ def _time(text: str) -> dt.datetime:
 
 def _parser() -> argparse.ArgumentParser:
     parser = stage_parser("recflow monitor", "Drift and online quality of traffic or a batch.")
-    parser.add_argument(
-        "--cloud", default=None, help="whose traffic and registry (default: each of monitor.clouds)"
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--cloud", default="private", help="whose traffic and registry (private)")
+    where.add_argument(
+        "--all-clouds", action="store_true", help="each cloud of monitor.clouds in turn"
     )
     parser.add_argument(
         "--version", default=None, help="a version id or alias (default: the cloud's production)"
@@ -151,7 +154,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error("give --feedback-prepared or --feedback-events, not both")
     params = load_params(args.params)
     quiet_http_client()
-    clouds = [check_cloud(args.cloud)] if args.cloud else list(params.monitor.clouds)
+    clouds = list(params.monitor.clouds) if args.all_clouds else [check_cloud(args.cloud)]
     until = args.until or args.now
     since = args.since or until - dt.timedelta(hours=params.monitor.window_hours)
     if since >= until:

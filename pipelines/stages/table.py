@@ -246,6 +246,7 @@ STAGES: tuple[StageSpec, ...] = (
         args=(
             "--params",
             "params.yaml",
+            "--all-clouds",
             "--feedback-prepared",
             "data/prepared",
         ),

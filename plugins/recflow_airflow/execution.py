@@ -111,7 +111,8 @@ def monitor_task_id(cloud: str) -> str:
 def monitor_tasks(params: Params, root: Path) -> dict[str, BaseOperator]:
     """The ``monitor`` stage once per cloud of ``monitor.clouds``, on the chain's backend.
 
-    Each runs the stage table's ``monitor`` command with ``--cloud <cloud>`` added, through the
+    Each runs the stage table's ``monitor`` command with ``--cloud <cloud>`` in place of the
+    chain's ``--all-clouds``, through the
     same script as a chain task; on Kubernetes in a pod of its own like a chain stage's. The
     run's date is not written into ``params.yaml`` first, as a chain task's is: the monitor
     watches the clouds and must not change what a retrain run on the same checkout reads.
@@ -127,7 +128,8 @@ def monitor_tasks(params: Params, root: Path) -> dict[str, BaseOperator]:
     tasks: dict[str, BaseOperator] = {}
     for cloud in params.monitor.clouds:
         base = stage(MONITOR_STAGE)
-        spec = dataclasses.replace(base, args=(*base.args, "--cloud", cloud))
+        args = tuple(a for a in base.args if a != "--all-clouds")
+        spec = dataclasses.replace(base, args=(*args, "--cloud", cloud))
         task_id = monitor_task_id(cloud)
         if params.execution.backend == "kubernetes":
             tasks[cloud] = _monitor_pod_operator(spec, cloud, params, task_id)
