@@ -30,7 +30,6 @@ from typing import Literal
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.logs import quiet_http_client
 from pipelines.core.params import Params, load_params
-from pipelines.core.project import PROJECT_ROOT
 from pipelines.monitoring.monitor import (
     Feedback,
     Source,
@@ -100,7 +99,7 @@ def _monitor_cloud(
         name = args.version or params.registry.promote_alias
         try:
             version = resolve_version(registry, cloud, name)
-            folder = fetch_reference(registry, cloud, version, PROJECT_ROOT / params.registry.cache)
+            folder = fetch_reference(registry, cloud, version, args.root / params.registry.cache)
         except (MissingReference, UnknownAlias) as exc:
             # nothing to compare with: say so by name, write nothing, go on with the next cloud
             log.error("monitor %s: %s", cloud, exc)
@@ -112,7 +111,7 @@ def _monitor_cloud(
     key = served_key(registry.record).encode()
     outcome = run_monitor(
         params,
-        PROJECT_ROOT,
+        args.root,
         replace(window, cloud=cloud),
         reference=reference,
         reference_version=version,
@@ -134,13 +133,13 @@ def _monitor_cloud(
     )
     print(
         f"monitor {cloud}: {outcome.verdict} ({document.rows:,} requests, drifted: {drifted}"
-        f"{'; ' + quality if quality else ''}) -> {_shown(outcome.folder)}/"
+        f"{'; ' + quality if quality else ''}) -> {_shown(outcome.folder, args.root)}/"
     )
     return 0
 
 
-def _shown(path: Path) -> str:
-    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
+def _shown(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -153,13 +152,15 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.feedback_prepared is not None and args.feedback_events is not None:
         parser.error("give --feedback-prepared or --feedback-events, not both")
     params = load_params(args.params)
+    # the project root is the params file's folder: relative paths of params are under it
+    args.root = Path(args.params).resolve().parent
     quiet_http_client()
     clouds = list(params.monitor.clouds) if args.all_clouds else [check_cloud(args.cloud)]
     until = args.until or args.now
     since = args.since or until - dt.timedelta(hours=params.monitor.window_hours)
     if since >= until:
         parser.error(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
-    registry = open_registry(params, PROJECT_ROOT)
+    registry = open_registry(params, args.root)
     window = Source(cloud=clouds[0], since=since, until=until, events=args.events)
     failed = [c for c in clouds if _monitor_cloud(args, params, registry, c, window)]
     if failed and len(failed) == len(clouds):
