@@ -59,14 +59,20 @@ class Finding:
         verdict: ``drift``, ``no_drift`` or ``insufficient_data``.
         window: The window's folder name under ``<monitor.out>/<cloud>/``.
         summary_sha256: The sha256 of its ``summary.json``.
-        features: The drifted features, in the summary's order.
+        features: The drifted features, in the summary's order, each with its method, score
+            and threshold (``{"feature", "method", "score", "threshold"}``).
     """
 
     cloud: str
     verdict: str
     window: str
     summary_sha256: str
-    features: tuple[str, ...]
+    features: tuple[dict[str, Any], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The drifted features' names."""
+        return tuple(str(entry["feature"]) for entry in self.features)
 
 
 @dataclass(frozen=True)
@@ -137,9 +143,19 @@ def read_finding(out: Path, cloud: str) -> Finding | None:
     if not isinstance(verdict, str) or not isinstance(drifted, list):
         raise InputError(f"{summary_path} has no verdict or drifted features")
     try:
-        features = tuple(str(entry["feature"]) for entry in drifted)
-    except (TypeError, KeyError):
-        raise InputError(f"{summary_path}: every drifted entry needs a feature") from None
+        features = tuple(
+            {
+                "feature": str(entry["feature"]),
+                "method": str(entry.get("method", "")),
+                "score": float(entry["score"]),
+                "threshold": float(entry["threshold"]),
+            }
+            for entry in drifted
+        )
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise InputError(
+            f"{summary_path}: every drifted entry needs a feature, its score and threshold"
+        ) from None
     window = summary_path.parent.name
     return Finding(cloud, verdict, window, digest, features)
 
@@ -174,7 +190,8 @@ def drift_reason(finding: Finding) -> dict[str, Any]:
         finding: A finding whose verdict is ``drift``.
 
     Returns:
-        ``{"kind": "drift", "cloud", "window", "summary_sha256", "features"}``.
+        ``{"kind": "drift", "cloud", "window", "summary_sha256", "features"}``, each feature
+        with its method, score and threshold.
     """
     return {
         "kind": DRIFT_KIND,
@@ -234,7 +251,7 @@ def signal_drift(
     for cloud in sorted(set(clouds) - {f.cloud for f in findings}):
         log.info("%s: no monitor run found (no %s)", cloud, Path(out) / cloud / LATEST_FILE)
     for finding in findings:
-        drifted = ", ".join(finding.features) or "none"
+        drifted = ", ".join(finding.names) or "none"
         log.info(
             "%s: %s in %s (drifted: %s)", finding.cloud, finding.verdict, finding.window, drifted
         )
@@ -301,7 +318,8 @@ def alert_payload(reason: Mapping[str, Any], dag_id: str, run_id: str) -> dict[s
     Returns:
         ``{"alert": "recflow_drift_retrain", "summary", "reason", "asset", "dag_id", "run_id"}``.
     """
-    features = ", ".join(reason.get("features", [])) or "none"
+    named = [f.get("feature") if isinstance(f, dict) else f for f in reason.get("features", [])]
+    features = ", ".join(map(str, named)) or "none"
     return {
         "alert": "recflow_drift_retrain",
         "summary": (

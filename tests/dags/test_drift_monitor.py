@@ -222,7 +222,8 @@ def test_read_finding_checks_the_summary_against_its_sha256(tmp_path: Path) -> N
     finding = read_finding(tmp_path, "public")
     assert finding is not None
     assert (finding.cloud, finding.verdict, finding.window) == ("public", "drift", WINDOW)
-    assert finding.features == ("history_category", "top_category")
+    assert finding.names == ("history_category", "top_category")
+    assert [f["score"] for f in finding.features] == [0.31, 0.31]
     assert finding.summary_sha256 == digest
     assert read_finding(tmp_path, "private") is None
 
@@ -287,7 +288,14 @@ def test_signal_emits_the_reason_of_the_first_drifted_cloud(tmp_path: Path) -> N
         "cloud": "public",
         "window": WINDOW,
         "summary_sha256": digest,
-        "features": ["history_popularity"],
+        "features": [
+            {
+                "feature": "history_popularity",
+                "method": "jensenshannon",
+                "score": 0.31,
+                "threshold": 0.1,
+            }
+        ],
     }
     assert reason == expected
     assert context["outlet_events"][DRIFT_ASSET].extra == expected
