@@ -13,6 +13,7 @@ BENCHMARKS = (
     "benchmarks.bench_inference",  # times models/candidate/model.pt: after `make run`
     "benchmarks.bench_serving",  # serves models/candidate/optimized: after `make run`
     "benchmarks.bench_request_log",  # a request-log window written beside an event loop
+    "benchmarks.bench_monitoring",  # the monitor on 1M request-log rows, beside DataDriftPreset
     "benchmarks.bench_registry",  # the registry through the loopback S3 server
     "benchmarks.bench_synthetic_ceiling",  # SASRec, baselines and the oracle on the preset
 )
