@@ -608,7 +608,14 @@ def test_signal_under_airflow_emits_one_event_for_two_drifts(
                 "cloud": "public",
                 "window": WINDOW,
                 "summary_sha256": digest,
-                "features": ["history_category"],
+                "features": [
+                    {
+                        "feature": "history_category",
+                        "method": "jensenshannon",
+                        "score": 0.31,
+                        "threshold": 0.1,
+                    }
+                ],
             },
             "dag_id": DRIFT_DAG_ID,
             "task_id": SIGNAL_TASK,

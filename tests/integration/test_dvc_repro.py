@@ -14,7 +14,7 @@ from tests.integration.project import copy_project, dvc
 
 pytestmark = pytest.mark.slow
 
-STAGES = ("generate", "ingest", "validate", "prepare", "train", "optimize", "evaluate")
+STAGES = ("generate", "ingest", "validate", "prepare", "train", "optimize", "reference", "evaluate")
 
 
 @pytest.fixture(scope="module")
