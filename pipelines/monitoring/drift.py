@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from pipelines.core.errors import InputError
 from pipelines.core.io import atomic_path, write_text
-from pipelines.core.judgment import Check, Judgment, Outcome, Status, Vocabulary, worst
+from pipelines.core.judgment import Check, Judgment, Outcome, Status, worst
 from pipelines.core.params import FEATURE_NAMES, FeatureDrift, MonitorConfig
 from pipelines.monitoring.features import (
     PREDICTION_FEATURES,
@@ -39,8 +39,10 @@ from pipelines.monitoring.features import (
     item_counts,
     unseen_share,
 )
+from pipelines.monitoring.summary import WORDS
 
-DRIFT = Vocabulary(passed="no_drift", failed="drift", inconclusive="insufficient_data")
+# the monitor's words for the outcomes: one vocabulary, the summary contract's
+DRIFT = WORDS
 
 NUMERICAL_FEATURES: tuple[str, ...] = ("history_length", "history_price", "unknown_share")
 CATEGORICAL_FEATURES: tuple[str, ...] = tuple(

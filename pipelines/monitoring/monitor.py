@@ -18,7 +18,6 @@ wrote as it was.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from pipelines.core.errors import InputError
-from pipelines.core.io import atomic_dir, read_parquet
+from pipelines.core.io import atomic_dir, read_parquet, sha256_file
 from pipelines.core.judgment import Check, Status, worst
 from pipelines.core.params import Params
 from pipelines.monitoring import alerts, gauges, summary, trend
@@ -100,9 +99,7 @@ def _events_table(path: Path, params: Params) -> tuple[pa.Table, str]:
     if not outcome.success:
         problems = "; ".join(str(f) for f in list(outcome.failures)[:5])
         raise InputError(f"{events_file} fails validation, so it is not monitored: {problems}")
-    table = read_parquet(events_file, "the events batch")
-    digest = hashlib.sha256(events_file.read_bytes()).hexdigest()
-    return table, digest
+    return read_parquet(events_file, "the events batch"), sha256_file(events_file)
 
 
 def _quality(

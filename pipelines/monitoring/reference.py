@@ -183,6 +183,39 @@ def _featurized(
     return featurize(requests, profile), item_counts(requests), profile, sessions
 
 
+def _manifest(
+    prepared: Path,
+    frame: pd.DataFrame,
+    counts: ItemCounts,
+    profile: Profile,
+    sessions: int,
+    seed: int,
+    *,
+    k: int | None,
+    artifact: str | None,
+    files: dict[str, str],
+    items_sha256: str | None,
+) -> ReferenceManifest:
+    """The manifest of a featurized reference; ``k`` and ``artifact`` None: no model answered."""
+    return ReferenceManifest(
+        schema_version=1,
+        rows=len(frame),
+        sessions=sessions,
+        split=SPLIT,
+        seed=seed,
+        predictions=k is not None,
+        k=k,
+        artifact=artifact,
+        features=FEATURE_NAMES,
+        popularity_buckets=profile.edges,
+        categories=profile.categories,
+        unknown_items=counts.unknown,
+        files=files,
+        items_sha256=items_sha256,
+        prepared_fingerprint=prepared_fingerprint(prepared),
+    )
+
+
 def build_reference(
     prepared: Path,
     optimized: Path,
@@ -230,22 +263,17 @@ def build_reference(
     with atomic_dir(out) as tmp:
         write_parquet(tmp / REFERENCE_FILE, features_table(frame))
         write_parquet(tmp / POPULARITY_FILE, _popularity_table(profile, counts))
-        manifest = ReferenceManifest(
-            schema_version=1,
-            rows=len(frame),
-            sessions=sessions,
-            split=SPLIT,
-            seed=seed,
-            predictions=True,
+        manifest = _manifest(
+            prepared,
+            frame,
+            counts,
+            profile,
+            sessions,
+            seed,
             k=width,
             artifact=bundle.artifact,
-            features=FEATURE_NAMES,
-            popularity_buckets=profile.edges,
-            categories=profile.categories,
-            unknown_items=counts.unknown,
             files={name: sha256_file(tmp / name) for name in (REFERENCE_FILE, POPULARITY_FILE)},
             items_sha256=sha256_file(optimized / ITEMS_FILE),
-            prepared_fingerprint=prepared_fingerprint(prepared),
         )
         write_contract(tmp / MANIFEST_FILE, manifest)
     log.info(
@@ -351,21 +379,8 @@ def reference_from_prepared(
     """
     table = items if items is not None else _prepared_items(prepared)
     frame, counts, profile, sessions = _featurized(prepared, table, cfg, seed, None, 0)
-    manifest = ReferenceManifest(
-        schema_version=1,
-        rows=len(frame),
-        sessions=sessions,
-        split=SPLIT,
-        seed=seed,
-        predictions=False,
-        k=None,
-        artifact=None,
-        features=FEATURE_NAMES,
-        popularity_buckets=profile.edges,
-        categories=profile.categories,
-        unknown_items=counts.unknown,
-        files={},
+    manifest = _manifest(
+        prepared, frame, counts, profile, sessions, seed, k=None, artifact=None, files={},
         items_sha256=None,
-        prepared_fingerprint=prepared_fingerprint(prepared),
-    )
+    )  # fmt: skip
     return Reference(frame, counts, profile, manifest, prepared)

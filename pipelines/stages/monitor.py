@@ -86,7 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _monitor_cloud(
-    args: argparse.Namespace, params: Params, registry: Registry, cloud: str, window: Source
+    args: argparse.Namespace,
+    params: Params,
+    registry: Registry,
+    cloud: str,
+    window: Source,
+    pseudonymize: KeyedHash,
 ) -> int:
     """Monitor one cloud; 0 when a report was written, 1 when the cloud could not be monitored."""
     kind: Literal["version", "prepared"]
@@ -107,8 +112,6 @@ def _monitor_cloud(
             return 1
         kind = "version"
         reference = load_reference(folder)
-    # the servers' key: the same user, the same pseudonym in the log and in the feedback
-    key = served_key(registry.record).encode()
     outcome = run_monitor(
         params,
         args.root,
@@ -121,7 +124,7 @@ def _monitor_cloud(
             split=params.deploy.replay.split,
             events=args.feedback_events,
         ),
-        pseudonymize=KeyedHash(key),
+        pseudonymize=pseudonymize,
         now=args.now,
     )
     document = outcome.document
@@ -162,7 +165,10 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
     registry = open_registry(params, args.root)
     window = Source(cloud=clouds[0], since=since, until=until, events=args.events)
-    failed = [c for c in clouds if _monitor_cloud(args, params, registry, c, window)]
+    # the servers' key, read once from the store of record: the same user, the same pseudonym
+    # in every cloud's log and in the feedback
+    pseudonymize = KeyedHash(served_key(registry.record).encode())
+    failed = [c for c in clouds if _monitor_cloud(args, params, registry, c, window, pseudonymize)]
     if failed and len(failed) == len(clouds):
         return 1
     return 0
