@@ -18,8 +18,16 @@ then full. If the bake fails, the fleet is stopped (there is no earlier version 
 alias moves; a first version that completed in an earlier target is kept there when a later
 target fails, since nothing older can replace it.
 
-With ``deploy.require_approval``, the rollout waits after the first target (status
-``awaiting_approval``) until ``recflow deploy approve``.
+With ``deploy.require_approval`` (or ``require_approval`` given for one run), the rollout waits
+after the first target (status ``awaiting_approval``) for a decision
+(``pipelines.rollout.approval``: ``recflow deploy approve|reject`` or the Airflow approval
+task): approve goes on, reject rolls back what was deployed, naming who rejected and why. A
+recorded reject stops the rollout at its next check even where no approval is required.
+
+``through`` rolls out up to and including one target, then stops with the record open
+(``awaiting_approval`` where the next target needs a decision, else ``running``): the
+Airflow DAG runs one task per target this way. Each run starts the fleets it needs and stops
+them when it ends; a target already done is a no-op.
 
 This module is the state machine and its decisions only: the fleets, their metrics and the
 replayed traffic are the :class:`~pipelines.rollout.environment.Environment`'s (the local
@@ -37,13 +45,19 @@ from pipelines.core.waiting import wait_until
 from pipelines.registry.errors import RegistryError
 from pipelines.registry.versions import read_version
 from pipelines.rollout.analysis import Check, Verdict
+from pipelines.rollout.approval import (
+    Decision,
+    decide,
+    read_decision,
+    reject_failure,
+    waiting_version,
+)
 from pipelines.rollout.context import Context, Rollout, log, short, steps_log
 from pipelines.rollout.environment import Environment, LocalEnvironment
 from pipelines.rollout.fleet.client import FleetError
 from pipelines.rollout.fleet.local import FleetStartError
 from pipelines.rollout.metrics import MetricsError
 from pipelines.rollout.record import (
-    APPROVAL,
     FINISHED,
     ROLLBACK,
     SETTLED,
@@ -62,7 +76,8 @@ class RolloutFailed(RecflowError):
 
 
 class AwaitingApproval(RecflowError):
-    """The rollout waits for ``recflow deploy approve`` and the wait timed out."""
+    """The rollout waits for a decision (``recflow deploy approve|reject``) and the wait timed
+    out; the record stays open."""
 
     exit_code = 3
 
@@ -79,6 +94,12 @@ class _RollbackAsked(Exception):
         self.request = request
 
 
+class _Rejected(Exception):
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.describe())
+        self.decision = decision
+
+
 class Controller:
     """Rolls one version out to every target (see the module's docstring).
 
@@ -86,11 +107,26 @@ class Controller:
         ctx: The context.
         version: The version (registered, passed by the gate).
         environment: What the rollout acts on (default: the local fleets).
+        through: Roll out up to and including this target, then stop (None: every target).
+        require_approval: Whether the targets after the first wait for approval (None:
+            ``deploy.require_approval``).
     """
 
-    def __init__(self, ctx: Context, version: str, environment: Environment | None = None):
+    def __init__(
+        self,
+        ctx: Context,
+        version: str,
+        environment: Environment | None = None,
+        *,
+        through: str | None = None,
+        require_approval: bool | None = None,
+    ):
         self.rollout = Rollout(ctx, version)
         self.ctx, self.cfg, self.version = ctx, self.rollout.cfg, version
+        self.through = through
+        self.require_approval = (
+            self.cfg.require_approval if require_approval is None else require_approval
+        )
         self.registry, self.records = self.rollout.registry, self.rollout.records
         if environment is None:
             environment = LocalEnvironment(ctx, self.records.folder(version), self.registry)
@@ -102,18 +138,23 @@ class Controller:
 
         Raises:
             InputError: The version is unknown or was blocked by the gate, another version's
-                rollout is unfinished, or the held-out sessions are missing.
+                rollout is unfinished, ``through`` is not one of its targets, or the held-out
+                sessions are missing.
             RolloutBusy: Another controller is running.
-            RolloutFailed: A step failed (or a rollback was asked for); everything the rollout
-                touched was rolled back.
-            AwaitingApproval: Approval did not come within ``deploy.approval_timeout_s``.
+            RolloutFailed: A step failed, a rollback was asked for, or the rollout was
+                rejected; everything the rollout touched was rolled back.
+            AwaitingApproval: No decision came within ``deploy.approval_timeout_s``.
         """
         self._check_version()
         with self.records.lock():
-            record = self._open_record()
-            if record.status in FINISHED:
+            record = self.records.load(self.version)
+            self._check_through(record)
+            if record is not None and record.status in FINISHED:
                 self._report_finished(record)
                 return record
+            if record is not None and self._through_done(record):
+                return record
+            record = self._open_record(record)
             try:
                 self._drive(record)
             except _StepFailed as failure:
@@ -131,6 +172,13 @@ class Controller:
                     f"rollout of {self.version} rolled back as asked by "
                     f"{asked.request.get('actor')}: {reason}"
                 ) from None
+            except _Rejected as rejected:
+                decision = rejected.decision
+                rejection = reject_failure(self.rollout, decision)
+                roll_back(self.rollout, record, rejection, self.environment)
+                raise RolloutFailed(
+                    f"rollout of {self.version} rolled back: {decision.describe()}"
+                ) from None
             finally:
                 self.environment.close()
             return record
@@ -144,14 +192,33 @@ class Controller:
                 f"{version.gate.get('verdict')}): it is never deployed"
             )
 
-    def _open_record(self) -> RolloutRecord:
+    def _check_through(self, record: RolloutRecord | None) -> None:
+        targets = [t.cloud for t in record.targets] if record else list(self.cfg.targets)
+        if self.through is not None and self.through not in targets:
+            raise InputError(
+                f"target {self.through!r} is not one of the rollout's targets "
+                f"({', '.join(targets)})"
+            )
+
+    def _through_done(self, record: RolloutRecord) -> bool:
+        """Whether the target to roll out through is done already (a rerun: nothing to do)."""
+        if self.through is None or record.target(self.through).phase != "done":
+            return False
+        steps_log.info(
+            "%s: %s is done already (%s); nothing to do",
+            short(self.version),
+            self.through,
+            record.where(),
+        )
+        return True
+
+    def _open_record(self, record: RolloutRecord | None) -> RolloutRecord:
         latest = self.records.latest()
         if latest is not None and latest.version != self.version and latest.status not in FINISHED:
             raise InputError(
                 f"the rollout of {latest.version} is unfinished ({latest.where()}): resume it with "
                 f"recflow deploy {latest.version}, or roll it back with recflow deploy --rollback"
             )
-        record = self.records.load(self.version)
         if record is None:
             now = self.rollout.now()
             record = RolloutRecord(
@@ -164,10 +231,16 @@ class Controller:
             )
             self.rollout.save(record)
             log.info("rollout of %s to %s begins", self.version, ", ".join(self.cfg.targets))
-        elif record.status not in FINISHED:
+        else:
             record.resumes += 1
             self.rollout.save(record)
-            steps_log.info("resuming the rollout of %s at %s", short(self.version), record.where())
+            # "at public canary", or ", waiting for approval before public"
+            where = (" at " if record.status == "running" else ", ") + record.where()
+            # a step line when a killed rollout resumes; the full log's when a task of the DAG
+            # takes the next target (resuming is how a per-target run goes on)
+            (log if self.through is not None else steps_log).info(
+                "resuming the rollout of %s%s", short(self.version), where
+            )
         return record
 
     def _report_finished(self, record: RolloutRecord) -> None:
@@ -196,50 +269,79 @@ class Controller:
         for index, target in enumerate(record.targets):
             if target.phase in SETTLED:
                 continue
-            if index > 0 and self.cfg.require_approval and record.approval is None:
-                self._await_approval(record, target)
+            if index > 0 and target.phase == "pending":
+                self._pass_approval(record, target)
             self._run_target(record, target)
+            if target.cloud == self.through and index + 1 < len(record.targets):
+                self._stop_before(record, record.targets[index + 1])
+                return
         record.status = "succeeded"
         self.rollout.save(record)
         log.info("rollout of %s succeeded in %s", self.version, ", ".join(self.cfg.targets))
 
+    def _stop_before(self, record: RolloutRecord, target: TargetRecord) -> None:
+        """Leave the record open before ``target`` (a run ``through`` the one before it)."""
+        waits = self.require_approval and read_decision(self.ctx, self.version) is None
+        record.status = "awaiting_approval" if waits else "running"
+        self.rollout.save(record)
+        # the full log's, not a step: in the DAG the next task is on screen already
+        log.info(
+            "%s done; %s next%s: recflow deploy %s --target %s",
+            ", ".join(t.cloud for t in record.targets if t.phase == "done"),
+            target.cloud,
+            " after approval (recflow deploy approve|reject)" if waits else "",
+            self.version,
+            target.cloud,
+        )
+
     def _interrupted(self) -> bool:
-        return self.records.read_request(self.version, ROLLBACK) is not None
+        if self.records.read_request(self.version, ROLLBACK) is not None:
+            return True
+        decision = read_decision(self.ctx, self.version)
+        return decision is not None and not decision.approved
 
     def _check_rollback(self) -> None:
+        """Stop for a person: a rollback request, or a recorded reject."""
         request = self.records.read_request(self.version, ROLLBACK)
         if request is not None:
             raise _RollbackAsked(request)
+        decision = read_decision(self.ctx, self.version)
+        if decision is not None and not decision.approved:
+            raise _Rejected(decision)
 
-    def _await_approval(self, record: RolloutRecord, target: TargetRecord) -> None:
+    def _pass_approval(self, record: RolloutRecord, target: TargetRecord) -> None:
+        """Before a later target: a reject stops here; approval is waited for if required."""
+        self._check_rollback()
+        decision = read_decision(self.ctx, self.version)
+        if decision is None and self.require_approval:
+            decision = self._await_approval(record, target)
+        if decision is not None:
+            record.approval = decision.to_json()
+        record.status = "running"
+        self.rollout.save(record)
+
+    def _await_approval(self, record: RolloutRecord, target: TargetRecord) -> Decision:
         record.status = "awaiting_approval"
         self.rollout.save(record)
         steps_log.info(
-            "%s done; waiting for approval before %s: recflow deploy approve",
+            "%s done; waiting for approval before %s: recflow deploy approve|reject",
             ", ".join(t.cloud for t in record.targets if t.phase == "done"),
             target.cloud,
         )
-        found: dict[str, dict[str, Any]] = {}
 
-        def approved() -> bool:
-            self._check_rollback()
-            approval = self.records.read_request(self.version, APPROVAL)
-            if approval is not None:
-                found["approval"] = approval
-            return approval is not None
+        def decided() -> Decision | None:
+            self._check_rollback()  # a reject ends the wait here
+            return read_decision(self.ctx, self.version)
 
-        if not wait_until(approved, timeout_s=self.cfg.approval_timeout_s, interval_s=0.5):
+        decision = wait_until(decided, timeout_s=self.cfg.approval_timeout_s, interval_s=0.5)
+        if decision is None:
             raise AwaitingApproval(
                 f"the rollout of {self.version} still waits for approval before "
-                f"{target.cloud}; after recflow deploy approve, run recflow deploy "
+                f"{target.cloud}; after recflow deploy approve (or reject), run recflow deploy "
                 f"{self.version} again to continue"
             )
-        approval = found["approval"]
-        record.approval = approval
-        record.status = "running"
-        self.rollout.save(record)
-        self.records.clear_request(self.version, APPROVAL)
-        steps_log.info("approved by %s: %s next", approval.get("actor", "someone"), target.cloud)
+        steps_log.info("%s: %s next", decision.describe(), target.cloud)
+        return decision
 
     def _run_target(self, record: RolloutRecord, target: TargetRecord) -> None:
         cloud = target.cloud
@@ -364,25 +466,27 @@ class Controller:
         self.rollout.promote(target, alias, f"rollout of {self.version} to {target.cloud} begins")
 
 
-def deploy(ctx: Context, version: str) -> RolloutRecord:
-    """Roll ``version`` out to every target (see :class:`Controller`)."""
-    return Controller(ctx, version).run()
+def deploy(
+    ctx: Context,
+    version: str,
+    *,
+    through: str | None = None,
+    require_approval: bool | None = None,
+) -> RolloutRecord:
+    """Roll ``version`` out to every target, or up to ``through`` (see :class:`Controller`)."""
+    return Controller(ctx, version, through=through, require_approval=require_approval).run()
 
 
 def approve(ctx: Context, reason: str) -> RolloutRecord:
-    """``recflow deploy approve``: let the latest rollout go on to the next targets.
+    """Approve the latest rollout as ``ctx.actor`` from the command line (see
+    :func:`pipelines.rollout.approval.decide`).
 
     Raises:
         InputError: No rollout waits for approval.
+        DecisionConflict: It was rejected first.
     """
-    records = Records(ctx.run_dir)
-    record = records.latest()
-    if record is None or record.status != "awaiting_approval":
-        where = f"{record.version}: {record.where()}" if record else "none yet"
-        raise InputError(f"no rollout waits for approval (latest rollout: {where})")
-    records.write_request(
-        record.version,
-        APPROVAL,
-        {"actor": ctx.actor, "at": ctx.clock().isoformat(), "reason": reason},
-    )
+    version = waiting_version(ctx)
+    decide(ctx, version, "approve", ctx.actor, reason, "cli")
+    record = Records(ctx.run_dir).load(version)
+    assert record is not None
     return record

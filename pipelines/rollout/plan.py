@@ -3,7 +3,7 @@ rollout record, with nothing started or changed."""
 
 from __future__ import annotations
 
-from pipelines.core.errors import RecflowError
+from pipelines.core.errors import InputError, RecflowError
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import open_registry
 from pipelines.registry.names import marker_key
@@ -19,12 +19,25 @@ def _alias(store: Store, alias: str) -> str:
     return state.version if state else "none"
 
 
-def plan_lines(ctx: Context, version: str) -> list[str]:
-    """What ``recflow deploy version`` would do, line by line."""
+def plan_lines(
+    ctx: Context,
+    version: str,
+    through: str | None = None,
+    require_approval: bool | None = None,
+) -> list[str]:
+    """What ``recflow deploy version [--target through]`` would do, line by line."""
     cfg = ctx.params.deploy
+    approval = cfg.require_approval if require_approval is None else require_approval
+    targets = list(cfg.targets)
+    if through is not None:
+        if through not in targets:
+            raise InputError(
+                f"target {through!r} is not one of deploy.targets ({', '.join(targets)})"
+            )
+        targets = targets[: targets.index(through) + 1]
     registry = open_registry(ctx.params, ctx.root)
     reg_cfg = registry.cfg
-    lines = [f"plan: roll out {version} to {' then '.join(cfg.targets)} (dry run: nothing changes)"]
+    lines = [f"plan: roll out {version} to {' then '.join(targets)} (dry run: nothing changes)"]
     try:
         marker = registry.record.head(marker_key(version))
         gate = read_version(registry.record, version).gate if marker else {}
@@ -49,7 +62,7 @@ def plan_lines(ctx: Context, version: str) -> list[str]:
         else "each server's /metrics"
     )
     lines.append(f"  metrics: {source}")
-    for index, cloud in enumerate(cfg.targets):
+    for index, cloud in enumerate(targets):
         fleet = getattr(cfg.fleets, cloud)
         try:
             store = registry.store(cloud)
@@ -59,8 +72,8 @@ def plan_lines(ctx: Context, version: str) -> list[str]:
             state = f"production {production}, candidate {candidate}, {version} {present}"
         except RecflowError as exc:
             production, state = "unknown", f"store unreachable: {exc}"
-        if index and cfg.require_approval:
-            lines.append("  -- wait for recflow deploy approve --")
+        if index and approval:
+            lines.append("  -- wait for the decision: recflow deploy approve|reject --")
         lines.append(
             f"  {cloud}: fleet of {fleet.servers} local server(s) x {fleet.workers} worker(s), "
             f"store {getattr(ctx.params.stores, cloud).url}; {state}"
@@ -88,6 +101,12 @@ def plan_lines(ctx: Context, version: str) -> list[str]:
         lines.append(
             f"    {len(cfg.canary.weights) + 3 if not first else 3}. full: every server serves "
             f"{version}; {reg_cfg.promote_alias} in {cloud} -> {version} in the ledger"
+        )
+    if len(targets) < len(cfg.targets):
+        after = cfg.targets[len(targets)]
+        lines.append(
+            f"  then stop: the rollout stays open for {after} (recflow deploy {version} "
+            f"--target {after})"
         )
     a = cfg.analysis
 

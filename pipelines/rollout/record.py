@@ -7,9 +7,11 @@ written; and the rollout's status (``running``, ``awaiting_approval``, ``succeed
 ``rolled_back``). A controller killed mid-rollout leaves it at the last completed transition;
 the next one resumes from there.
 
-Beside it, requests from other processes: ``approval.json`` (``recflow deploy approve``) and
-``rollback.json`` (``recflow deploy --rollback``), which a running controller picks up. One
-controller at a time holds ``<run_dir>/.lock``; ``latest.json`` names the latest rollout.
+Beside it, what other processes leave for the controller: ``approval.json``, the decision
+before the later targets (``pipelines.rollout.approval``: approve or reject, written once, the
+first decision wins and stays), and ``rollback.json`` (``recflow deploy --rollback``), which a
+running controller picks up. One controller at a time holds ``<run_dir>/.lock``;
+``latest.json`` names the latest rollout.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,6 +190,36 @@ class Records:
     def write_request(self, version: str, name: str, payload: dict[str, Any]) -> None:
         """Leave a request (approval, rollback) for the controller of ``version``."""
         write_json(self.folder(version) / name, payload)
+
+    def write_request_once(
+        self, version: str, name: str, payload: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Leave a request unless one is there already: create-if-absent, atomically (the whole
+        file appears at once, and of two writers exactly one creates it).
+
+        Returns:
+            The request that stands (``payload``, or the one found), and whether it is
+            ``payload``.
+        """
+        path = self.folder(version) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp_name, 0o644)
+            # link(2) never replaces an existing name: the first writer's file stands
+            os.link(tmp_name, path)
+            return payload, True
+        except FileExistsError:
+            found = self.read_request(version, name)
+            if found is None:
+                raise InputError(f"{path} holds no request object") from None
+            return found, False
+        finally:
+            os.unlink(tmp_name)
 
     def read_request(self, version: str, name: str) -> dict[str, Any] | None:
         """A request left for ``version``'s controller, if any."""

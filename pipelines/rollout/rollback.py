@@ -55,10 +55,14 @@ def roll_back(
     Args:
         rollout: The rollout.
         record: Its record (saved after each target).
-        failure: Why (the record's ``failure``: cloud, step, reason, checks, manual).
+        failure: Why (the record's ``failure``: cloud, step, reason, checks, manual; a
+            person's rollback names its ``actor``, who the ledger entries name too, and a
+            rejection its ``approval`` decision).
         environment: Where the rollout's fleets run; None when none runs (by hand).
     """
     version = rollout.version
+    # a person's rollback (or rejection) is theirs in the ledger, a failed step the controller's
+    actor = str(failure.get("actor") or rollout.ctx.actor)
     where = f"{failure['cloud']} {failure['step']}" if failure["cloud"] else failure["step"]
     reason = f"rollout of {version} stopped at {where}: {failure['reason']}"
     targets = [
@@ -82,12 +86,17 @@ def roll_back(
         stable = target.stable
         assert stable is not None
         decision = rollout.decision(
-            target, failed_step=where, failed_checks=failure["checks"], manual=failure["manual"]
+            target,
+            failed_step=where,
+            failed_checks=failure["checks"],
+            manual=failure["manual"],
+            **({"actor": actor} if failure["manual"] else {}),
+            **({"approval": failure["approval"]} if failure.get("approval") else {}),
         )
         cfg = rollout.registry.cfg
         written = []
         for alias in (cfg.promote_alias, cfg.candidate_alias):
-            seq = _withdraw(rollout, alias, target.cloud, stable, reason, decision)
+            seq = _withdraw(rollout, alias, target.cloud, stable, reason, decision, actor)
             if seq is not None:
                 written.append(seq)
         target.ledger.extend(written)
@@ -130,10 +139,16 @@ def _roll_back_first(
 
 
 def _withdraw(
-    rollout: Rollout, alias: str, cloud: str, stable: str, reason: str, decision: dict[str, Any]
+    rollout: Rollout,
+    alias: str,
+    cloud: str,
+    stable: str,
+    reason: str,
+    decision: dict[str, Any],
+    actor: str,
 ) -> int | None:
     """Point ``alias`` in ``cloud`` back at ``stable`` if it names the version, as a rollback
-    of the entry that set it; the new entry's number."""
+    of the entry that set it, by ``actor``; the new entry's number."""
     registry, ctx = rollout.registry, rollout.ctx
     state = read_alias(registry.store(cloud), alias)
     if state is None or state.version != rollout.version:
@@ -145,7 +160,7 @@ def _withdraw(
         alias,
         cloud,
         reason=reason,
-        actor=ctx.actor,
+        actor=actor,
         at=ctx.clock(),
         run=ctx.run,
         action="rollback",

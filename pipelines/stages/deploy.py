@@ -1,16 +1,22 @@
 """Task ``deploy``: roll a registered version out to the serving fleets (``pipelines.rollout``).
 
     recflow deploy VERSION [--dry-run]            roll VERSION out (or resume its rollout)
-    recflow deploy --from-alias candidate         the version an alias names (the DAG's task)
+    recflow deploy --from-alias candidate         the version an alias names
+    recflow deploy --from-alias candidate --target private    up to and including one target
+                   [--require-approval | --no-require-approval]   (the DAG's task per cloud)
     recflow deploy --rollback --reason R [VERSION]
 
 After ``register``: per target of ``deploy.targets`` (private, then public), an infra check,
 a shadow bake, canary steps and full, each step judged against stable; a failed step rolls
-everything back and fails the task. The fleets are local server processes started for the
-rollout and stopped when it ends; the rollout record under ``deploy.run_dir`` lets a killed
-controller resume. Deployment is a side effect on the fleets and the registry, so this is not
+everything back and fails the task. With ``--target`` the rollout stops after that target,
+its record open for the next one (a target done already is a no-op, so a retry is safe);
+before a later target it needs the decision (``recflow deploy approve|reject`` or the Airflow
+approval task) when approval is required, and a reject fails it naming who rejected. The
+fleets are local server processes started by each run for the targets it rolls out and
+stopped when it ends; the rollout record under ``deploy.run_dir`` lets a killed controller
+resume. Deployment is a side effect on the fleets and the registry, so this is not
 a DVC stage. The operator commands beside it (``recflow deploy approve|status|manifests``)
-are in ``pipelines/commands/deploy.py``.
+are in ``pipelines/commands/deploy.py``; approval and rejection (``approve|reject``) too.
 """
 
 from __future__ import annotations
@@ -63,13 +69,26 @@ def _main(argv: Sequence[str] | None) -> int:
         default=Path("data/prepared"),
         help="the prepare stage's folder: the held-out sessions replayed at each step",
     )
+    parser.add_argument(
+        "--target",
+        default=None,
+        metavar="CLOUD",
+        help="roll out up to and including this target of deploy.targets, then stop",
+    )
+    parser.add_argument(
+        "--require-approval",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the targets after the first wait for approval, for this run "
+        "(default: deploy.require_approval)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--rollback", action="store_true", help="roll back the latest rollout")
     parser.add_argument("--reason", default="", help="why (for --rollback)")
     args = parser.parse_args(argv)
     ctx = Context.open(args.params, args.prepared)
     if args.rollback:
-        if args.from_alias or args.dry_run:
+        if args.from_alias or args.dry_run or args.target or args.require_approval is not None:
             parser.error("--rollback takes an optional VERSION and --reason only")
         record = request_rollback(ctx, args.version, args.reason)
         print(
@@ -80,9 +99,9 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error("give a VERSION or --from-alias ALIAS (one of them)")
     version = args.version or _from_alias(ctx, args.from_alias)
     if args.dry_run:
-        print("\n".join(plan_lines(ctx, version)))
+        print("\n".join(plan_lines(ctx, version, args.target, args.require_approval)))
         return 0
-    record = deploy(ctx, version)
+    record = deploy(ctx, version, through=args.target, require_approval=args.require_approval)
     log.info(
         "%s: %s (%s)",
         version,
