@@ -1,11 +1,11 @@
-"""Set the run's logical date in ``params.yaml``, the way ``dvc exp run -S`` sets a value.
+"""The run's logical date: parsing it, and editing it into a params file by hand.
 
-The Airflow DAG's first task calls this so that every stage of the run reads the DAG run's
-date from ``run.logical_date``. Only that value changes: comments, quoting, spacing, line
+A run (Airflow's, ``make run``'s) never edits ``params.yaml``: its first task writes the run's
+date and form into the run overlay (:mod:`pipelines.core.params.run_form`). :func:`set_logical_date`
+is for a scratch copy of the project that a tool owns (the drift demo's scenarios), the way
+``dvc exp run -S`` sets a value. Only that value changes: comments, quoting, spacing, line
 ends and the rest of the file stay byte for byte, the file is replaced atomically, and an
-equal date writes nothing.
-
-    python -m pipelines.stages.set_logical_date --params params.yaml --set-logical-date 2026-11-22
+equal date writes nothing. A date the run overlay sets would hide the edit: that is refused.
 
 ruamel.yaml's round-trip parser finds the value: its events carry the exact position of each
 scalar in the text, so the edit replaces the date's own characters (and keeps its quotes) where
@@ -35,6 +35,7 @@ from ruamel.yaml.tokens import ScalarToken
 
 from pipelines.core.io import atomic_path
 from pipelines.core.params import ConfigError, load_params
+from pipelines.core.params.run_form import overlay_path, read_overlay
 
 log = logging.getLogger("recflow.run_params")
 
@@ -121,9 +122,16 @@ def set_logical_date(params_path: Path, logical_date: dt.date) -> bool:
         True when the file changed, False when it already held this date.
 
     Raises:
-        ConfigError: The file is missing or invalid, or has no ``run.logical_date`` value.
+        ConfigError: The file is missing or invalid, has no ``run.logical_date`` value, or the
+            run overlay beside it sets the date (the edit would have no effect).
     """
-    current = load_params(params_path).run.logical_date
+    overlay = overlay_path(params_path)
+    if "run.logical_date" in read_overlay(overlay):
+        raise ConfigError(
+            f"run.logical_date is set by the run overlay {overlay}, which would hide an edit "
+            f"of {params_path}: set the run's date with set_logical_date --set-logical-date"
+        )
+    current = load_params(params_path, overlay=False).run.logical_date
     if current == logical_date:
         log.info("run.logical_date is already %s in %s", logical_date, params_path)
         return False

@@ -2,13 +2,18 @@
 
     python -m pipelines.stages.train --params params.yaml --prepared data/prepared \\
         --out models/candidate
+    python -m pipelines.stages.train --torchrun --params params.yaml ...   # DVC's and the DAG's
     torchrun --standalone --nproc_per_node=2 -m pipelines.stages.train --prepared data/prepared ...
+
+``--torchrun`` starts ``torchrun --standalone`` with ``train.nproc_per_node`` workers as read
+from the params (the run overlay included), each running this command without the flag.
 
 See ``pipelines.model.training`` for what lands in ``--out``.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,10 +59,32 @@ def _main(argv: Sequence[str] | None) -> int:
         default=None,
         help="overrides of the train section as a JSON object, e.g. '{\"epochs\": 3}'",
     )
+    parser.add_argument(
+        "--torchrun",
+        action="store_true",
+        help="run under torchrun --standalone with train.nproc_per_node workers (from the params)",
+    )
     args = parser.parse_args(argv)
     cfg, run = load_config(args.params, args.config_json)
+    if args.torchrun:
+        words = list(sys.argv[1:] if argv is None else argv)
+        return subprocess.run(torchrun_command(cfg.nproc_per_node, words), check=False).returncode
     train(cfg, run, args.prepared, args.out)
     return 0
+
+
+def torchrun_command(nproc_per_node: int, argv: Sequence[str]) -> list[str]:
+    """``torchrun --standalone`` running this stage with ``argv`` less ``--torchrun``."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc_per_node}",
+        "-m",
+        "pipelines.stages.train",
+        *[word for word in argv if word != "--torchrun"],
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,8 @@
-"""The whole of ``params.yaml``: :class:`Params`, reading it, its error messages, overrides."""
+"""The whole of ``params.yaml``: :class:`Params`, reading it, its error messages, overrides.
+
+:func:`load_params` reads ``params.yaml`` and, over it, the run overlay ``params.run.yaml``
+beside it: the values of the current run's trigger form (:mod:`pipelines.core.params.run_form`).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from pipelines.core.params.execution import AirflowConfig, ExecutionConfig
 from pipelines.core.params.gate import EvaluateConfig
 from pipelines.core.params.monitor import MonitorConfig
 from pipelines.core.params.registry import RegistryConfig, StoresConfig
+from pipelines.core.params.run_form import apply_overlay, overlay_path, read_overlay
 from pipelines.core.params.serving import OptimizeConfig, ServeConfig
 from pipelines.core.params.training import TrainConfig
 
@@ -91,13 +96,45 @@ def _message(err: Any) -> str:
     return message
 
 
-def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
-    """Load and check the whole of ``params.yaml``."""
-    raw = read_params_file(path)
+def _validate(raw: Mapping[str, Any], where: str) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, str(path))) from exc
+        raise ConfigError(format_errors(exc, where)) from exc
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS, *, overlay: bool = True) -> Params:
+    """Load and check the whole of ``params.yaml``, with the run overlay beside it on top.
+
+    Args:
+        path: The params file.
+        overlay: Read the run overlay (``params.run.yaml`` beside ``path``; a missing one sets
+            nothing). False: ``params.yaml`` alone, e.g. to parse a DAG, whose tasks must not
+            depend on the last run's form.
+
+    Raises:
+        ConfigError: Either file is missing (the params file), malformed or invalid; the
+            message names the file and the key.
+    """
+    raw = read_params_file(path)
+    params = _validate(raw, str(path))
+    if not overlay:
+        return params
+    where = overlay_path(path)
+    values = read_overlay(where)
+    return _validate(apply_overlay(raw, values), f"{where} over {path}") if values else params
+
+
+def params_with(path: Path | str, values: Mapping[str, Any], where: str) -> Params:
+    """``params.yaml`` at ``path`` with the run values ``values`` (``{"train.epochs": 1}``) on top.
+
+    Raises:
+        ConfigError: The file or a value is invalid; a bad value is named as coming from
+            ``where``.
+    """
+    raw = read_params_file(path)
+    _validate(raw, str(path))
+    return _validate(apply_overlay(raw, values), f"{where} over {path}")
 
 
 def with_overrides(
