@@ -28,6 +28,8 @@ import yaml
 
 from pipelines.core.errors import InputError
 from pipelines.core.params import Params
+from pipelines.core.params.run_form import overlay_path
+from pipelines.core.placement import read_decision
 
 log = logging.getLogger("recflow.registry.lineage")
 
@@ -106,11 +108,18 @@ def dvc_record(lock: Path) -> dict[str, Any]:
                     "size": out.get("size"),
                     "nfiles": out.get("nfiles"),
                 }
-    params = {
-        stage: (record.get("params") or {}).get("params.yaml", {})
-        for stage, record in stages.items()
-        if isinstance(record, dict)
-    }
+    # each stage's params.yaml values, then what the run overlay set over them (its dotted
+    # keys; null there means params.yaml's value): what the stage really ran with
+    params = {}
+    for stage, record in stages.items():
+        if not isinstance(record, dict):
+            continue
+        files = record.get("params") or {}
+        overlay = files.get(overlay_path(Path("params.yaml")).name) or {}
+        params[stage] = {
+            **(files.get("params.yaml") or {}),
+            **{key: value for key, value in overlay.items() if value is not None},
+        }
     return {"outputs": outputs, "params": params}
 
 
@@ -208,6 +217,7 @@ def collect(
     root: Path,
     environ: Mapping[str, str],
     trigger: Trigger | None = None,
+    placement: Path | None = None,
 ) -> dict[str, Any]:
     """The lineage record of the version ``candidate`` would make.
 
@@ -219,6 +229,8 @@ def collect(
         root: The project root (its git commit).
         environ: The environment (Airflow's ``AIRFLOW_CTX_*``).
         trigger: Why the run happened (:func:`parse_trigger`); None: by hand or by schedule.
+        placement: Where ``recflow placement`` recorded the training task's decision
+            (``models/placement/train.json``); None, a missing file or another run's: none.
 
     Returns:
         The record, as plain JSON values.
@@ -243,6 +255,10 @@ def collect(
         },
         "airflow": run,
         "trigger": trigger if trigger is not None else dict(MANUAL_OR_SCHEDULE),
+        # which cloud trained it, why, and at what estimated cost
+        "placement": (
+            read_decision(placement, params.run.logical_date.isoformat()) if placement else None
+        ),
     }
 
 

@@ -47,6 +47,12 @@ def _main(argv: Sequence[str] | None) -> int:
         help="the validate stage's metrics (the validation result in the lineage)",
     )
     parser.add_argument(
+        "--placement",
+        type=Path,
+        default=Path("models/placement/train.json"),
+        help="where training ran, as recflow placement recorded it (kept in the lineage)",
+    )
+    parser.add_argument(
         "--trigger",
         default="",
         help="why the run happened, as JSON (the drift reason of the asset event that started "
@@ -59,7 +65,14 @@ def _main(argv: Sequence[str] | None) -> int:
     root = args.params.resolve().parent
     run = lineage.airflow_run(os.environ)
     record = lineage.collect(
-        params, args.candidate, args.lock, args.validation, root, os.environ, trigger
+        params,
+        args.candidate,
+        args.lock,
+        args.validation,
+        root,
+        os.environ,
+        trigger,
+        placement=args.placement,
     )
     result = publish(
         open_registry(params, root),
