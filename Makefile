@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 # imports of the large stack (Airflow, GX, DVC) are several times faster from bytecode
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup lock run airflow drift-demo test test-fast lint format bench bench-recbole recbole-env clean wrk prometheus serve
+.PHONY: help setup lock run airflow up down drift-demo test test-fast lint format bench bench-recbole recbole-env clean wrk prometheus serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ run: setup ## Run the chain on the embedded default (Airflow DAG, ending deploye
 airflow: setup ## Open the Airflow UI for this project on 127.0.0.1 (AIRFLOW_PORT, default 8080)
 	@$(BIN)/python -m pipelines.main_job.ui --port $(AIRFLOW_PORT)
 
+up: setup ## Start the local stack on 127.0.0.1 (Airflow, the public store, fleets, Prometheus); returns when it answers
+	@$(BIN)/python -m pipelines.main_job.stack up --port $(AIRFLOW_PORT)
+
+down: ## Stop exactly the processes make up started (recorded in .airflow/stack/state.json)
+	@$(BIN)/python -m pipelines.main_job.stack down
+
 drift-demo: setup ## Day 1 deploys; day 2 drifts (category_shift 0.5): the monitor finds it, a retrain runs
 	@$(BIN)/python -m pipelines.main_job.drift_demo $(DRIFT_DEMO_ARGS)
 
@@ -73,11 +79,12 @@ test: setup ## Run the whole test suite (unit, data, model, serving, registry, r
 test-fast: setup ## Run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
-lint: setup ## ruff lint and format check, import contracts, mypy on pipelines/ and plugins/
+lint: setup ## ruff lint and format check, import contracts, mypy on pipelines/ and plugins/, hadolint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	$(BIN)/hadolint docker/*Dockerfile
 
 format: setup ## Apply ruff formatting and autofixes
 	$(BIN)/ruff format .

@@ -74,11 +74,15 @@ from pipelines.main_job.ui import (
     HOST,
     PASSWORDS_FILE,
     USER,
+    AirflowComponents,
     cpu_cores,
+    migrate,
+    set_login,
+    start_components,
+    stop_components,
     ui_env,
     wait_until_healthy,
 )
-from pipelines.main_job.ui import stop as stop_group
 from pipelines.registry.loopback import loopback_unless_given
 from pipelines.rollout import processes
 
@@ -232,7 +236,9 @@ def run_logged(
             process.wait()
         except BaseException:
             # it only signals the group and waits: the type of the pipes does not matter
-            stop_group(cast("subprocess.Popen[bytes]", process))
+            stop_components(
+                AirflowComponents({"command": cast("subprocess.Popen[bytes]", process)})
+            )
             raise
         finally:
             process.stdout.close()
@@ -299,12 +305,12 @@ class AirflowApi:
 
 @dataclass
 class AirflowStack:
-    """``airflow standalone`` with ``make airflow``'s settings on a free port, stopped on exit."""
+    """Airflow's components with ``make airflow``'s settings on a free port, stopped on exit."""
 
     root: Path
     log_path: Path
     port: int = field(default_factory=processes.free_port)
-    process: subprocess.Popen[bytes] | None = None
+    components: AirflowComponents | None = None
 
     @property
     def home(self) -> Path:
@@ -322,18 +328,14 @@ class AirflowStack:
         Raises:
             DemoError: Airflow exited or did not answer in time.
         """
-        with self.log_path.open("ab") as output:
-            self.process = subprocess.Popen(
-                airflow_command("standalone"),
-                cwd=self.root,
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        set_login(self.home)
+        if migrate(self.env, self.root, self.log_path).returncode:
+            raise DemoError(f"airflow db migrate failed; its output: {self.log_path}")
+        self.components = start_components(self.root, self.env, self.log_path.parent / "airflow")
         base = f"http://{HOST}:{self.port}"
-        if not wait_until_healthy(base + HEALTH_PATH, self.process, AIRFLOW_START_S):
-            raise DemoError(f"Airflow did not start; its output: {self.log_path}")
+        why = wait_until_healthy(base + HEALTH_PATH, self.components, AIRFLOW_START_S)
+        if why:
+            raise DemoError(f"Airflow did not start ({why}); its output: {self.log_path}")
         return AirflowApi(base, self.home / PASSWORDS_FILE)
 
     def cli(self, logs: Logs, *args: str) -> list[str]:
@@ -352,9 +354,9 @@ class AirflowStack:
 
     def stop(self) -> None:
         """Stop every component (as Ctrl-C would), then what is left of its process group."""
-        if self.process is not None:
-            stop_group(self.process)
-            self.process = None
+        if self.components is not None:
+            stop_components(self.components)
+            self.components = None
 
 
 def _dag_ready(api: AirflowApi, dag_id: str, now: dt.datetime) -> bool:

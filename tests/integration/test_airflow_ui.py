@@ -2,7 +2,8 @@
 
 One test, in the order a person meets it: the command prints the address and the login once
 the UI answers; the UI answers on 127.0.0.1 and on no other address; the login works and the
-project's DAG is there; the executor has one worker per core; Ctrl-C stops every component.
+project's DAG is there; the executor has one worker per core; no Airflow process listens on
+another address than 127.0.0.1 (no log server on 8793/8794); Ctrl-C stops every component.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def _listening(port: int) -> list[str]:
     )
 
 
+def _listening_by(pids: set[int]) -> list[tuple[str, int]]:
+    """The addresses and ports that processes ``pids`` listen on."""
+    return sorted(
+        (conn.laddr.ip, conn.laddr.port)
+        for conn in psutil.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids
+    )
+
+
 def _other_addresses() -> list[str]:
     """This machine's IPv4 addresses other than loopback."""
     return [
@@ -105,7 +115,8 @@ def test_make_airflow_serves_the_ui_on_127_0_0_1_and_stops_on_ctrl_c(
                 str(port),
             ],
             cwd=root,
-            env=interpreter_env(),
+            # the generated password, not one from the environment
+            env={k: v for k, v in interpreter_env().items() if k != "RECFLOW_AIRFLOW_PASSWORD"},
             stdout=output,
             stderr=subprocess.STDOUT,
             # its own group, as a terminal's foreground job: SIGINT below is the Ctrl-C
@@ -125,6 +136,7 @@ def test_make_airflow_serves_the_ui_on_127_0_0_1_and_stops_on_ctrl_c(
         assert f"Airflow UI: {address}\n" in text
         passwords = root / AIRFLOW_HOME / "simple_auth_manager_passwords.json.generated"
         assert f"login: admin, password in {passwords} " in text
+        assert "RECFLOW_AIRFLOW_PASSWORD" in text
 
         # the health endpoint answers over HTTP on 127.0.0.1 ...
         status, health = _get(f"{address}/api/v2/monitor/health")
@@ -158,6 +170,12 @@ def test_make_airflow_serves_the_ui_on_127_0_0_1_and_stops_on_ctrl_c(
         cores = len(os.sched_getaffinity(0))
         _wait_for(lambda: len(_workers(launcher)) == cores, 120, f"{cores} executor workers")
         components = launcher.children(recursive=True)
+
+        # no Airflow process listens on another address: no log server on 8793/8794 either
+        listening = _listening_by({p.pid for p in components} | {launcher.pid})
+        assert (address.split("//")[1].split(":")[0], port) in listening
+        assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
+        assert not {p for _, p in listening} & {8793, 8794}, listening
 
         # Ctrl-C stops every component and frees the port
         process.send_signal(signal.SIGINT)
