@@ -2,7 +2,10 @@
 
 Paths come from the stage table's command lines (``--out``, ``--metrics``, ``--reports``),
 so a stage that moves its outputs moves its figure with it. ``KEY_FIGURES`` has an entry for
-every stage of the table (a test checks it); ``None`` there means the stage has no figure.
+every stage of the table (a test checks it); ``None`` there means the stage has no figure. The
+``deploy`` stage runs as one task per cloud with an approval between them
+(``pipelines.stages.table.chain_task_ids``): :func:`task_figure` gives each of those tasks the
+figure of its own cloud.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import load_params
-from pipelines.stages.table import stage
+from pipelines.registry.names import CLOUDS
+from pipelines.stages.table import approval_task_id, deploy_task_id, stage
 
 Figure = Callable[[Path], str]
 
@@ -137,25 +141,12 @@ def _latest_rollout(root: Path) -> Any:
     return Records(root / load_params(root / "params.yaml").deploy.run_dir).latest()
 
 
-def deploy_figure(root: Path) -> str:
-    """Where the latest rollout ended: serving where, through which steps, or why not."""
-    record = _latest_rollout(root)
-    if record is None:
-        return "no rollout yet"
-    version = record.version[:12]
-    if record.status == "rolled_back":
-        failure = record.failure or {}
-        where = f"{failure.get('cloud')} {failure.get('step')}" if failure.get("cloud") else ""
-        reason = str(failure.get("reason", ""))
-        return f"{version} rolled back at {where or failure.get('step')}: {reason}"
-    if record.status == "awaiting_approval":
-        current = record.current
-        return f"{version} waits for approval before {current.cloud if current else '?'}"
-    done = [t for t in record.targets if t.phase == "done"]
+def _rollout_path(targets: list[Any]) -> str:
+    """The steps the targets passed, canary weights folded: ``shadow, canary 5/25/50%``."""
     steps = list(
         dict.fromkeys(
             s["step"]
-            for t in done
+            for t in targets
             for s in t.steps
             if s["outcome"] == "pass" and s["step"] != "infra"
         )
@@ -163,8 +154,73 @@ def deploy_figure(root: Path) -> str:
     canary = [s.removeprefix("canary ").removesuffix("%") for s in steps if s.startswith("canary")]
     path = [s for s in steps if not s.startswith("canary")]
     path += [f"canary {'/'.join(canary)}%"] if canary else []
+    return ", ".join(path) or "already production"
+
+
+def _rolled_back(record: Any) -> str:
+    failure = record.failure or {}
+    where = f"{failure.get('cloud')} {failure.get('step')}" if failure.get("cloud") else ""
+    reason = str(failure.get("reason", ""))
+    return f"{record.version[:12]} rolled back at {where or failure.get('step')}: {reason}"
+
+
+def deploy_figure(root: Path) -> str:
+    """Where the latest rollout ended: serving where, through which steps, or why not."""
+    record = _latest_rollout(root)
+    if record is None:
+        return "no rollout yet"
+    version = record.version[:12]
+    if record.status == "rolled_back":
+        return _rolled_back(record)
+    if record.status == "awaiting_approval":
+        current = record.current
+        return f"{version} waits for approval before {current.cloud if current else '?'}"
+    done = [t for t in record.targets if t.phase == "done"]
     clouds = ", ".join(t.cloud for t in done)
-    return f"{version} serves in {clouds or 'no cloud'} ({', '.join(path) or 'already production'})"
+    return f"{version} serves in {clouds or 'no cloud'} ({_rollout_path(done)})"
+
+
+def deploy_cloud_figure(cloud: str) -> Figure:
+    """``deploy_<cloud>``: where the latest rollout stands in that cloud."""
+
+    def figure(root: Path) -> str:
+        record = _latest_rollout(root)
+        if record is None:
+            return "no rollout yet"
+        version = record.version[:12]
+        target = next((t for t in record.targets if t.cloud == cloud), None)
+        if target is None:
+            return f"{version}: {cloud} is not a target of this rollout"
+        if record.status == "rolled_back":
+            return _rolled_back(record)
+        if target.phase == "done":
+            return f"{version} serves in {cloud} ({_rollout_path([target])})"
+        return f"{version} {cloud}: {target.phase}"
+
+    return figure
+
+
+def approval_figure(cloud: str) -> Figure:
+    """``approve_<cloud>``: who decided about the rollout before that cloud, or that it waits."""
+
+    def figure(root: Path) -> str:
+        record = _latest_rollout(root)
+        if record is None:
+            return "no rollout yet"
+        version = record.version[:12]
+        current = record.current
+        if record.status == "awaiting_approval" and current is not None and current.cloud == cloud:
+            return f"{version} waits for a decision before {cloud}"
+        from pipelines.rollout.approval import read_decision
+        from pipelines.rollout.context import Context
+
+        decision = read_decision(Context.open(root / "params.yaml"), record.version)
+        if decision is None:
+            return f"{version}: no decision recorded (approval not required)"
+        said = f"{version} {decision.decision}d by {decision.actor} via {decision.via}"
+        return said + (f": {decision.reason}" if decision.reason else "")
+
+    return figure
 
 
 def _latest_monitor(root: Path) -> dict[str, Any]:
@@ -216,13 +272,26 @@ KEY_FIGURES: dict[str, Figure | None] = {
 }
 
 
-def key_figure(name: str, root: Path) -> str | None:
-    """Stage ``name``'s key figure for the project at ``root``, or None if it has none.
+def task_figure(task_id: str) -> Figure | None:
+    """The figure of a chain task: its stage's, or a deploy or approval task's for its cloud."""
+    if task_id in KEY_FIGURES:
+        return KEY_FIGURES[task_id]
+    for cloud in CLOUDS:
+        if task_id == deploy_task_id(cloud):
+            return deploy_cloud_figure(cloud)
+        if task_id == approval_task_id(cloud):
+            return approval_figure(cloud)
+    return None
 
-    A missing or unreadable file gives a short note instead: the figure is a summary, the run's
-    outcome does not depend on it.
+
+def key_figure(name: str, root: Path) -> str | None:
+    """Task ``name``'s key figure for the project at ``root``, or None if it has none.
+
+    ``name`` is a stage of the table or a task of the chain (``deploy_private``,
+    ``approve_public``, ...). A missing or unreadable file gives a short note instead: the
+    figure is a summary, the run's outcome does not depend on it.
     """
-    figure = KEY_FIGURES.get(name)
+    figure = task_figure(name)
     if figure is None:
         return None
     try:

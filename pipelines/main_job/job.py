@@ -1,20 +1,22 @@
 """The main job (``make run``): the chain through the Airflow DAG, then ``dvc repro``.
 
 1. Runs the ``recsys_retrain`` DAG once with ``airflow dags test`` (Airflow on SQLite under
-   ``.airflow/``), as a manual run whose conf carries the logical date (``params.yaml``'s, or
-   ``--logical-date``), the way the UI's trigger form does. Given a logical date instead,
-   ``dags test`` records that date as the run's start, and the UI shows the run lasting from
-   then until now; this way the run's logical date, start and end are the times it really
-   ran. Its first task writes the date into ``params.yaml``, and each task runs its
-   ``dvc.yaml`` command and records it in ``dvc.lock``.
+   ``.airflow/``), as a manual run whose conf carries the data date (``params.yaml``'s, or
+   ``--logical-date``), as any caller without the trigger form does. Given a logical date
+   instead, ``dags test`` records that date as the run's start, and the UI shows the run lasting
+   from then until now; this way the run's logical date, start and end are the times it really
+   ran. Its first task records the date in the run overlay (``params.run.yaml``), and each task
+   runs its ``dvc.yaml`` command and records it in ``dvc.lock``.
 2. Runs ``dvc repro``, which finds everything up to date: the Airflow run left the same DVC
    record a local ``dvc repro`` would have; then pushes data and model versions to the default
    DVC remote.
 3. Prints the figures a person looks at and where the outputs landed.
 
 The console shows a line when each task starts and one when it ends (``progress``); Airflow's
-full log goes to ``.airflow/logs/main-job/<start time>.log``. A failed task shows its last error
-lines, and the job exits non-zero. Airflow is driven through its command line; nothing here
+full log goes to ``.airflow/logs/main-job/<start time>.log``, and each task's records to the file
+Airflow's UI reads for that task (``.airflow/logs/dag_id=.../run_id=.../task_id=.../
+attempt=N.log``), so the UI shows every task's log of the run. A failed task shows its last
+error lines, and the job exits non-zero. Airflow is driven through its command line; nothing here
 imports it.
 """
 
@@ -43,12 +45,13 @@ from pipelines.main_job.progress import (
     INDENT,
     STATE_WIDTH,
     RunFollower,
+    TaskLogs,
     TaskRun,
     clock,
     duration,
 )
 from pipelines.registry.loopback import loopback_unless_given
-from pipelines.stages.table import STAGES
+from pipelines.stages.table import chain_task_ids
 
 Echo = Callable[[str], None]
 # the lines of a failed command's output shown on the console
@@ -69,7 +72,13 @@ class DagRunResult:
     @property
     def succeeded(self) -> bool:
         """True when Airflow exited cleanly and every task succeeded."""
-        return self.returncode == 0 and not self.failed and self.state == "success"
+        # a run whose tasks never started (a start date after the run's date) did nothing
+        return (
+            self.returncode == 0
+            and bool(self.tasks)
+            and not self.failed
+            and self.state == "success"
+        )
 
 
 def echo_line(text: str) -> None:
@@ -98,6 +107,7 @@ def run_dag(
     log: TextIO,
     echo: Echo = echo_line,
     terminal_width: int | None = None,
+    dag_id: str = DAG_ID,
 ) -> DagRunResult:
     """Run the DAG once for ``logical_date`` and follow it on the console.
 
@@ -109,6 +119,7 @@ def run_dag(
         echo: Writes a console line.
         terminal_width: The console is a terminal this wide: lines are cut to it, and a
             finished task's line replaces its start line. None: a log or a pipe.
+        dag_id: The DAG to run.
 
     Returns:
         The run's exit code, id, state and tasks.
@@ -116,15 +127,19 @@ def run_dag(
     env = airflow_env(root, airflow_home)
     # one JSON object per record: the console lines are read from these, not from text
     env.update({"AIRFLOW__LOGGING__JSON_LOGS": "True", "PYTHONUNBUFFERED": "1"})
-    conf = json.dumps({"logical_date": logical_date})
-    command = airflow_command("dags", "test", DAG_ID, "--conf", conf)
+    # the data date, as a caller without the trigger form passes it (the DAG's docstring)
+    conf = json.dumps({"data_date": logical_date})
+    command = airflow_command("dags", "test", dag_id, "--conf", conf)
     log.write(f"$ {' '.join(command)}\n")
+    logs_folder = Path(env.get("AIRFLOW__LOGGING__BASE_LOG_FOLDER") or airflow_home / "logs")
+    task_logs = TaskLogs(logs_folder, dag_id)
     follower = RunFollower(
         echo,
         log,
         lambda name: key_figure(name, root),
         width=terminal_width,
         rewrite=terminal_width is not None,
+        task_logs=task_logs,
     )
     with subprocess.Popen(
         command,
@@ -138,7 +153,10 @@ def run_dag(
         bufsize=1,
     ) as process:
         assert process.stdout is not None
-        follower.feed_all(process.stdout)
+        try:
+            follower.feed_all(process.stdout)
+        finally:
+            task_logs.close()
     return DagRunResult(
         returncode=process.returncode,
         run_id=follower.run_id,
@@ -192,10 +210,10 @@ def _step_failed(name: str, step: StepResult, log_path: Path, echo: Echo) -> int
     return step.returncode or 1
 
 
-def _dag_failed(result: DagRunResult, log_path: Path, echo: Echo) -> int:
+def _dag_failed(result: DagRunResult, log_path: Path, echo: Echo, task_ids: Sequence[str]) -> int:
     if result.failed:
         started = {task.name for task in result.tasks}
-        not_run = [spec.name for spec in STAGES if spec.name not in started]
+        not_run = [name for name in task_ids if name not in started]
         failed = ", ".join(task.name for task in result.failed)
         echo(f"recflow: the DAG run failed at {failed}")
         if not_run:
@@ -242,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_date_arg,
         metavar="YYYY-MM-DD",
         help="run the chain for this date (default: run.logical_date in params.yaml); the "
-        "DAG's first task writes it into params.yaml",
+        "DAG's first task records it in the run overlay, params.run.yaml",
     )
     parser.add_argument("--skip-airflow", action="store_true", help="only run dvc repro")
     parser.add_argument("--no-push", action="store_true", help="do not push to the DVC remote")
@@ -252,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = args.root.resolve()
     airflow_home = root / AIRFLOW_HOME
     try:
-        params = load_params(root / "params.yaml")
+        # the default date is params.yaml's own, not the last run's (the run overlay)
+        params = load_params(root / "params.yaml", overlay=False)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -282,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     root, airflow_home, logical_date, log=log, echo=echo, terminal_width=width
                 )
                 if not result.succeeded:
-                    return _dag_failed(result, log_path, echo)
+                    return _dag_failed(result, log_path, echo, chain_task_ids(params))
             dvc_env = interpreter_env()
             python = sys.executable
             repro = run_step([python, "-m", "dvc", "repro"], cwd=root, env=dvc_env, log=log)

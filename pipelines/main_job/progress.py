@@ -11,6 +11,12 @@ On the console: one line when a task starts, one when it ends (state, duration, 
 figure), the stage's own warnings and errors, the trainer's line per epoch and the deploy
 controller's line per rollout step indented under it, and for a failed task its last error
 lines. Every record also goes, as text, to the full log.
+
+``dags test`` runs each task in its own process, not through an executor's worker, so Airflow
+writes no task log file: the UI would say "Log file not found on worker". ``TaskLogs`` writes
+each task's records, as they arrive and unchanged, to the file the UI reads for that try (the
+layout of ``[logging] log_filename_template`` under the logs folder, one JSON object a line,
+as Airflow's own task log handler writes them).
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
-STARTED = re.compile(r"^\[DAG TEST\] starting task_id=(?P<task>\S+)")
+STARTED = re.compile(r"^\[DAG TEST\] starting task_id=(?P<task>\S+)(?: map_index=(?P<map>-?\d+))?")
 ENDED = re.compile(r"^\[DAG TEST\] end task task_id=(?P<task>\S+)")
 STATE_UPDATED = "Task instance state updated"
 RUN_CREATED = "creating dag run"
@@ -56,6 +63,22 @@ INDENT = " " * (9 + STATE_WIDTH + 1 + 2)
 OUTPUT_KEPT = 400
 ERROR_LINES = 12
 TAIL_LINES = 8
+
+# Airflow's default ``[logging] log_filename_template``, relative to ``[logging]
+# base_log_folder`` (``$AIRFLOW_HOME/logs``): where the UI reads the log of one try of a task
+TASK_LOG_PATH = (
+    "dag_id={dag_id}/run_id={run_id}/task_id={task_id}/{map_part}attempt={try_number}.log"
+)
+# a task that ends its turn in one of these states resumes the same try when it starts again
+# (after its trigger fired, a person answered it, or its reschedule came); any other state is
+# followed by a new try
+SAME_TRY_STATES = ("deferred", "awaiting_input", "up_for_reschedule")
+# what the console says of a task that waits
+WAITING = {
+    "awaiting_input": "awaiting input: answer it in the Airflow UI (Required actions)",
+    "deferred": "deferred",
+    "up_for_reschedule": "up for reschedule",
+}
 
 
 # ANSI: cursor to the start of the line above, and clear that line
@@ -203,12 +226,56 @@ def render(record: dict[str, Any], task: str | None = None) -> str:
     return line
 
 
+def task_log_path(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """The log file of one try of a task, relative to Airflow's logs folder."""
+    map_part = f"map_index={map_index}/" if map_index >= 0 else ""
+    return TASK_LOG_PATH.format(
+        dag_id=dag_id, run_id=run_id, task_id=task_id, map_part=map_part, try_number=try_number
+    )
+
+
+class TaskLogs:
+    """Writes each task's records of a ``dags test`` run where Airflow's UI reads its log.
+
+    Args:
+        folder: Airflow's logs folder (``[logging] base_log_folder``).
+        dag_id: The DAG that runs.
+    """
+
+    def __init__(self, folder: Path, dag_id: str) -> None:
+        self.folder = folder
+        self.dag_id = dag_id
+        self._file: TextIO | None = None
+
+    def open(self, run_id: str, task_id: str, map_index: int, try_number: int) -> Path:
+        """Start writing one try's log (appending: a resumed try continues its file)."""
+        self.close()
+        path = self.folder / task_log_path(self.dag_id, run_id, task_id, map_index, try_number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # line-buffered: the UI shows a running task's log as it grows
+        self._file = path.open("a", encoding="utf-8", buffering=1)
+        return path
+
+    def write(self, line: str) -> None:
+        """One record (a JSON object, as Airflow printed it) of the task being written."""
+        if self._file is not None:
+            self._file.write(line + "\n")
+
+    def close(self) -> None:
+        """Finish the file being written, if any."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 @dataclass
 class TaskRun:
-    """One try of one task, as the log told it."""
+    """One turn of one task, as the log told it: a try, or the part of one after a resume."""
 
     name: str
     started: dt.datetime
+    map_index: int = -1
+    try_number: int = 1
     ended: dt.datetime | None = None
     state: str | None = None
     up_to_date: bool = False
@@ -233,6 +300,7 @@ class RunFollower:
         width: Cut console lines to this many characters (None: never).
         rewrite: On a terminal: a task's end line replaces its start line when nothing was
             printed in between, so a finished task takes one line of the screen.
+        task_logs: Writes each task's records to the log file the UI reads (None: no files).
     """
 
     def __init__(
@@ -242,12 +310,14 @@ class RunFollower:
         figure: Callable[[str], str | None],
         width: int | None = None,
         rewrite: bool = False,
+        task_logs: TaskLogs | None = None,
     ) -> None:
         self._echo = echo
         self._log = log
         self._figure = figure
         self._width = width
         self._rewrite = rewrite
+        self._task_logs = task_logs
         self._last_said: str | None = None
         self.tasks: list[TaskRun] = []
         self.run_id: str | None = None
@@ -262,7 +332,7 @@ class RunFollower:
         return last if last is not None and last.ended is None else None
 
     def failed(self) -> list[TaskRun]:
-        """The tasks whose last try did not succeed."""
+        """The tasks whose last turn did not succeed."""
         final = {task.name: task for task in self.tasks}
         return [task for task in final.values() if task.state not in ("success", "skipped")]
 
@@ -292,6 +362,12 @@ class RunFollower:
         )
         self._write(render(record, task.name if from_stage and task is not None else None))
         self._follow(record, logger)
+        # the task's own file gets the record that starts it, those while it runs, and the one
+        # that ends it
+        if self._task_logs is not None and (task is not None or self.current is not None):
+            self._task_logs.write(line)
+            if self.current is None:
+                self._task_logs.close()
 
     def _write(self, text: str) -> None:
         self._log.write(text + "\n")
@@ -313,8 +389,7 @@ class RunFollower:
         moment = parse_time(str(record.get("timestamp")))
         task = self.current
         if match := STARTED.match(event):
-            self.tasks.append(TaskRun(match["task"], moment))
-            self._say(start_line(moment, match["task"]))
+            self._started(match["task"], int(match["map"] or -1), moment)
         elif (match := ENDED.match(event)) and task is not None and task.name == match["task"]:
             task.ended = moment
             self._ended(task)
@@ -337,6 +412,18 @@ class RunFollower:
             message = f"{event}: {summary}" if summary else event
             (task.airflow_errors if task is not None else self.errors).append(message)
 
+    def _started(self, name: str, map_index: int, moment: dt.datetime) -> None:
+        """A task starts: a new try, or the same try again after it waited."""
+        earlier = [t for t in self.tasks if (t.name, t.map_index) == (name, map_index)]
+        try_number = 1
+        if earlier:
+            last = earlier[-1]
+            try_number = last.try_number + (last.state not in SAME_TRY_STATES)
+        self.tasks.append(TaskRun(name, moment, map_index=map_index, try_number=try_number))
+        if self._task_logs is not None and self.run_id is not None:
+            self._task_logs.open(self.run_id, name, map_index, try_number)
+        self._say(start_line(moment, name))
+
     def _stage_output(self, task: TaskRun, text: str) -> None:
         task.output.append(text)
         if text == f"{task.name} is up to date":
@@ -349,7 +436,9 @@ class RunFollower:
     def _ended(self, task: TaskRun) -> None:
         state = task.state or "unknown"
         notes = ""
-        if state == "success":
+        if state in WAITING:
+            notes, state = WAITING[state], "waiting"
+        elif state == "success":
             # the figure first: on a narrow terminal the line's end is cut
             notes = self._figure(task.name) or ""
             notes += " (up to date)" if task.up_to_date else ""
@@ -358,7 +447,7 @@ class RunFollower:
         )
         line += f" {duration(task.seconds):>{DURATION_WIDTH}}  {notes.strip()}"
         self._say(line.rstrip(), replace=start_line(task.started, task.name))
-        if state != "success":
+        if state not in ("success", "waiting"):
             for text in self.failure_lines(task):
                 self._say(INDENT + text)
 

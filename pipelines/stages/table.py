@@ -17,6 +17,7 @@ one domain package. Nothing imports a stage module: this table names them as tex
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,15 @@ LOGICAL_DATE_ENV = "RECFLOW_LOGICAL_DATE"
 # Set by the task from the asset events that started the run (JSON; empty when none did), for
 # the register command's --trigger; expanded by the shell like the date.
 TRIGGER_ENV = "RECFLOW_TRIGGER"
+# The run's trigger form as JSON (every field, rendered by Airflow), for the first task's --form.
+RUN_FORM_ENV = "RECFLOW_RUN_FORM"
+# ``--require-approval`` or ``--no-require-approval``, from the run's form, for a deploy task.
+APPROVAL_FLAG_ENV = "RECFLOW_APPROVAL_FLAG"
+# ``true`` when the run's form asks to retrain although DVC finds the stage up to date.
+FORCE_ENV = "RECFLOW_FORCE"
+
+# The stage the chain expands into one task per target of ``deploy.targets``.
+DEPLOY_STAGE = "deploy"
 
 _PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
@@ -48,9 +58,11 @@ class StageSpec:
         tracked: True for a DVC stage (skipped when up to date, recorded in ``dvc.lock``).
         deterministic_failure: True where a failure is a verdict on the input that a retry
             would only repeat (a rejected batch): the task gets no retries.
-        launcher: What runs the module: plain ``python``, or torchrun for the DDP trainer.
+        launcher: What runs the module (``python``).
         subcommands: First words of ``recflow <name> ...`` that run the stage's operator
             commands (module ``pipelines.commands.<name>``) instead of the stage.
+        forceable: True where the run's form may ask to run the stage although DVC finds it
+            up to date (``force_retrain``, through ``$RECFLOW_FORCE``).
     """
 
     name: str
@@ -61,6 +73,7 @@ class StageSpec:
     deterministic_failure: bool = False
     launcher: tuple[str, ...] = ("python",)
     subcommands: tuple[str, ...] = ()
+    forceable: bool = False
 
     @property
     def module(self) -> str:
@@ -76,8 +89,8 @@ class StageSpec:
 STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="set_logical_date",
-        help="write the run's logical date into params.yaml (the DAG's first task)",
-        args=("--params", "params.yaml", "--set-logical-date", f'"${LOGICAL_DATE_ENV}"'),
+        help="record the run's trigger form (its data date and overrides) for the later stages",
+        args=("--params", "params.yaml", "--form", f'"${RUN_FORM_ENV}"'),
         tracked=False,
     ),
     StageSpec(
@@ -97,7 +110,9 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="ingest",
         help="write the run's immutable raw batch from a source",
-        args=("--params", "params.yaml", "--source", "${ingest.path}", "--out", "data/raw/events"),
+        # the source is params.yaml's ``ingest.path``, or the run's form's (read through
+        # load_params): never a command-line argument, so a run's source never changes the command
+        args=("--params", "params.yaml", "--out", "data/raw/events"),
         upstream=("generate",),
     ),
     StageSpec(
@@ -137,7 +152,10 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec(
         name="train",
         help="train the SASRec recommender (under torchrun for DDP)",
+        # --torchrun: the stage starts torchrun itself with train.nproc_per_node workers, read
+        # when it runs (the run's form may change it), so the command never carries the number
         args=(
+            "--torchrun",
             "--params",
             "params.yaml",
             "--prepared",
@@ -146,7 +164,8 @@ STAGES: tuple[StageSpec, ...] = (
             "models/candidate",
         ),
         upstream=("prepare",),
-        launcher=("torchrun", "--standalone", "--nproc_per_node=${train.nproc_per_node}"),
+        # the form's force_retrain: retrain the same data on purpose (a new seed, a new image)
+        forceable=True,
     ),
     StageSpec(
         name="optimize",
@@ -238,7 +257,7 @@ STAGES: tuple[StageSpec, ...] = (
         tracked=False,
         # a rolled-back candidate is a verdict: a retry would report the same rollback
         deterministic_failure=True,
-        subcommands=("approve", "status", "manifests"),
+        subcommands=("approve", "reject", "status", "manifests"),
     ),
     StageSpec(
         name="monitor",
@@ -289,6 +308,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
         name="replay",
         help="replay held-out sessions against a server: hit rate, errors, latency",
     ),
+    CommandSpec(
+        name="placement",
+        help="decide which cloud a task runs in (private first, burst to public) and record it",
+    ),
 )
 
 
@@ -302,6 +325,61 @@ def stage(name: str) -> StageSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(s.name for s in STAGES)}")
+
+
+def deploy_task_id(cloud: str) -> str:
+    """The task that rolls the candidate out to ``cloud``: ``deploy_<cloud>``."""
+    return f"{DEPLOY_STAGE}_{cloud}"
+
+
+def approval_task_id(cloud: str) -> str:
+    """The task where a person approves the rollout to ``cloud``: ``approve_<cloud>``."""
+    return f"approve_{cloud}"
+
+
+def deploy_args(cloud: str) -> tuple[str, ...]:
+    """The ``deploy`` stage's arguments for one target: ``--target <cloud>``, and the run's
+    ``--require-approval`` / ``--no-require-approval`` (``$RECFLOW_APPROVAL_FLAG``)."""
+    return (*stage(DEPLOY_STAGE).args, "--target", cloud, f'"${APPROVAL_FLAG_ENV}"')
+
+
+def chain_upstream(params: Params) -> dict[str, tuple[str, ...]]:
+    """Every task of the chain with its upstream tasks, in the table's order.
+
+    The ``deploy`` stage becomes one task per target of ``deploy.targets``: ``deploy_<first>``
+    after the stage's own upstream; before each later target an ``approve_<cloud>`` after the
+    previous deploy, and ``deploy_<cloud>`` after both (so it runs when the approval skipped
+    itself, and not when the previous deploy was skipped). A stage after ``deploy`` comes after
+    the last target's task.
+
+    Args:
+        params: The project's params (``deploy.targets``).
+
+    Returns:
+        Task id to its upstream task ids.
+    """
+    targets = params.deploy.targets
+    last = deploy_task_id(targets[-1])
+    tasks: dict[str, tuple[str, ...]] = {}
+    for spec in STAGES:
+        upstream = tuple(last if u == DEPLOY_STAGE else u for u in spec.upstream)
+        if spec.name != DEPLOY_STAGE:
+            tasks[spec.name] = upstream
+            continue
+        tasks[deploy_task_id(targets[0])] = upstream
+        for previous, cloud in itertools.pairwise(targets):
+            tasks[approval_task_id(cloud)] = (deploy_task_id(previous),)
+            tasks[deploy_task_id(cloud)] = (approval_task_id(cloud), deploy_task_id(previous))
+    return tasks
+
+
+def chain_task_ids(params: Params) -> tuple[str, ...]:
+    """The chain's task ids in the table's order, ``deploy`` expanded per target.
+
+    ``set_logical_date … register, deploy_private, approve_public, deploy_public, monitor``
+    with the default targets; known without importing Airflow.
+    """
+    return tuple(chain_upstream(params))
 
 
 def _lookup(values: Mapping[str, Any], dotted: str) -> Any:

@@ -1,32 +1,55 @@
-"""Stage pods for the ``kubernetes`` backend, built as plain data a test can check offline.
+"""The ``kubernetes`` backend: each stage a pod of the project's image, training a multi-node Job.
 
-The image supplies the environment; the stage pods share a workspace volume that holds a
-checkout of the project (``git clone`` + ``dvc pull``) with its ``dvc.lock`` and DVC cache, so
-a stage pod sees exactly what a local task sees: the same commands, the same up-to-date
-check, and the same DVC record afterwards. Each pod first writes the run's date into
-``params.yaml`` (a no-op when it is already there), then runs the same script as a local task.
+The image supplies the environment; the pods share a workspace volume that holds a checkout of
+the project (``git clone`` + ``dvc pull``) with its ``dvc.lock`` and DVC cache, so a stage pod
+sees exactly what a local task sees: the same script around the same command, the same
+up-to-date check, the same DVC record afterwards, and the run's values, which the first task
+writes into the workspace for every later one. Secrets come from Kubernetes Secrets named in
+``execution.secrets``: the object stores' credentials (every key of their Secret becomes a
+variable) and the pseudonymization key.
+
+:func:`stage_pod_operator` builds the provider's operators: a ``KubernetesPodOperator`` per
+stage, and for ``train`` a :class:`TrainingJobOperator`, the provider's
+``KubernetesJobOperator`` that first creates the Job's headless Service
+(``recflow_airflow.training_job``). This module imports the Kubernetes provider and client, so
+only a DAG on this backend imports it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from kubernetes.client import ApiClient, V1Service
+from kubernetes.client.exceptions import ApiException
 
 from pipelines.core.params import ConfigError, Params
-from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, TRIGGER_ENV, StageSpec, stage
+from pipelines.stages.table import STAGES, StageSpec
 from recflow_airflow.pods import (
-    WORKSPACE_VOLUME,
+    CONTAINER,
     gpu_resources,
     labels,
+    run_env,
+    secret_env,
+    secret_env_from,
     security_context,
+    workspace_mount,
     workspace_volume,
 )
-from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, TRIGGER_TEMPLATE, stage_script
+from recflow_airflow.scripts import stage_script
+from recflow_airflow.training_job import TRAIN_STAGE, render_job, render_service
 
-if TYPE_CHECKING:
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-# The container name KubernetesPodOperator watches for the task's outcome.
-CONTAINER = "base"
+__all__ = [
+    "CONTAINER",
+    "TrainingJobOperator",
+    "pod_name",
+    "render_stage_pod",
+    "stage_pod_operator",
+    "training_job_operator",
+]
 
 
 def pod_name(spec: StageSpec) -> str:
@@ -51,7 +74,7 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
     Args:
         stage_spec: The stage.
         params: The project's params; ``execution`` gives image, namespace, service account,
-            data volume claim, resources and the stages that get a GPU.
+            data volume claim, resources, the stages that get a GPU, and the Secrets.
 
     Returns:
         A ``v1/Pod`` manifest as a dict.
@@ -60,10 +83,6 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
         ConfigError: ``execution.gpu_stages`` names a stage that does not exist.
     """
     execution = params.execution
-    script = stage_script(stage_spec, params)
-    set_date = stage("set_logical_date")
-    if stage_spec != set_date:
-        script = stage_script(set_date, params) + script.removeprefix("set -euo pipefail\n")
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -82,20 +101,11 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
                     "image": execution.image,
                     "imagePullPolicy": "IfNotPresent",
                     "workingDir": execution.workspace_dir,
-                    "command": ["bash", "-c", script],
-                    "env": [
-                        {"name": "GX_ANALYTICS_ENABLED", "value": "false"},
-                        {"name": LOGICAL_DATE_ENV, "value": LOGICAL_DATE_TEMPLATE},
-                        # what started the run (drift), for the register command's --trigger
-                        {"name": TRIGGER_ENV, "value": TRIGGER_TEMPLATE},
-                    ],
+                    "command": ["bash", "-c", stage_script(stage_spec, params)],
+                    "env": [*run_env(), *secret_env(params)],
+                    "envFrom": secret_env_from(params),
                     "resources": _resources(stage_spec, params),
-                    "volumeMounts": [
-                        {
-                            "name": WORKSPACE_VOLUME,
-                            "mountPath": execution.workspace_dir,
-                        }
-                    ],
+                    "volumeMounts": [workspace_mount(params)],
                 }
             ],
             "volumes": [workspace_volume(params)],
@@ -103,27 +113,108 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
     }
 
 
+class TrainingJobOperator(KubernetesJobOperator):
+    """The provider's Job operator, which first makes sure the Job's headless Service exists.
+
+    The Service (``recflow_airflow.training_job.render_service``) does not depend on the run:
+    it is created once, brought up to date from ``params.yaml`` when it differs, and kept for
+    the next run.
+
+    Args:
+        service: The Service manifest.
+        **kwargs: ``KubernetesJobOperator``'s arguments.
+    """
+
+    def __init__(self, *, service: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
+    def build_service_request_obj(self) -> V1Service:
+        """The Service this task creates, as the Kubernetes client sends it."""
+        response = SimpleNamespace(data=json.dumps(self.service))
+        service: V1Service = ApiClient().deserialize(response, "V1Service")
+        return service
+
+    def execute(self, context: Any) -> Any:
+        service = self.build_service_request_obj()
+        name, namespace = service.metadata.name, service.metadata.namespace
+        api = self.hook.core_v1_client
+        try:
+            api.create_namespaced_service(namespace=namespace, body=service)
+            self.log.info("Created Service %s/%s", namespace, name)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            api.patch_namespaced_service(name=name, namespace=namespace, body=service)
+            self.log.info("Service %s/%s exists; brought up to date", namespace, name)
+        return super().execute(context)
+
+
+def training_job_operator(params: Params, **operator_args: Any) -> TrainingJobOperator:
+    """The ``train`` task: the Indexed Job and Service of ``recflow_airflow.training_job``.
+
+    Args:
+        params: The project's params; ``execution.training`` gives the topology.
+        **operator_args: Further operator arguments, which win over the ones set here.
+
+    Returns:
+        The operator. It waits for the Job to finish and fetches its pods' logs; a try's Job
+        has a name of its own (the operator's random suffix).
+    """
+    job = render_job(params)
+    spec, template = job["spec"], job["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", **template}
+    pod["metadata"] = {**template["metadata"], "name": job["metadata"]["name"]}
+    arguments: dict[str, Any] = {
+        "task_id": TRAIN_STAGE,
+        "service": render_service(params),
+        "name": job["metadata"]["name"],
+        "namespace": job["metadata"]["namespace"],
+        "labels": job["metadata"]["labels"],
+        "pod_template_dict": pod,
+        "base_container_name": CONTAINER,
+        "completion_mode": spec["completionMode"],
+        "completions": spec["completions"],
+        "parallelism": spec["parallelism"],
+        "backoff_limit": spec["backoffLimit"],
+        "ttl_seconds_after_finished": spec["ttlSecondsAfterFinished"],
+        "wait_until_job_complete": True,
+        "get_logs": True,
+        # a failed pod stays for `kubectl logs`; the Job's TTL removes it with the Job
+        "on_finish_action": "delete_succeeded_pod",
+    }
+    return TrainingJobOperator(**{**arguments, **operator_args})
+
+
 def stage_pod_operator(
     stage_spec: StageSpec, params: Params, **operator_args: Any
 ) -> KubernetesPodOperator:
-    """A ``KubernetesPodOperator`` that runs ``render_stage_pod(stage_spec, params)``.
+    """The task that runs ``stage_spec`` on Kubernetes: the Job for ``train``, else a pod.
+
+    Works inside a ``with DAG(...)`` block (the operator becomes a task of that DAG) and
+    outside one (a standalone operator, e.g. built by another operator at run time, which then
+    renders its templates with its own DAG's environment:
+    ``op.render_template_fields(context, jinja_env=dag.get_template_env())``).
 
     Args:
         stage_spec: The stage; its name is the task id.
         params: The project's params.
-        **operator_args: Further operator arguments, e.g. ``retries``.
+        **operator_args: Further operator arguments, e.g. ``retries`` or ``env_vars`` (added
+            to the container's environment); they win over the ones set here.
 
     Returns:
-        The operator. Its pod template is rendered by Airflow per try, which fills in the
-        run's date.
+        A ``KubernetesPodOperator`` running ``render_stage_pod(stage_spec, params)``, or for
+        ``train`` the :class:`TrainingJobOperator` (a subclass of it). Airflow renders the pod
+        template per try, which fills in the run's date.
     """
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-
-    return KubernetesPodOperator(
-        task_id=stage_spec.name,
-        pod_template_dict=render_stage_pod(stage_spec, params),
-        namespace=params.execution.namespace,
-        get_logs=True,
-        on_finish_action="delete_pod",
-        **operator_args,
-    )
+    if stage_spec.name == TRAIN_STAGE:
+        return training_job_operator(params, **operator_args)
+    arguments: dict[str, Any] = {
+        "task_id": stage_spec.name,
+        "pod_template_dict": render_stage_pod(stage_spec, params),
+        "namespace": params.execution.namespace,
+        "base_container_name": CONTAINER,
+        "get_logs": True,
+        "on_finish_action": "delete_pod",
+    }
+    return KubernetesPodOperator(**{**arguments, **operator_args})

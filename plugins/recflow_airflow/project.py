@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.params import Params, load_params
+from recflow_airflow.alerts import FailureAlert
 
 PROJECT_ROOT_ENV = "RECFLOW_PROJECT_ROOT"
 PARAMS_FILE = "params.yaml"
@@ -39,18 +40,29 @@ def project_params(root: Path) -> Params:
     Raises:
         ConfigError: ``params.yaml`` is missing or invalid.
     """
-    return load_params(root / PARAMS_FILE)
+    # the DAG is built from params.yaml alone: never from the last run's form (the overlay)
+    return load_params(root / PARAMS_FILE, overlay=False)
+
+
+OWNER = "recflow"
 
 
 def default_args(params: Params) -> dict[str, Any]:
-    """Every DAG's task defaults, from the ``airflow`` section: owner, retries with exponential
-    backoff, and the timeout of a task."""
+    """Every DAG's task defaults, set once: the owner, retries with exponential backoff from
+    the ``airflow`` section, the timeout of a task, and the failure alert (a notifier).
+
+    A task whose failure is a verdict (a rejected batch, a blocked or rolled-back candidate,
+    a person's decision) overrides ``retries`` with 0 where it is built.
+    """
     cfg = params.airflow
     return {
-        "owner": "recflow",
+        "owner": OWNER,
         "retries": cfg.retries,
         "retry_delay": dt.timedelta(minutes=cfg.retry_delay_minutes),
         "retry_exponential_backoff": cfg.retry_exponential_backoff,
         "max_retry_delay": dt.timedelta(minutes=cfg.max_retry_delay_minutes),
         "execution_timeout": dt.timedelta(minutes=cfg.execution_timeout_minutes),
+        "on_failure_callback": [
+            FailureAlert(params.monitor.webhook_url, params.monitor.webhook_timeout_s)
+        ],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -12,13 +13,20 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from recflow_airflow.project import PROJECT_ROOT_ENV, project_root
-from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE
+from recflow_airflow.project import OWNER, PROJECT_ROOT_ENV, project_root
+from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, RUN_FORM_TEMPLATE, interpreter_line
 
-from pipelines.stages.table import LOGICAL_DATE_ENV, STAGES, TRIGGER_ENV
+from pipelines.stages.table import (
+    LOGICAL_DATE_ENV,
+    RUN_FORM_ENV,
+    TRIGGER_ENV,
+    chain_task_ids,
+    chain_upstream,
+)
 
 DAG_ID = "recsys_retrain"
-DAG_FILES = ("recsys_retrain.py", "recsys_drift_monitor.py")
+DAG_IDS = ["recsys_drift_monitor", "recsys_retrain", "recsys_rollback"]
+DAG_FILES = ("recsys_retrain.py", "recsys_drift_monitor.py", "recsys_rollback.py")
 EXPECTED_TASKS = [
     "set_logical_date",
     "pin_production",
@@ -31,22 +39,41 @@ EXPECTED_TASKS = [
     "reference",
     "evaluate",
     "register",
-    "deploy",
+    "deploy_private",
+    "approve_public",
+    "deploy_public",
     "monitor",
 ]
+# a failure that is a verdict (or a person's decision) is not retried
+NO_RETRIES = ("validate", "evaluate", "deploy_private", "approve_public", "deploy_public")
 HEAVY = ("torch", "pandas", "numpy", "pyarrow", "great_expectations", "evidently")
 
 
 def test_dag_folder_parses_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == ["recsys_drift_monitor", DAG_ID]
+    assert sorted(dagbag.dag_ids) == DAG_IDS
 
 
-def test_tasks_and_edges_follow_the_stage_table(dag: Any) -> None:
+def test_tasks_and_edges_follow_the_stage_table(dag: Any, params: Any) -> None:
+    assert list(chain_task_ids(params)) == EXPECTED_TASKS
     assert [t.task_id for t in dag.topological_sort()] == EXPECTED_TASKS
-    for spec in STAGES:
-        assert set(dag.get_task(spec.name).upstream_task_ids) == set(spec.upstream), spec.name
+    for task_id, upstream in chain_upstream(params).items():
+        assert set(dag.get_task(task_id).upstream_task_ids) == set(upstream), task_id
     dag.check_cycle()  # raises on a cycle
+
+
+def test_every_dag_has_owner_tags_docs_and_a_failure_alert(dagbag: Any, params: Any) -> None:
+    from recflow_airflow.alerts import FailureAlert
+
+    for dag_id in DAG_IDS:
+        dag = dagbag.dags[dag_id]
+        assert set(params.airflow.tags) <= set(dag.tags), dag_id
+        assert dag.doc_md and f"### {dag_id}" in dag.doc_md, dag_id
+        assert dag.owner == OWNER
+        for task in dag.tasks:
+            assert task.owner == OWNER
+            callbacks = task.on_failure_callback
+            assert [type(c) for c in callbacks] == [FailureAlert], (dag_id, task.task_id)
 
 
 def test_dag_settings_come_from_params(dag: Any, params: Any) -> None:
@@ -65,9 +92,10 @@ def test_dag_settings_come_from_params(dag: Any, params: Any) -> None:
 def test_every_task_retries_with_backoff_and_a_timeout(dag: Any, params: Any) -> None:
     airflow = params.airflow
     for task in dag.tasks:
-        if task.task_id in ("validate", "evaluate", "deploy"):
+        if task.task_id in NO_RETRIES:
             # a rejected batch, a blocked or a rolled-back candidate is judged the same on
-            # retry: fail at once (a deploy rerun by hand resumes an interrupted rollout)
+            # retry: fail at once (a deploy rerun by hand resumes an interrupted rollout); a
+            # person's decision is not asked again
             assert task.retries == 0
         else:
             assert task.retries >= 1, task.task_id
@@ -79,28 +107,38 @@ def test_every_task_retries_with_backoff_and_a_timeout(dag: Any, params: Any) ->
         assert task.execution_timeout == dt.timedelta(minutes=airflow.execution_timeout_minutes)
 
 
-def test_local_tasks_run_in_the_project_with_airflows_interpreter(
+def test_stage_tasks_run_in_the_project_with_airflows_interpreter(
     dag: Any, project_root: Path
 ) -> None:
+    from recflow_airflow.operators import StageOperator
+
     bin_dir = os.path.dirname(sys.executable)
-    for task in dag.tasks:
-        assert type(task).__name__ == "BashOperator"
+    stage_tasks = [t for t in dag.tasks if not t.task_id.startswith("approve_")]
+    for task in stage_tasks:
+        assert isinstance(task, StageOperator), task.task_id
         assert Path(task.cwd) == project_root
         assert task.append_env is True
-        assert task.env["PATH"].split(os.pathsep)[0] == bin_dir
+        # the interpreter comes first on PATH when the script runs, not from the parse
+        assert "PATH" not in task.env
+        assert task.bash_command.splitlines()[0] == interpreter_line()
+        assert bin_dir in interpreter_line()
         assert task.env[LOGICAL_DATE_ENV] == LOGICAL_DATE_TEMPLATE
         # a stage exiting 99 must fail the task, not skip it
         assert not task.skip_on_exit_code
 
 
-def test_set_logical_date_takes_the_date_from_the_environment(dag: Any) -> None:
-    script = dag.get_task("set_logical_date").bash_command
+def test_set_logical_date_takes_the_form_from_the_environment(dag: Any) -> None:
+    task = dag.get_task("set_logical_date")
     expected = (
-        "python -m pipelines.stages.set_logical_date --params params.yaml "
-        f'--set-logical-date "${LOGICAL_DATE_ENV}"'
+        f'python -m pipelines.stages.set_logical_date --params params.yaml --form "${RUN_FORM_ENV}"'
     )
-    assert expected in script.splitlines()
-    assert "{{" not in script
+    assert expected in task.bash_command.splitlines()
+    assert "{{" not in task.bash_command
+    assert task.env[RUN_FORM_ENV] == RUN_FORM_TEMPLATE
+    # only the first task reads the form
+    assert [t.task_id for t in dag.tasks if RUN_FORM_ENV in (getattr(t, "env", None) or {})] == [
+        "set_logical_date"
+    ]
 
 
 def test_register_takes_the_trigger_from_the_environment(dag: Any) -> None:
@@ -112,54 +150,157 @@ def test_register_takes_the_trigger_from_the_environment(dag: Any) -> None:
     assert "{{" not in script
 
 
-def _render(dag: Any, logical_date: Any, run_after: Any, override: Any) -> str:
-    env = dag.get_template_env()
-    context = {
-        "params": {"logical_date": override},
-        "dag_run": SimpleNamespace(logical_date=logical_date, run_after=run_after),
-    }
-    return env.from_string(LOGICAL_DATE_TEMPLATE).render(**context)
+def _render(dag: Any, template: str, **context: Any) -> str:
+    return str(dag.get_template_env().from_string(template).render(**context))
+
+
+def _run(logical_date: Any, run_after: Any, conf: dict[str, Any] | None = None) -> Any:
+    return SimpleNamespace(logical_date=logical_date, run_after=run_after, conf=conf or {})
 
 
 @pytest.mark.parametrize(
-    ("logical_date", "run_after", "override", "expected"),
+    ("run", "expected"),
     [
         (
-            dt.datetime(2026, 3, 4, 2, tzinfo=dt.UTC),
-            dt.datetime(2026, 3, 5, tzinfo=dt.UTC),
-            None,
+            _run(dt.datetime(2026, 3, 4, 2, tzinfo=dt.UTC), dt.datetime(2026, 3, 5, tzinfo=dt.UTC)),
             "2026-03-04",
         ),
-        (None, dt.datetime(2026, 3, 5, 13, 30, tzinfo=dt.UTC), None, "2026-03-05"),
+        (_run(None, dt.datetime(2026, 3, 5, 13, 30, tzinfo=dt.UTC)), "2026-03-05"),
+        # a logical date picked in another time zone is the day in UTC
         (
-            dt.datetime(2026, 3, 4, tzinfo=dt.UTC),
-            dt.datetime(2026, 3, 5, tzinfo=dt.UTC),
-            "2025-12-31",
+            _run(
+                dt.datetime(2026, 3, 4, 23, 30, tzinfo=dt.timezone(dt.timedelta(hours=-2))),
+                dt.datetime(2026, 3, 6, tzinfo=dt.UTC),
+            ),
+            "2026-03-05",
+        ),
+        (
+            _run(
+                dt.datetime(2026, 3, 4, tzinfo=dt.UTC),
+                dt.datetime(2026, 3, 5, tzinfo=dt.UTC),
+                {"data_date": "2025-12-31"},
+            ),
             "2025-12-31",
         ),
-        (None, dt.datetime(2026, 3, 5, tzinfo=dt.UTC), "2025-12-31", "2025-12-31"),
     ],
-    ids=["scheduled", "manual-without-logical-date", "form-override", "form-override-manual"],
+    ids=["scheduled", "manual-without-logical-date", "other-time-zone", "conf-data-date"],
 )
-def test_run_date_template(
-    dag: Any, logical_date: Any, run_after: Any, override: Any, expected: str
-) -> None:
-    assert _render(dag, logical_date, run_after, override) == expected
+def test_run_date_template(dag: Any, run: Any, expected: str) -> None:
+    assert _render(dag, LOGICAL_DATE_TEMPLATE, dag_run=run) == expected
 
 
-def test_trigger_form_accepts_an_optional_date_only(dag: Any) -> None:
-    from airflow.sdk import Param
+def test_the_form_reaches_the_first_task_as_json(dag: Any) -> None:
+    run = _run(dt.datetime(2026, 3, 4, 2, tzinfo=dt.UTC), dt.datetime(2026, 3, 5, tzinfo=dt.UTC))
+    form = dict(dag.params.validate())
+    form.update(source="tiny", epochs=3)
+    rendered = json.loads(_render(dag, RUN_FORM_TEMPLATE, params=form, dag_run=run))
+    assert rendered == {
+        "data_date": "2026-03-04",
+        "source": "tiny",
+        "epochs": 3,
+        "nproc_per_node": None,
+        "execution": "local",
+        "skip_deploy": False,
+        "require_approval": False,
+        "force_retrain": False,
+    }
+
+
+def test_a_conf_data_date_that_is_not_a_date_fails_naming_the_field(dag: Any) -> None:
+    run = _run(None, dt.datetime(2026, 3, 5, tzinfo=dt.UTC), {"data_date": "2026-02-30"})
+    with pytest.raises(ValueError, match="data_date: '2026-02-30' is not a date of the calendar"):
+        _render(dag, LOGICAL_DATE_TEMPLATE, dag_run=run)
+    run = _run(None, dt.datetime(2026, 3, 5, tzinfo=dt.UTC), {"data_date": "yesterday"})
+    with pytest.raises(ValueError, match="data_date: 'yesterday' is not a date written"):
+        _render(dag, LOGICAL_DATE_TEMPLATE, dag_run=run)
+
+
+def test_the_form_shows_one_date_airflows_own(dag: Any) -> None:
+    """No date field of the project's: the logical date is the data date."""
+    for name in dag.params:
+        schema = dag.params.get_param(name).schema
+        assert schema.get("format") not in ("date", "date-time"), name
+    assert "data_date" not in dag.params
+    assert sorted(dag.params) == sorted(
+        [
+            "source",
+            "epochs",
+            "nproc_per_node",
+            "execution",
+            "skip_deploy",
+            "require_approval",
+            "force_retrain",
+        ]
+    )
+
+
+def _submitted(dag: Any, field: str, value: Any) -> dict[str, Any]:
+    """The form as Airflow checks it on trigger: the DAG's params updated with the conf."""
+    form = copy.deepcopy(dag.params)
+    form.update({field: value})
+    return dict(form.validate())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("source", "tiny"),
+        ("source", "data/source/retailrocket"),
+        ("epochs", 1),
+        ("nproc_per_node", 64),
+        ("execution", "kubernetes"),
+        ("skip_deploy", True),
+        ("require_approval", True),
+        ("force_retrain", True),
+        ("epochs", None),
+    ],
+)
+def test_the_form_accepts_good_values(dag: Any, field: str, value: Any) -> None:
+    assert _submitted(dag, field, value)[field] == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("source", "data; rm -rf /"),
+        ("source", ""),
+        ("epochs", 0),
+        ("epochs", "ten"),
+        ("nproc_per_node", 65),
+        ("execution", "cloud-run"),
+        ("skip_deploy", "yes"),
+        ("require_approval", 1),
+    ],
+)
+def test_the_form_refuses_a_wrong_value_naming_the_field(dag: Any, field: str, value: Any) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
-    declared = dag.params.get_param("logical_date")
-    assert declared.value is None
-    form = Param(None, **declared.schema)
-    assert form.resolve(None) is None
-    assert form.resolve("2026-02-28") == "2026-02-28"
-    with pytest.raises(ParamValidationError, match="date"):
-        form.resolve("2026-02-30")
-    with pytest.raises(ParamValidationError, match="date"):
-        form.resolve("yesterday")
+    with pytest.raises(ParamValidationError, match=f"param {field}"):
+        _submitted(dag, field, value)
+
+
+def test_form_defaults_come_from_params(dag: Any, params: Any) -> None:
+    values = dag.params.validate()
+    assert values["execution"] == params.execution.backend
+    assert values["require_approval"] == params.deploy.require_approval
+    assert values["skip_deploy"] is False and values["force_retrain"] is False
+
+
+def test_form_flags_reach_the_deploy_and_train_tasks(dag: Any) -> None:
+    from pipelines.stages.table import APPROVAL_FLAG_ENV, FORCE_ENV
+
+    for cloud in ("private", "public"):
+        task = dag.get_task(f"deploy_{cloud}")
+        (line,) = [x for x in task.bash_command.splitlines() if "pipelines.stages.deploy" in x]
+        assert line.endswith(f'--target {cloud} "${APPROVAL_FLAG_ENV}"')
+        assert task.skip_when == "skip_deploy"
+        flag = task.env[APPROVAL_FLAG_ENV]
+        assert _render(dag, flag, params={"require_approval": True}) == "--require-approval"
+        assert _render(dag, flag, params={"require_approval": False}) == "--no-require-approval"
+    train = dag.get_task("train")
+    assert _render(dag, train.env[FORCE_ENV], params={"force_retrain": True}) == "true"
+    assert _render(dag, train.env[FORCE_ENV], params={"force_retrain": False}) == "false"
+    assert f'if [ "${{{FORCE_ENV}:-false}}" = "true" ]; then' in train.bash_command
 
 
 def test_project_root_prefers_the_environment(

@@ -9,9 +9,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from recflow_airflow.execution import stage_task
-from recflow_airflow.kubernetes import render_stage_pod
-from recflow_airflow.pods import GPU_RESOURCE
+from recflow_airflow.kubernetes import render_stage_pod, stage_pod_operator
+from recflow_airflow.pods import GPU_RESOURCE, PSEUDONYM_KEY_ENV, PSEUDONYM_KEY_ITEM, RUN_ENV
 from recflow_airflow.scripts import LOGICAL_DATE_TEMPLATE, stage_script
 
 from pipelines.core.params import ConfigError, Params
@@ -64,12 +63,11 @@ def test_pod_runs_the_stage_with_the_project_settings(params: Params) -> None:
 
     shell, flag, script = container["command"]
     assert (shell, flag) == ("bash", "-c")
-    lines = script.splitlines()
-    # the pod's own params.yaml gets the run's date first, then the same script as a local task
-    assert lines[1] == stage_command(stage("set_logical_date"), on_k8s)
-    assert stage_command(spec, on_k8s) in lines
-    assert lines[-1] == "python -m dvc commit --force --quiet validate"
-    assert script.endswith(stage_script(spec, on_k8s).removeprefix("set -euo pipefail\n"))
+    # the same script as a local task: the run's values are in the shared workspace already,
+    # written there by the first task's pod
+    assert script == stage_script(spec, on_k8s)
+    assert stage_command(spec, on_k8s) in script.splitlines()
+    assert script.splitlines()[-1] == "python -m dvc commit --force --quiet validate"
 
     assert {"name": LOGICAL_DATE_ENV, "value": LOGICAL_DATE_TEMPLATE} in container["env"]
     (mount,) = container["volumeMounts"]
@@ -109,7 +107,29 @@ def _image_user(project_root: Path) -> int:
     return int(user)
 
 
-def test_factory_builds_pod_operators_on_kubernetes(params: Params, project_root: Path) -> None:
+def test_secrets_come_from_kubernetes_secrets_by_name(params: Params) -> None:
+    from pipelines.serving.server.pseudonyms import PSEUDONYM_KEY_ENV as SERVED_KEY_ENV
+
+    on_k8s = _on_kubernetes(params)
+    names = on_k8s.execution.secrets
+    (container,) = render_stage_pod(stage("register"), on_k8s)["spec"]["containers"]
+    assert container["envFrom"] == [{"secretRef": {"name": names.store_credentials}}]
+    env = {e["name"]: e for e in container["env"]}
+    assert PSEUDONYM_KEY_ENV == SERVED_KEY_ENV
+    assert env[PSEUDONYM_KEY_ENV] == {
+        "name": PSEUDONYM_KEY_ENV,
+        "valueFrom": {"secretKeyRef": {"name": names.pseudonym_key, "key": PSEUDONYM_KEY_ITEM}},
+    }
+    # nothing else reaches the pod from outside the templates Airflow renders
+    assert {e["name"] for e in container["env"]} == {
+        "GX_ANALYTICS_ENABLED",
+        *RUN_ENV,
+        PSEUDONYM_KEY_ENV,
+    }
+
+
+def test_factory_builds_the_providers_operators(params: Params, project_root: Path) -> None:
+    from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk import DAG
 
@@ -122,13 +142,16 @@ def test_factory_builds_pod_operators_on_kubernetes(params: Params, project_root
         limits=resources(cpu="3", memory="6Gi"),
     )
     execution = on_k8s.execution
-    with DAG(dag_id="recsys_retrain_k8s_probe", schedule=None):
-        gpu_task = stage_task("prepare", on_k8s, project_root)
-        cpu_task = stage_task("ingest", on_k8s, project_root)
+    with DAG(dag_id="recsys_retrain_k8s_probe", schedule=None) as dag:
+        gpu_task = stage_pod_operator(stage("prepare"), on_k8s)
+        cpu_task = stage_pod_operator(stage("ingest"), on_k8s, retries=0)
+        train_task = stage_pod_operator(stage("train"), on_k8s)
 
     assert isinstance(gpu_task, KubernetesPodOperator)
-    assert isinstance(cpu_task, KubernetesPodOperator)
-    assert (gpu_task.task_id, cpu_task.task_id) == ("prepare", "ingest")
+    assert not isinstance(gpu_task, KubernetesJobOperator)
+    assert isinstance(train_task, KubernetesJobOperator)
+    assert set(dag.task_ids) == {"prepare", "ingest", "train"}
+    assert cpu_task.retries == 0
     for task, name in ((gpu_task, "prepare"), (cpu_task, "ingest")):
         pod = task.pod_template_dict
         (container,) = pod["spec"]["containers"]
@@ -175,3 +198,20 @@ def test_factory_builds_pod_operators_on_kubernetes(params: Params, project_root
     assert pod.spec.volumes[0].persistent_volume_claim.claim_name == (
         execution.workspace_volume_claim
     )
+
+
+def test_factory_works_outside_a_dag(params: Params) -> None:
+    """Another operator may build the stage's operator when it runs: no DAG is being defined."""
+    from airflow.sdk import DAG
+
+    on_k8s = _on_kubernetes(params)
+    pod_task = stage_pod_operator(stage("ingest"), on_k8s, task_id="ingest_pod", retries=4)
+    job_task = stage_pod_operator(stage("train"), on_k8s)
+    assert (pod_task.task_id, pod_task.retries) == ("ingest_pod", 4)
+    assert job_task.task_id == "train"
+    for task in (pod_task, job_task):
+        assert not task.has_dag()
+    # and a DAG defined afterwards does not pick them up
+    with DAG(dag_id="recsys_retrain_k8s_other", schedule=None) as dag:
+        pass
+    assert dag.task_ids == []

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from recflow_airflow.execution import task_env
-from recflow_airflow.scripts import stage_script
+from recflow_airflow.scripts import interpreter_line, stage_script
 
 from pipelines.core.params import load_params
-from pipelines.stages.table import LOGICAL_DATE_ENV, StageSpec, stage_command
+from pipelines.stages.table import FORCE_ENV, LOGICAL_DATE_ENV, StageSpec, stage_command
 
 # a harmless stage: it rewrites the date in its own output file, a copy of params.yaml
 STAMP = StageSpec(
@@ -36,9 +38,11 @@ def dvc_project(tmp_path: Path, project_root: Path, params: Any) -> Path:
     return tmp_path
 
 
-def _run(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **task_env()}
+def _run(script: str, cwd: Path, **more: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **task_env(), **more}
     env.pop(LOGICAL_DATE_ENV)  # an Airflow template; these stages do not read it
+    # the interpreter first on PATH, as a local task's first line puts it
+    script = f"{interpreter_line()}\n{script}"
     return subprocess.run(
         ["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
@@ -64,3 +68,31 @@ def test_dvc_error_fails_without_running_the_stage(dvc_project: Path, params: An
     assert result.returncode != 0
     assert "'set_logical_date' does not exist" in result.stderr
     assert (dvc_project / "out.yaml").read_bytes() == before
+
+
+def test_a_forced_stage_runs_although_up_to_date(dvc_project: Path, params: Any) -> None:
+    """The form's force_retrain: a forceable stage skips DVC's check and is recorded again."""
+    forceable = dataclasses.replace(STAMP, forceable=True)
+    first = _run(stage_script(forceable, params), dvc_project)
+    assert first.returncode == 0, first.stderr
+    current = _run(stage_script(forceable, params), dvc_project, **{FORCE_ENV: "false"})
+    assert current.stdout.strip() == "set_logical_date is up to date"
+    forced = _run(stage_script(forceable, params), dvc_project, **{FORCE_ENV: "true"})
+    assert forced.returncode == 0, forced.stderr
+    assert "forced by the run's form: DVC's up-to-date check is skipped" in forced.stdout
+    assert "up to date" not in forced.stdout.replace("up-to-date", "")
+    lock = yaml.safe_load((dvc_project / "dvc.lock").read_text(encoding="utf-8"))
+    assert lock["stages"]["set_logical_date"]["cmd"] == stage_command(STAMP, params)
+
+
+def test_the_interpreter_line_puts_this_interpreter_first(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", "-c", f"{interpreter_line()}\ncommand -v python"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).parent == Path(sys.executable).parent

@@ -8,8 +8,12 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from recflow_airflow.pods import GPU_RESOURCE
+from recflow_airflow.scripts import stage_script
 from recflow_airflow.training_job import (
     JOB_NAME,
+    JOB_NAME_ENV,
+    JOB_NAME_LABEL,
+    job_script,
     render_job,
     render_service,
     render_training_manifests,
@@ -33,6 +37,13 @@ def _container(job: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+def _torchrun(job: dict[str, Any]) -> list[str]:
+    """The torchrun line of the pods' script, as the shell splits it."""
+    lines = _container(job)["command"][2].splitlines()
+    (line,) = [line for line in lines if line.startswith("torchrun ")]
+    return shlex.split(line)
+
+
 def test_manifests_are_valid_kubernetes(params: Params) -> None:
     manifests = render_training_manifests(params)
     assert [m["kind"] for m in manifests] == ["Service", "Job"]
@@ -54,9 +65,14 @@ def test_pods_reach_the_rendezvous_through_the_headless_service(params: Params) 
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert pod["spec"]["subdomain"] == service["metadata"]["name"]
     host, port = rendezvous_endpoint(params).split(":")
-    # an Indexed Job names pod i "<job>-<i>"; rendezvous is on pod 0
-    assert host == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    # an Indexed Job names pod i "<job>-<i>"; rendezvous on pod 0. The Job's name gets a
+    # suffix per try, so the pod reads it from its own label (the downward API)
+    assert host == f"${JOB_NAME_ENV}-0.{service['metadata']['name']}"
+    env = {e["name"]: e for e in _container(job)["env"]}
+    field = env[JOB_NAME_ENV]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert field == f"metadata.labels['{JOB_NAME_LABEL}']"
     assert int(port) == service["spec"]["ports"][0]["port"] == params.execution.training.rdzv_port
+    assert f"--rdzv_endpoint={rendezvous_endpoint(params)}" in _torchrun(job)
 
 
 @pytest.mark.parametrize(("nodes", "procs", "gpus"), [(1, 1, 0), (2, 1, 1), (4, 8, 8)])
@@ -67,7 +83,7 @@ def test_topology_follows_params(params: Params, nodes: int, procs: int, gpus: i
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == nodes
     container = _container(job)
-    argv = shlex.split(container["command"][2])
+    argv = _torchrun(job)
     assert argv[0] == "torchrun"
     assert f"--nnodes={nodes}" in argv and f"--nproc_per_node={procs}" in argv
     assert f"--max_restarts={params.execution.training.max_restarts}" in argv
@@ -81,9 +97,29 @@ def test_topology_follows_params(params: Params, nodes: int, procs: int, gpus: i
 
 def test_the_job_runs_the_train_stages_own_command(params: Params) -> None:
     """After torchrun's options, the trainer's module and arguments as the DAG and DVC run them."""
-    argv = shlex.split(_container(render_job(params))["command"][2])
+    argv = _torchrun(render_job(params))
     local = shlex.split(stage_command(stage("train"), params))
-    assert argv[argv.index("-m") :] == local[local.index("-m") :]
+    # locally the stage starts a one-node torchrun itself (--torchrun); the Job's spans the pods
+    assert "--torchrun" in local
+    assert "--torchrun" not in argv
+    expected = [word for word in local[local.index("-m") :] if word != "--torchrun"]
+    assert argv[argv.index("-m") :] == expected
+
+
+def test_pods_check_and_record_the_stage_like_a_local_task(params: Params) -> None:
+    """DVC's check (unless the form forces training) in every pod; the record by pod 0 only."""
+    script = job_script(params)
+    local = stage_script(stage("train"), params).splitlines()
+    assert script.startswith("set -euo pipefail\n")
+    force = next(line for line in local if "RECFLOW_FORCE" in line)
+    assert force in script.splitlines()
+    assert 'if status="$(python -m dvc status --json train)"; then break; fi' in script
+    lines = script.splitlines()
+    commit = "python -m dvc commit --force --quiet train"
+    assert commit in local
+    index = lines.index(f"  {commit}")
+    assert lines[index - 1] == 'if [ "$JOB_COMPLETION_INDEX" = "0" ]; then'
+    assert lines.index(next(line for line in lines if line.startswith("torchrun "))) < index
 
 
 def test_workspace_and_shared_memory_are_mounted(params: Params) -> None:

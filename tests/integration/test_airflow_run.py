@@ -20,7 +20,7 @@ import yaml
 from pipelines.core.params import load_params
 from pipelines.main_job.airflow_cli import DAG_ID
 from pipelines.main_job.figures import key_figure
-from pipelines.stages.table import STAGES
+from pipelines.stages.table import STAGES, chain_task_ids, chain_upstream
 from tests.integration.conftest import (
     AirflowCli,
     JobRun,
@@ -32,14 +32,21 @@ from tests.integration.project import dvc
 
 pytestmark = pytest.mark.slow
 
-TASKS = [spec.name for spec in STAGES]
+PARAMS = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+# the chain's tasks, the deploy stage once per cloud with an approval between them
+TASKS = list(chain_task_ids(PARAMS))
+UPSTREAM = chain_upstream(PARAMS)
+# the run's form does not require approval (params.yaml's default): the approval skips itself
+APPROVALS = [task for task in TASKS if task.startswith("approve_")]
+RUN_TASKS = [task for task in TASKS if task not in APPROVALS]
 DVC_STAGES = [spec.name for spec in STAGES if spec.tracked]
 # not the date in params.yaml: the run must set it
 RUN_DATE = "2026-11-20"
 BAD_DATE = "2026-11-21"
 TASK_LINE = re.compile(r"^(?P<clock>\d{2}:\d{2}:\d{2}) (?P<state>\S+)\s+(?P<task>\S+)(?P<rest>.*)$")
-# a tall screen: in a pipe every task keeps its start line, and deploy shows a line per step
-ONE_SCREEN = 50
+# a tall screen: in a pipe every task keeps its start line, and each deploy task shows a line
+# per step
+ONE_SCREEN = 52
 
 
 def _json_rows(stdout: str) -> list[dict[str, Any]]:
@@ -97,7 +104,10 @@ def test_the_job_and_every_task_succeed(
 ) -> None:
     run, tasks = recorded
     assert run["state"] == "success"
-    assert {name: row["state"] for name, row in tasks.items()} == dict.fromkeys(TASKS, "success")
+    assert {name: row["state"] for name, row in tasks.items()} == {
+        **dict.fromkeys(RUN_TASKS, "success"),
+        **dict.fromkeys(APPROVALS, "skipped"),
+    }
 
 
 def test_the_gated_model_is_registered_replicated_and_promoted(
@@ -130,15 +140,20 @@ def test_the_gated_model_is_registered_replicated_and_promoted(
     assert entries[0].change["reason"] == "gate verdict pass (first-model rule)"
     # the first rollout: nothing served before, so a bake against the popularity fallback
     assert entries[2].change["reason"] == "rollout passed in private: infra, bake"
-    assert entries[3].change["run"]["task_id"] == "deploy"
+    assert entries[2].change["run"]["task_id"] == "deploy_private"
+    assert entries[3].change["run"]["task_id"] == "deploy_public"
     assert re.search(
         rf"success\s+register .* version {version}: candidate in private, public", first_run.stdout
     )
-    assert re.search(
-        rf"success\s+deploy .* {version[:12]} serves in private, public \(bake\)", first_run.stdout
-    )
+    for cloud in ("private", "public"):
+        assert re.search(
+            rf"success\s+deploy_{cloud} .* {version[:12]} serves in {cloud} \(bake\)",
+            first_run.stdout,
+        )
     console = first_run.console
-    start = next(i for i, line in enumerate(console) if re.search(r" start\s+deploy$", line))
+    start = next(
+        i for i, line in enumerate(console) if re.search(r" start\s+deploy_private$", line)
+    )
     steps = [line.strip() for line in console[start + 1 :] if line.startswith(" ")]
     for cloud in ("private", "public"):
         assert any(s.startswith(f"{cloud} infra: pass") for s in steps), steps
@@ -171,13 +186,14 @@ def test_the_console_has_a_line_per_task_start_and_end(
     lines = _task_lines(first_run)
     # tasks without an edge between them (evaluate and reference) may run in either order:
     # each task has one start and then one success, after every upstream task's success
-    order = [(state, task) for state, task, _ in lines]
-    assert sorted(order) == sorted((state, t) for t in TASKS for state in ("start", "success"))
-    for spec in STAGES:
-        begun = order.index(("start", spec.name))
-        assert begun < order.index(("success", spec.name)), spec.name
-        for upstream in spec.upstream:
-            assert order.index(("success", upstream)) < begun, (upstream, spec.name)
+    order = [(state, task) for state, task, _ in lines if task in RUN_TASKS]
+    assert sorted(order) == sorted((state, t) for t in RUN_TASKS for state in ("start", "success"))
+    for task in RUN_TASKS:
+        begun = order.index(("start", task))
+        assert begun < order.index(("success", task)), task
+        for upstream in UPSTREAM[task]:
+            if upstream in RUN_TASKS:
+                assert order.index(("success", upstream)) < begun, (upstream, task)
     for state, task, rest in lines:
         figure = key_figure(task, airflow_project)
         if state == "success" and figure is not None:
@@ -217,7 +233,7 @@ def test_the_console_fits_a_screen_and_the_full_log_is_in_a_file(
     (named,) = [line for line in first_run.console if line.startswith("full log: ")]
     log = airflow_project / named.removeprefix("full log: ")
     text = log.read_text(encoding="utf-8")
-    for task in TASKS:
+    for task in RUN_TASKS:
         assert f"[DAG TEST] starting task_id={task} " in text
     assert "[train output]" in text and "recflow.train: rank 0 of 2" in text
 
@@ -298,9 +314,11 @@ def test_second_run_judges_the_candidate_against_the_first_runs_production(
     }
     # the new verdict makes a new version: rolled out through shadow and canary against the
     # first run's, in both clouds (the same model: the same answers)
-    assert re.search(
-        r"success\s+deploy .* serves in private, public \(shadow, canary 5/25/50%\)", again.stdout
-    ), again.stdout
+    for cloud in ("private", "public"):
+        assert re.search(
+            rf"success\s+deploy_{cloud} .* serves in {cloud} \(shadow, canary 5/25/50%\)",
+            again.stdout,
+        ), again.stdout
     for cloud in ("private", "public"):
         assert re.search(rf"^\s+{cloud} shadow: pass, .*overlap 1\.00", again.stdout, re.M)
         assert re.search(rf"^\s+{cloud} canary 50%: pass, ", again.stdout, re.M)
@@ -320,8 +338,26 @@ def rejected(
     return root
 
 
-def test_rejected_batch_stops_the_run_and_is_quarantined(rejected: Path) -> None:
-    """A batch that fails validation fails the job at once; prepare never runs."""
+def _production(root: Path, store_env: dict[str, str]) -> tuple[str | None, int]:
+    """The version production names in the store of record, and the ledger's length."""
+    from pipelines.registry import ledger
+    from pipelines.registry.clouds import open_registry
+    from pipelines.registry.promotion import resolve
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in store_env.items():
+            patch.setenv(name, value)
+        registry = open_registry(load_params(root / "params.yaml"), root)
+        return resolve(registry, "production", "private"), len(ledger.entries(registry.record))
+
+
+def test_rejected_batch_stops_the_run_and_is_quarantined(
+    rejected: Path, loopback: dict[str, str]
+) -> None:
+    """A batch that fails validation fails the job at once; prepare never runs, and the
+    production model keeps serving (no alias moved, no rollout)."""
+    production_before = _production(rejected, loopback)
+    assert production_before[0] is not None
     prepared = rejected / "data" / "prepared"
     prepared_before = {p.name: p.read_bytes() for p in prepared.iterdir()}
 
@@ -352,6 +388,11 @@ def test_rejected_batch_stops_the_run_and_is_quarantined(rejected: Path) -> None
     tasks = {name: row["state"] for name, row in _task_rows(cli, run).items()}
     assert tasks["validate"] == "failed"
     assert tasks["prepare"] == "upstream_failed"
+    # production keeps serving: no deploy task ran, no alias moved, nothing in the ledger
+    for task in TASKS:
+        if task.startswith("deploy_"):
+            assert tasks[task] == "upstream_failed", (task, tasks[task])
+    assert _production(rejected, loopback) == production_before
     quarantined = rejected / "data" / "quarantine" / BAD_DATE
     assert (quarantined / "events.parquet").is_file()
     summary = (quarantined / "summary.txt").read_text()
@@ -359,3 +400,22 @@ def test_rejected_batch_stops_the_run_and_is_quarantined(rejected: Path) -> None
     # nothing downstream can run on the rejected batch, and earlier outputs are intact
     assert not (rejected / "data" / "validated").exists()
     assert {p.name: p.read_bytes() for p in prepared.iterdir()} == prepared_before
+
+
+def test_every_task_has_the_log_the_ui_reads(
+    recorded: tuple[dict[str, Any], dict[str, dict[str, Any]]], airflow_project: Path
+) -> None:
+    """``dags test`` writes no task log file: the job writes each task's where the UI reads it."""
+    from pipelines.main_job.progress import task_log_path
+
+    run, tasks = recorded
+    for task, row in tasks.items():
+        if row["state"] == "skipped":
+            continue
+        path = (
+            airflow_project
+            / ".airflow"
+            / "logs"
+            / task_log_path(DAG_ID, run["run_id"], task, -1, 1)
+        )
+        assert f"starting task_id={task} " in path.read_text(encoding="utf-8"), task

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from pipelines.core.params.base import Date, Items, StrictModel
+from pipelines.core.placement import PlacementConfig
 
 
 class AirflowConfig(StrictModel):
@@ -29,6 +30,16 @@ class PodResources(StrictModel):
 
     cpu: str = "1"
     memory: str = "2Gi"
+
+
+class PodSecrets(StrictModel):
+    """Names of the Kubernetes Secrets the stage pods read (templates in ``docker/k8s/``)."""
+
+    # every key becomes a variable: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (or an
+    # AIRFLOW_CONN_<ID> a store's `connection` names), RECFLOW_STORE_<NAME>_ENDPOINT_URL
+    store_credentials: str = "recflow-store-credentials"
+    # its key `pseudonym-key` becomes RECFLOW_PSEUDONYM_KEY
+    pseudonym_key: str = "recflow-pseudonym-key"
 
 
 class TrainingTopology(StrictModel):
@@ -58,4 +69,7 @@ class ExecutionConfig(StrictModel):
     requests: PodResources = PodResources(cpu="1", memory="2Gi")
     limits: PodResources = PodResources(cpu="2", memory="4Gi")
     gpu_stages: Items[str] = ()
+    secrets: PodSecrets = PodSecrets()
     training: TrainingTopology = TrainingTopology()
+    # which cloud a GPU task runs in (recflow placement; pipelines/core/placement.py)
+    placement: PlacementConfig = PlacementConfig()
