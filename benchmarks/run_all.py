@@ -16,6 +16,7 @@ BENCHMARKS = (
     "benchmarks.bench_monitoring",  # the monitor on 1M request-log rows, beside DataDriftPreset
     "benchmarks.bench_registry",  # the registry through the loopback S3 server
     "benchmarks.bench_synthetic_ceiling",  # SASRec, baselines and the oracle on the preset
+    "benchmarks.bench_airflow_overhead",  # the DAG on a tiny copy: scheduler and dags test
 )
 
 
