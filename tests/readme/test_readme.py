@@ -49,6 +49,10 @@ COVERED_ELSEWHERE: dict[str, tuple[str, ...]] = {
         "tests/unit/test_packaging.py::test_makefile_has_the_documented_targets",
         "tests/unit/test_packaging.py::test_ci_runs_the_readme_test_command",
     ),
+    "make up": (
+        "tests/integration/test_stack.py::test_make_up_serves_everything_on_loopback_and_make_down_stops_exactly_it",
+        "tests/unit/test_packaging.py::test_makefile_has_the_documented_targets",
+    ),
     "make drift-demo": (
         "tests/integration/test_drift_demo.py::test_a_drifted_day_triggers_the_retrain_that_names_it",
         "tests/integration/test_drift_demo.py::test_a_day_without_drift_starts_nothing",
@@ -60,6 +64,13 @@ FORMS_ELSEWHERE: dict[tuple[str, ...], tuple[str, ...]] = {
     ("recflow deploy approve",): (
         "tests/rollout/test_cli.py::test_status_approve_and_rollback_without_a_rollout",
         "tests/rollout/test_lifecycle.py::test_the_public_cloud_waits_for_approval",
+    ),
+    ("recflow deploy reject", "--reason"): (
+        "tests/rollout/test_approval.py::test_the_approve_and_reject_commands",
+        "tests/rollout/test_approval.py::test_deploying_the_next_target_after_a_reject_fails_naming_who",
+    ),
+    ("recflow deploy", "--from-alias", "--target"): (
+        "tests/rollout/test_targets.py::test_one_target_at_a_time_then_the_public_target_resumes",
     ),
     ("recflow deploy", "--rollback", "--reason"): (
         "tests/rollout/test_cli.py::test_status_approve_and_rollback_without_a_rollout",
