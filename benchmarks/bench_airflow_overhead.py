@@ -397,7 +397,7 @@ def cli(root: Path, env: Mapping[str, str], *args: str) -> str:
 
 def run_conf() -> str:
     """The conf the main job passes (``pipelines/main_job/job.py``): the run's date."""
-    return json.dumps({"logical_date": LOGICAL_DATE})
+    return json.dumps({"data_date": LOGICAL_DATE})
 
 
 @dataclass

@@ -12,8 +12,9 @@ from pipelines.core.io import write_json
 from pipelines.core.params import Params
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import open_registry
+from pipelines.registry.names import file_key
 from pipelines.registry.stores.base import sha256_of
-from pipelines.registry.versions import Version, fetch_version, read_version
+from pipelines.registry.versions import LINEAGE, Version, fetch_version, read_version
 
 log = logging.getLogger("recflow.registry.production")
 
@@ -36,14 +37,54 @@ def production_pin(params: Params, *, root: Path) -> dict[str, str | None]:
     return {"alias": alias, "cloud": cloud, "version": state.version if state else None}
 
 
+def _trained_for(params: Params, version: str, *, root: Path) -> str | None:
+    """The logical date ``version`` was trained for, from its checked lineage (None: unknown)."""
+    registry = open_registry(params, root)
+    store = registry.store(params.registry.gate_cloud)
+    record = read_version(store, version)
+    data, _ = store.read(file_key(record.id, LINEAGE), record.file(LINEAGE).sha256)
+    date = json.loads(data).get("logical_date")
+    return date if isinstance(date, str) else None
+
+
+def _read_pin(pin_file: Path) -> dict[str, str | None] | None:
+    try:
+        pin = json.loads(pin_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return pin if isinstance(pin, dict) and {"alias", "cloud", "version"} <= set(pin) else None
+
+
 def write_pin(params: Params, pin_file: Path, *, root: Path) -> dict[str, str | None]:
     """Pin the gate's production version in ``pin_file`` (same bytes while it is unchanged).
 
     The evaluate stage depends on this file in ``dvc.yaml``: a new production version makes
     DVC judge the candidate again, and a run judges against exactly the pinned version even
     if the alias moves while it runs (the run's own promotion, for one).
+
+    A rerun of a date whose own model already serves keeps the pin the date's first run
+    judged against: judging the model against itself would make a new verdict, a new version
+    and a second rollout of the same model. So a rerun of the same logical date is a no-op
+    (every stage up to date, the same version, nothing rolled out again).
     """
     pin = production_pin(params, root=root)
+    kept = _read_pin(pin_file)
+    today = params.run.logical_date.isoformat()
+    if (
+        pin["version"] is not None
+        and kept is not None
+        and kept["version"] != pin["version"]
+        and (kept["alias"], kept["cloud"]) == (pin["alias"], pin["cloud"])
+        and _trained_for(params, pin["version"], root=root) == today
+    ):
+        log.info(
+            "production %s was trained for %s, this run's date: the gate keeps the pin of the "
+            "date's first run (%s)",
+            pin["version"],
+            today,
+            kept["version"] or "none",
+        )
+        return kept
     write_json(pin_file, pin)
     return pin
 

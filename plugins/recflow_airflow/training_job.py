@@ -1,6 +1,7 @@
 """Multi-node training on Kubernetes: an Indexed Job of torchrun pods and its headless Service.
 
-Each of the ``nodes`` pods runs ``torchrun`` with ``nproc_per_node`` workers. The pods find each
+Each of the ``nodes`` pods runs ``torchrun`` with ``nproc_per_node`` workers (the run form's
+training processes per node when it gives them). The pods find each
 other through c10d rendezvous on the first pod, reached by its stable DNS name: an Indexed Job
 gives pod ``i`` the hostname ``<job>-<i>``, and a headless Service named like the pods'
 ``subdomain`` makes ``<job>-0.<service>`` resolvable. The Job's name is only known once the
@@ -42,6 +43,17 @@ JOB_NAME = "recflow-train"
 SERVICE_NAME = JOB_NAME
 # The pods' own Job name (with the suffix), from the label the Job controller gives them.
 JOB_NAME_ENV = "RECFLOW_TRAINING_JOB"
+# The run form's training processes per node, else params.yaml's
+# execution.training.nproc_per_node: rendered by Airflow for the run into the pods' variables.
+NPROC_ENV = "RECFLOW_NPROC_PER_NODE"
+
+
+def nproc_template(params: Params) -> str:
+    """The Airflow template of the pods' processes per node (:data:`NPROC_ENV`)."""
+    default = params.execution.training.nproc_per_node
+    return "{{ params.nproc_per_node or " + str(default) + " }}"
+
+
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 # Set by Kubernetes in every pod of an Indexed Job: 0 .. nodes-1.
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
@@ -66,7 +78,8 @@ def torchrun_launcher(params: Params) -> tuple[str, ...]:
     return (
         "torchrun",
         f"--nnodes={topology.nodes}",
-        f"--nproc_per_node={topology.nproc_per_node}",
+        # the run form's value when it has one, else params.yaml's (nproc_template)
+        f'--nproc_per_node="${NPROC_ENV}"',
         "--rdzv_backend=c10d",
         f'--rdzv_endpoint="{rendezvous_endpoint(params)}"',
         f'--rdzv_id="${JOB_NAME_ENV}"',
@@ -187,6 +200,7 @@ def render_job(params: Params) -> dict[str, Any]:
                                 {"name": "NCCL_DEBUG", "value": "WARN"},
                                 {"name": "PYTHONUNBUFFERED", "value": "1"},
                                 {"name": JOB_NAME_ENV, "valueFrom": job_name},
+                                {"name": NPROC_ENV, "value": nproc_template(params)},
                             ],
                             "ports": [{"name": "rendezvous", "containerPort": topology.rdzv_port}],
                             "resources": resources,

@@ -241,7 +241,7 @@ def test_pods_get_the_workspace_the_secrets_and_the_run(
 def test_training_job_is_indexed_torchrun_over_its_headless_service(
     k8s_dagbag: Any, k8s_params: Params
 ) -> None:
-    from recflow_airflow.training_job import JOB_NAME_ENV, JOB_NAME_LABEL
+    from recflow_airflow.training_job import JOB_NAME_ENV, JOB_NAME_LABEL, NPROC_ENV
 
     topology = k8s_params.execution.training
     task = k8s_dagbag.dags[RUN_DAG].get_task("train")
@@ -268,6 +268,12 @@ def test_training_job_is_indexed_torchrun_over_its_headless_service(
     assert f"--nnodes={topology.nodes}" in argv and "--rdzv_backend=c10d" in argv
     assert job["metadata"]["name"].startswith("job-recflow-train-")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == str(topology.gpus_per_node)
+    # the form's processes per node reach torchrun through the pods' variables; none: params
+    assert env[NPROC_ENV]["value"] == str(topology.nproc_per_node)
+    assert f"--nproc_per_node=${NPROC_ENV}" in argv
+    _, job = submitted_objects(task, {"execution": "kubernetes", "nproc_per_node": 4})
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in container["env"]}[NPROC_ENV] == "4"
 
 
 @pytest.mark.parametrize("cloud", ["private", "public"])

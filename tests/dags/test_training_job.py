@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from typing import Any
 
 import kubernetes_validate
@@ -13,7 +15,9 @@ from recflow_airflow.training_job import (
     JOB_NAME,
     JOB_NAME_ENV,
     JOB_NAME_LABEL,
+    NPROC_ENV,
     job_script,
+    nproc_template,
     render_job,
     render_service,
     render_training_manifests,
@@ -85,7 +89,12 @@ def test_topology_follows_params(params: Params, nodes: int, procs: int, gpus: i
     container = _container(job)
     argv = _torchrun(job)
     assert argv[0] == "torchrun"
-    assert f"--nnodes={nodes}" in argv and f"--nproc_per_node={procs}" in argv
+    assert f"--nnodes={nodes}" in argv
+    assert f"--nproc_per_node=${NPROC_ENV}" in argv
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (
+        env[NPROC_ENV] == nproc_template(params) == "{{ params.nproc_per_node or " + f"{procs} }}}}"
+    )
     assert f"--max_restarts={params.execution.training.max_restarts}" in argv
     assert argv[argv.index("-m") + 1] == "pipelines.stages.train"
     limits = container["resources"]["limits"]
@@ -93,6 +102,28 @@ def test_topology_follows_params(params: Params, nodes: int, procs: int, gpus: i
         assert limits[GPU_RESOURCE] == container["resources"]["requests"][GPU_RESOURCE] == str(gpus)
     else:
         assert GPU_RESOURCE not in limits
+
+
+def test_the_pods_processes_per_node_reach_torchrun(params: Params) -> None:
+    """The pods' shell expands the variable Airflow rendered from the run's form (or params)."""
+    params = _with_topology(params, nodes=2, nproc_per_node=3, gpus_per_node=0)
+    job = render_job(params)
+    lines = _container(job)["command"][2].splitlines()
+    (line,) = [line for line in lines if line.startswith("torchrun ")]
+    # the same line through bash, with printf in torchrun's place: one argument per line
+    shown = subprocess.run(
+        ["bash", "-c", "printf '%s\\n' " + line.removeprefix("torchrun ")],
+        env={"PATH": os.environ["PATH"], NPROC_ENV: "5", JOB_NAME_ENV: "recflow-train-x"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "--nproc_per_node=5" in shown
+    assert (
+        "--rdzv_endpoint=recflow-train-x-0.recflow-train:"
+        + str(params.execution.training.rdzv_port)
+        in shown
+    )
 
 
 def test_the_job_runs_the_train_stages_own_command(params: Params) -> None:

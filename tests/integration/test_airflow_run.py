@@ -287,41 +287,29 @@ def test_dvc_record_matches_dvc_repro(first_run: JobRun, airflow_project: Path) 
     assert "Running stage" not in dry.stdout, dry.stdout
 
 
-def test_second_run_judges_the_candidate_against_the_first_runs_production(
-    first_run: JobRun, airflow_project: Path
+def test_rerunning_the_same_date_changes_nothing(
+    first_run: JobRun, airflow_project: Path, loopback: dict[str, str]
 ) -> None:
-    """The first run promoted its model; the second pins it as production: the gate judges the
-    candidate again against it (no first-model rule), and every other stage is up to date."""
+    """The first run promoted its own model; a rerun of its date keeps the pin the first run
+    judged against (not the model itself): every stage is up to date, the same version is
+    registered again as a no-op, and nothing is rolled out a second time."""
     assert first_run.returncode == 0, first_run.failure()
-    lock_before = yaml.safe_load((airflow_project / "dvc.lock").read_text())["stages"]
-    again = run_main_job(airflow_project, "--logical-date", RUN_DATE)
+    lock_before = (airflow_project / "dvc.lock").read_bytes()
+    pin_before = (airflow_project / "models" / "production.json").read_bytes()
+    rollouts = airflow_project / "data" / "serving" / "deploy"
+    records_before = {p: p.read_bytes() for p in rollouts.rglob("rollout.json")}
+    again = run_main_job(airflow_project, "--logical-date", RUN_DATE, env=loopback)
     assert again.returncode == 0, again.failure()
-    pin = json.loads((airflow_project / "models" / "production.json").read_text())
-    assert pin["version"] and pin["cloud"] == "private"
+    assert (airflow_project / "dvc.lock").read_bytes() == lock_before
+    assert (airflow_project / "models" / "production.json").read_bytes() == pin_before
     ended = {task: rest for state, task, rest in _task_lines(again) if state == "success"}
-    assert ended["pin_production"].endswith(f"production {pin['version']}")
     for stage in DVC_STAGES:
-        up_to_date = ended[stage].endswith("(up to date)")
-        assert up_to_date == (stage != "evaluate"), (stage, ended[stage])
-    verdict = json.loads(
-        (airflow_project / "models" / "candidate" / "evaluation" / "verdict.json").read_text()
-    )
-    assert verdict["bootstrap"] is False and verdict["outcome"] == "pass"
-    assert pin["version"] in verdict["production"]["path"]
-    lock_after = yaml.safe_load((airflow_project / "dvc.lock").read_text())["stages"]
-    assert {s: v for s, v in lock_after.items() if s != "evaluate"} == {
-        s: v for s, v in lock_before.items() if s != "evaluate"
-    }
-    # the new verdict makes a new version: rolled out through shadow and canary against the
-    # first run's, in both clouds (the same model: the same answers)
-    for cloud in ("private", "public"):
-        assert re.search(
-            rf"success\s+deploy_{cloud} .* serves in {cloud} \(shadow, canary 5/25/50%\)",
-            again.stdout,
-        ), again.stdout
-    for cloud in ("private", "public"):
-        assert re.search(rf"^\s+{cloud} shadow: pass, .*overlap 1\.00", again.stdout, re.M)
-        assert re.search(rf"^\s+{cloud} canary 50%: pass, ", again.stdout, re.M)
+        assert ended[stage].endswith("(up to date)"), (stage, ended[stage])
+    (version,) = re.findall(r"version (\w{16}): candidate", first_run.stdout)
+    assert re.search(rf"success\s+register .* version {version}", again.stdout), again.stdout
+    # the rollout record of that version is the first run's, untouched: no second rollout
+    assert {p: p.read_bytes() for p in rollouts.rglob("rollout.json")} == records_before
+    assert "canary" not in again.stdout and "bake:" not in again.stdout
 
 
 @pytest.fixture(scope="module")

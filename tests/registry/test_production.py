@@ -83,6 +83,34 @@ def test_the_pin_holds_while_the_alias_moves(
     assert folder is not None and folder.name == first
 
 
+def test_a_rerun_of_the_date_keeps_the_pin_its_first_run_judged_against(
+    params: Params, registry: Registry, candidate: Path, tmp_path: Path
+) -> None:
+    """Once the date's own model serves, a rerun of that date keeps the earlier pin (the model
+    is not judged against itself); the next date pins the new production version."""
+    today = params.run.logical_date
+    yesterday = (today - dt.timedelta(days=1)).isoformat()
+    first = publish_and_roll_out(
+        registry, candidate, {"format": 1, "logical_date": yesterday}, actor="t", at=AT
+    ).version.id
+    pin_file = tmp_path / "models" / "production.json"
+    assert write_pin(params, pin_file, root=tmp_path)["version"] == first
+    kept = pin_file.read_bytes()
+    second = publish_and_roll_out(
+        registry,
+        make_candidate(tmp_path / "c2", seed=2),
+        {"format": 1, "logical_date": today.isoformat()},
+        actor="t",
+        at=AT,
+    ).version.id
+    assert write_pin(params, pin_file, root=tmp_path)["version"] == first
+    assert pin_file.read_bytes() == kept
+    tomorrow = params.model_copy(
+        update={"run": params.run.model_copy(update={"logical_date": today + dt.timedelta(days=1)})}
+    )
+    assert write_pin(tomorrow, pin_file, root=tmp_path)["version"] == second
+
+
 def test_the_gate_may_read_the_public_cloud(
     registry: Registry, candidate: Path, tmp_path: Path, params: Params
 ) -> None:
