@@ -24,8 +24,9 @@ Both DAGs are scheduled on a cron too (``airflow.schedule``, ``monitor.schedule`
 ``catchup=False``, unpausing a DAG starts a run for its latest cron time at once. The demo sets
 ``airflow.start_date`` to tomorrow while it runs, so the only runs are the ones it
 asks for: the triggered monitor run, and the retrain the drift starts. It puts the drift knob
-and the start date back as they were when it ends (``run.logical_date`` is the chain's, as
-after ``make run``).
+and the start date back as they were when it ends. Day 2's date goes where a run's date always
+goes, the run overlay (``params.run.yaml``, as ``set_logical_date --form '{}'
+--set-logical-date DAY2`` writes it), and stays there as after a run.
 
 The console shows one line per step with its result; long steps show progress. The output of
 every command (Airflow's included) goes to files under ``.airflow/logs/drift-demo/<start>/``.
@@ -64,8 +65,9 @@ from ruamel.yaml.events import (
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import ConfigError, Params, load_params
+from pipelines.core.params.run_form import set_run
 from pipelines.core.project import PROJECT_ROOT, interpreter_env
-from pipelines.core.run_date import mapping_value, set_logical_date
+from pipelines.core.run_date import mapping_value
 from pipelines.core.waiting import wait_until
 from pipelines.main_job.airflow_cli import AIRFLOW_HOME, airflow_command
 from pipelines.main_job.progress import clock, duration
@@ -851,7 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             version = demo.production()
             with params_set(scenario.params_path, {**knobs, **schedule}):
                 try:
-                    set_logical_date(scenario.params_path, scenario.day2)
+                    # day 2's date, through the run overlay as a run's first task writes it
+                    set_run(scenario.params_path, {}, scenario.day2)
                     demo.day2_batch()
                     demo.day2_traffic(version)
                     retrained, reports = demo.loop()
