@@ -97,6 +97,26 @@ def test_a_gap_is_measured_from_the_latest_upstream_end() -> None:
     assert found["register"]["upstream"] == ["evaluate", "reference"]
 
 
+def test_a_gap_tells_the_wait_for_a_sibling_from_the_dispatch() -> None:
+    """One worker: evaluate, ready when train ends at 112, waits for reference (113-173) and
+    starts 2 s after it ends; reference itself waited for nothing."""
+    timings = {
+        **TIMINGS,
+        "evaluate": timing("evaluate", 175, 195, queued=113),
+        "register": timing("register", 197, 200, queued=196),
+    }
+    found = {g["task"]: g for g in gaps(timings, UPSTREAM)}
+    assert found["evaluate"]["seconds"] == 63.0
+    assert found["evaluate"]["waited_for_others_s"] == 61.0
+    assert found["evaluate"]["dispatch_s"] == 2.0
+    assert found["reference"]["waited_for_others_s"] == 0.0
+    assert found["reference"]["dispatch_s"] == found["reference"]["seconds"] == 1.0
+    figures = summarize(at(-3), at(201), timings, UPSTREAM, target_gap_s=5.0)
+    assert figures["gap_max_s"] == 63.0 and figures["target_met"] is False
+    # train 2, evaluate 2, reference 1, register 2 (ready at 195, nothing else ended before 197)
+    assert figures["dispatch_gap_max_s"] == 2.0
+
+
 def test_tasks_that_never_started_have_no_gap_and_no_duration() -> None:
     timings = {
         **TIMINGS,
