@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psutil
 
 from pipelines.core.errors import RecflowError
@@ -66,7 +65,7 @@ from pipelines.main_job.ui import (
 )
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import open_registry
-from pipelines.registry.loopback import free_port
+from pipelines.registry.loopback import free_port, prepare_buckets
 from pipelines.registry.names import CLOUDS
 from pipelines.registry.pseudonyms import served_key
 from pipelines.registry.replication import sync_aliases
@@ -277,27 +276,7 @@ class Stack:
         log = self.logs / "s3.log"
         self._record("s3", process, url, log)
         self._wait("the S3-compatible server", process, lambda: _answers(f"{url}/moto-api/"), log)
-        env = {
-            "AWS_ACCESS_KEY_ID": f"loopback{secrets.token_hex(6)}",
-            "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
-            **{endpoint_env(name): url for name in names},
-        }
-        client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
-        buckets = []
-        for name in names:
-            cfg = getattr(stores, name)
-            bucket = cfg.url.removeprefix("s3://").split("/", 1)[0]
-            extra = {}
-            if cfg.region and cfg.region != "us-east-1":
-                extra["CreateBucketConfiguration"] = {"LocationConstraint": cfg.region}
-            client.create_bucket(Bucket=bucket, **extra)
-            buckets.append(bucket)
+        env, buckets = prepare_buckets(stores, url)
         self.lines.append(f"  {'public store':<15} {url} (S3-compatible; {', '.join(buckets)})")
         return env
 

@@ -130,28 +130,41 @@ def loopback_s3(stores: StoresConfig, *, host: str = HOST) -> Iterator[Loopback]
     the server and sets throwaway ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (made up
     here, valid nowhere else); stores with their own ``profile`` or ``connection`` keep theirs.
     """
-    names = [name for name in CLOUDS if getattr(stores, name).loopback]
     with serve(host=host) as endpoint:
-        env = {
-            "AWS_ACCESS_KEY_ID": f"loopback{secrets.token_hex(6)}",
-            "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
-            **{endpoint_env(name): endpoint for name in names},
-        }
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
-        for name in names:
-            cfg = getattr(stores, name)
-            bucket = cfg.url.removeprefix("s3://").split("/", 1)[0]
-            extra = {}
-            if cfg.region and cfg.region != "us-east-1":
-                extra["CreateBucketConfiguration"] = {"LocationConstraint": cfg.region}
-            client.create_bucket(Bucket=bucket, **extra)
+        env, _ = prepare_buckets(stores, endpoint)
         yield Loopback(endpoint, env)
+
+
+def prepare_buckets(stores: StoresConfig, endpoint: str) -> tuple[dict[str, str], list[str]]:
+    """Create the buckets of the ``loopback: true`` stores on the server at ``endpoint``.
+
+    Returns:
+        The environment that points those stores at the server, with throwaway credentials
+        made up here (valid nowhere else), and the buckets created.
+    """
+    names = [name for name in CLOUDS if getattr(stores, name).loopback]
+    env = {
+        "AWS_ACCESS_KEY_ID": f"loopback{secrets.token_hex(6)}",
+        "AWS_SECRET_ACCESS_KEY": secrets.token_hex(20),
+        **{endpoint_env(name): endpoint for name in names},
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    buckets = []
+    for name in names:
+        cfg = getattr(stores, name)
+        bucket = cfg.url.removeprefix("s3://").split("/", 1)[0]
+        extra = {}
+        if cfg.region and cfg.region != "us-east-1":
+            extra["CreateBucketConfiguration"] = {"LocationConstraint": cfg.region}
+        client.create_bucket(Bucket=bucket, **extra)
+        buckets.append(bucket)
+    return env, buckets
 
 
 @contextlib.contextmanager

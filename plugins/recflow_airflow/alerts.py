@@ -45,27 +45,27 @@ def failure_payload(context: Any) -> dict[str, Any]:
     return payload
 
 
-class FailureAlert(BaseNotifier):
-    """A failed task's alert: an error in the log, and a JSON POST to a webhook when one is set.
+class WebhookNotifier(BaseNotifier):
+    """A notifier that logs its alert and POSTs it as JSON to the project's webhook, if set.
+
+    A webhook that fails is logged with its host only (a webhook's path or query often holds
+    its secret); the notifier never raises.
 
     Args:
         webhook_url: ``monitor.webhook_url``; None: the log line only.
         timeout_s: ``monitor.webhook_timeout_s``.
     """
 
+    # what the alert is, in the log line of a failed webhook
+    what = "alert"
+
     def __init__(self, webhook_url: str | None, timeout_s: float) -> None:
         super().__init__()
         self.webhook_url = webhook_url
         self.timeout_s = timeout_s
 
-    def notify(self, context: Any) -> None:
-        """Log the failure, and POST it when a webhook is set.
-
-        Args:
-            context: The failed task's Airflow context.
-        """
-        payload = failure_payload(context)
-        log.error("%s", payload["summary"])
+    def post(self, payload: dict[str, Any]) -> None:
+        """POST ``payload`` as JSON to the webhook; nothing without one."""
         if self.webhook_url is None:
             return
         request = urllib.request.Request(
@@ -79,4 +79,25 @@ class FailureAlert(BaseNotifier):
                 response.read()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             host = urllib.parse.urlsplit(self.webhook_url).hostname
-            log.warning("the failure alert's webhook at %s failed: %s", host, exc)
+            log.warning("the %s's webhook at %s failed: %s", self.what, host, exc)
+
+
+class FailureAlert(WebhookNotifier):
+    """A failed task's alert: an error in the log, and a JSON POST to a webhook when one is set.
+
+    Args:
+        webhook_url: ``monitor.webhook_url``; None: the log line only.
+        timeout_s: ``monitor.webhook_timeout_s``.
+    """
+
+    what = "failure alert"
+
+    def notify(self, context: Any) -> None:
+        """Log the failure, and POST it when a webhook is set.
+
+        Args:
+            context: The failed task's Airflow context.
+        """
+        payload = failure_payload(context)
+        log.error("%s", payload["summary"])
+        self.post(payload)

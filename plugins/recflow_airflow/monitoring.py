@@ -24,19 +24,17 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from airflow.sdk import Asset, BaseNotifier
+from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowSkipException
 
 from pipelines.core.errors import InputError
+from recflow_airflow.alerts import WebhookNotifier
 from recflow_airflow.scripts import TRIGGER_FILTER
 
 log = logging.getLogger("recflow.monitor")
@@ -333,7 +331,7 @@ def alert_payload(reason: Mapping[str, Any], dag_id: str, run_id: str) -> dict[s
     }
 
 
-class DriftAlert(BaseNotifier):
+class DriftAlert(WebhookNotifier):
     """Tells people a drift asked for a retrain: a warning, and a JSON POST to a webhook.
 
     The ``on_success_callback`` of ``signal_drift``: the task succeeds only when it emitted the
@@ -345,10 +343,7 @@ class DriftAlert(BaseNotifier):
         timeout_s: ``monitor.webhook_timeout_s``.
     """
 
-    def __init__(self, webhook_url: str | None, timeout_s: float) -> None:
-        super().__init__()
-        self.webhook_url = webhook_url
-        self.timeout_s = timeout_s
+    what = "drift alert"
 
     def notify(self, context: Any) -> None:
         """Log the alert and POST it when a webhook is set.
@@ -366,18 +361,4 @@ class DriftAlert(BaseNotifier):
             run_id=getattr(dag_run, "run_id", ""),
         )
         log.warning("%s", payload["summary"])
-        if self.webhook_url is None:
-            return
-        request = urllib.request.Request(
-            self.webhook_url,
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                response.read()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            # the host only: a webhook's path or query often holds its secret
-            host = urllib.parse.urlsplit(self.webhook_url).hostname
-            log.warning("the drift alert's webhook at %s failed: %s", host, exc)
+        self.post(payload)
