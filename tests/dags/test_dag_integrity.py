@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -355,3 +356,55 @@ def test_heavy_import_probe_catches_a_heavy_dag(tmp_path: Path) -> None:
     heavy_dag = tmp_path / "heavy_dag.py"
     heavy_dag.write_text("import numpy\n")
     assert "numpy" in _heavy_modules_added(heavy_dag, tmp_path)
+
+
+_PLUGIN_PROBE = """
+import json, sys
+from airflow import plugins_manager
+errors = plugins_manager.get_import_errors()
+try:
+    import kubernetes.client
+except ImportError as exc:
+    errors["import kubernetes.client"] = str(exc)
+found = getattr(sys.modules.get("kubernetes"), "__file__", "")
+print(json.dumps({"errors": errors, "kubernetes": found}))
+"""
+
+
+def _plugin_manager_probe(plugins: Path, home: Path) -> dict[str, Any]:
+    """What Airflow's plugin manager makes of ``plugins``, in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != PROJECT_ROOT_ENV}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _PLUGIN_PROBE],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    probe: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return probe
+
+
+def test_the_plugin_manager_leaves_the_package_alone(project_root: Path, tmp_path: Path) -> None:
+    """``plugins/.airflowignore`` keeps Airflow's plugin manager from importing each file of
+    ``recflow_airflow`` as a top-level module: ``kubernetes.py`` would stand in for the
+    Kubernetes client package, and every Kubernetes operator in that process would break."""
+    probe = _plugin_manager_probe(project_root / "plugins", tmp_path)
+    assert probe["errors"] == {}
+    assert "site-packages" in probe["kubernetes"], probe
+    # without the ignore file the clash is real: the probe would catch it
+    bare = tmp_path / "bare"
+    shutil.copytree(project_root / "plugins", bare, ignore=shutil.ignore_patterns("__pycache__"))
+    (bare / ".airflowignore").unlink()
+    clashed = _plugin_manager_probe(bare, tmp_path)
+    assert clashed["errors"] and clashed["kubernetes"].startswith(str(bare)), clashed
