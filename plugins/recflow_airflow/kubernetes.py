@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.job import KubernetesJobOperator
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from kubernetes.client import ApiClient, V1Service
+from kubernetes.client import ApiClient, V1EnvVar, V1Service
 from kubernetes.client.exceptions import ApiException
 
 from pipelines.core.params import ConfigError, Params
@@ -40,7 +40,7 @@ from recflow_airflow.pods import (
     workspace_volume,
 )
 from recflow_airflow.scripts import stage_script
-from recflow_airflow.training_job import TRAIN_STAGE, render_job, render_service
+from recflow_airflow.training_job import PLACEMENT_ENV, TRAIN_STAGE, render_job, render_service
 
 __all__ = [
     "CONTAINER",
@@ -114,7 +114,15 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
 
 
 class TrainingJobOperator(KubernetesJobOperator):
-    """The provider's Job operator, which first makes sure the Job's headless Service exists.
+    """The provider's Job operator, which places the Job and makes sure its Service exists.
+
+    Before it submits anything, the task decides where the Job runs under the placement policy
+    (``execution.placement``, :meth:`place`: the private cloud when it has the GPUs before the
+    deadline, a burst to the public one otherwise, never a cloud that may not read the
+    training data): the Job and its Service go to the chosen cloud's Kubernetes context and
+    namespace, the decision is logged, and pod 0 writes its record to the workspace after
+    training, where the register step copies it, checked, into the version's lineage. A
+    refusal (no cloud may run it) fails the task with the reason, submitting nothing.
 
     The Service (``recflow_airflow.training_job.render_service``) does not depend on the run:
     it is created once, brought up to date from ``params.yaml`` when it differs, and kept for
@@ -122,12 +130,17 @@ class TrainingJobOperator(KubernetesJobOperator):
 
     Args:
         service: The Service manifest.
+        project_params: The project's params (the placement policy); None: no placement, the
+            operator's own context and namespace.
         **kwargs: ``KubernetesJobOperator``'s arguments.
     """
 
-    def __init__(self, *, service: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(
+        self, *, service: dict[str, Any], project_params: Params | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.service = service
+        self.project_params = project_params
 
     def build_service_request_obj(self) -> V1Service:
         """The Service this task creates, as the Kubernetes client sends it."""
@@ -135,7 +148,40 @@ class TrainingJobOperator(KubernetesJobOperator):
         service: V1Service = ApiClient().deserialize(response, "V1Service")
         return service
 
+    def place(self, context: Any) -> dict[str, Any] | None:
+        """Decide where the Job runs, and point this task's Job and Service there.
+
+        Returns:
+            The decision's record (``pipelines.core.placement.decision_record``) for the run's
+            data date, also handed to the pods as ``$RECFLOW_PLACEMENT_RECORD``; None without
+            ``project_params``.
+
+        Raises:
+            PlacementRefused: No cloud may run the task (nothing is submitted).
+        """
+        if self.project_params is None:
+            return None
+        from pipelines.core.placement import decision_record
+        from pipelines.core.placing import place
+        from recflow_airflow.form import data_date
+
+        decision = place(self.project_params, TRAIN_STAGE)
+        record = decision_record(decision, data_date(context["dag_run"]))
+        self.log.info("%s", "; ".join(decision.lines()))
+        self.cluster_context = decision.context
+        self.namespace = decision.namespace
+        self.service = {
+            **self.service,
+            "metadata": {**self.service["metadata"], "namespace": decision.namespace},
+        }
+        value = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        # KubernetesPodOperator keeps its variables as V1EnvVar objects
+        kept = [e for e in self.env_vars or [] if getattr(e, "name", None) != PLACEMENT_ENV]
+        self.env_vars = [*kept, V1EnvVar(name=PLACEMENT_ENV, value=value)]
+        return record
+
     def execute(self, context: Any) -> Any:
+        self.place(context)
         service = self.build_service_request_obj()
         name, namespace = service.metadata.name, service.metadata.namespace
         api = self.hook.core_v1_client
@@ -168,6 +214,7 @@ def training_job_operator(params: Params, **operator_args: Any) -> TrainingJobOp
     arguments: dict[str, Any] = {
         "task_id": TRAIN_STAGE,
         "service": render_service(params),
+        "project_params": params,
         "name": job["metadata"]["name"],
         "namespace": job["metadata"]["namespace"],
         "labels": job["metadata"]["labels"],

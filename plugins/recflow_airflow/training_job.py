@@ -59,6 +59,10 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 # A finished Job (and its record of which pod failed) stays this long before it is removed.
 TTL_AFTER_FINISHED_S = 24 * 3600
+# The placement record of this run (``recflow_airflow.kubernetes.TrainingJobOperator.place``),
+# JSON; pod 0 writes it where the register step reads it into the version's lineage.
+PLACEMENT_ENV = "RECFLOW_PLACEMENT_RECORD"
+PLACEMENT_RECORD = "models/placement/train.json"
 # The pods start together and DVC locks the repository for a moment: tries of `dvc status`.
 STATUS_ATTEMPTS = 5
 
@@ -128,6 +132,12 @@ def job_script(params: Params) -> str:
             training_command(params),
             f'if [ "${COMPLETION_INDEX_ENV}" = "0" ]; then',
             f"  python -m dvc commit --force --quiet {name}",
+            # where the Airflow task placed this Job, for the version's lineage (atomically)
+            f'  if [ -n "${{{PLACEMENT_ENV}:-}}" ]; then',
+            f"    mkdir -p {PLACEMENT_RECORD.rsplit('/', 1)[0]}",
+            f'    printf "%s\\n" "${PLACEMENT_ENV}" > {PLACEMENT_RECORD}.tmp',
+            f"    mv {PLACEMENT_RECORD}.tmp {PLACEMENT_RECORD}",
+            "  fi",
             "fi",
             "",
         ]

@@ -41,7 +41,11 @@ KUBECONFIG = {
     "kind": "Config",
     "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
     "users": [{"name": "nobody", "user": {"token": "not-a-token"}}],
-    "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}],
+    # the current one, and the contexts of the placement policy's clouds (params.yaml)
+    "contexts": [
+        {"name": name, "context": {"cluster": "nowhere", "user": "nobody"}}
+        for name in ("nowhere", "recflow-private", "recflow-public")
+    ],
     "current-context": "nowhere",
 }
 
@@ -292,3 +296,72 @@ def test_serving_deployments_of_deploy_manifests_are_valid(
     assert "Deployment" in [d["kind"] for d in documents]
     for document in documents:
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+def _with_placement(params: Params, **changes: Any) -> Params:
+    """``params`` with ``execution.placement`` changed: ``free_gpus_<cloud>`` or a top-level key."""
+    document = params.execution.placement.model_dump()
+    for key, value in changes.items():
+        if key.startswith("free_gpus_"):
+            document["clouds"][key.removeprefix("free_gpus_")]["free_gpus"] = value
+        else:
+            document[key] = value
+    placement = type(params.execution.placement).model_validate(document)
+    execution = params.execution.model_copy(update={"placement": placement})
+    return params.model_copy(update={"execution": execution})
+
+
+def test_the_training_job_goes_where_the_placement_policy_puts_it(
+    k8s_dagbag: Any, k8s_params: Params, tmp_path: Path
+) -> None:
+    """Before submitting, the train task places the Job: the chosen cloud's context and
+    namespace for the Job and its Service, and the decision's record for pod 0 to write."""
+    from kubernetes.client import ApiClient
+    from recflow_airflow.training_job import PLACEMENT_ENV
+
+    from pipelines.core.placement import read_decision
+
+    task = k8s_dagbag.dags[RUN_DAG].get_task("train")
+    operator = submitting_operator(task)
+    context = task_context(task, {"execution": "kubernetes"})
+    operator.render_template_fields(context, jinja_env=task.dag.get_template_env())
+    record = operator.place(context)
+    private = k8s_params.execution.placement.clouds["private"]
+    assert record["decision"]["cloud"] == "private"
+    assert record["logical_date"] == DATA_DATE.date().isoformat()
+    assert operator.cluster_context == private.context
+    service, job = (
+        ApiClient().sanitize_for_serialization(obj)
+        for obj in (operator.build_service_request_obj(), operator.build_job_request_obj(context))
+    )
+    assert job["metadata"]["namespace"] == service["metadata"]["namespace"] == private.namespace
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # what pod 0 writes after training is the record the register step reads, checked
+    written = tmp_path / "train.json"
+    written.write_text(env[PLACEMENT_ENV] + "\n", encoding="utf-8")
+    assert read_decision(written, DATA_DATE.date().isoformat()) == record
+
+
+def test_no_private_capacity_bursts_the_job_to_the_public_cloud_or_refuses(
+    k8s_dagbag: Any, k8s_params: Params
+) -> None:
+    """No free GPUs in the private cloud: with a pseudonymized training set allowed to cross,
+    the Job bursts to the public cloud; without, the task refuses and submits nothing."""
+    from recflow_airflow.kubernetes import training_job_operator
+
+    from pipelines.core.placement import PlacementRefused
+
+    task = k8s_dagbag.dags[RUN_DAG].get_task("train")
+    context = task_context(task, {"execution": "kubernetes"})
+    burst = _with_placement(k8s_params, free_gpus_private=0, train_on_public=True)
+    operator = training_job_operator(burst)
+    record = operator.place(context)
+    assert record is not None and record["decision"]["cloud"] == "public"
+    public = burst.execution.placement.clouds["public"]
+    assert operator.cluster_context == public.context
+    refused = training_job_operator(_with_placement(k8s_params, free_gpus_private=0))
+    with pytest.raises(PlacementRefused):
+        refused.place(context)
+    assert refused.cluster_context is None

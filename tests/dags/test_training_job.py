@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -16,6 +17,8 @@ from recflow_airflow.training_job import (
     JOB_NAME_ENV,
     JOB_NAME_LABEL,
     NPROC_ENV,
+    PLACEMENT_ENV,
+    PLACEMENT_RECORD,
     job_script,
     nproc_template,
     render_job,
@@ -165,3 +168,24 @@ def test_workspace_and_shared_memory_are_mounted(params: Params) -> None:
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert job["metadata"]["name"] == JOB_NAME
+
+
+def test_pod_zero_writes_the_placement_record_it_was_given(params: Params, tmp_path: Path) -> None:
+    """The pods' script hands the Airflow task's placement record to the workspace, whole."""
+    lines = job_script(params).splitlines()
+    start = next(i for i, line in enumerate(lines) if PLACEMENT_ENV in line and "if [" in line)
+    end = start + next(i for i, line in enumerate(lines[start:]) if line.strip() == "fi")
+    block = "\n".join(line.strip() for line in lines[start : end + 1])
+    record = '{"decision":{"cloud":"private"},"logical_date":"2026-03-02","sha256":"x y"}'
+    for value, written in ((record, record + "\n"), ("", None)):
+        folder = tmp_path / ("given" if value else "none")
+        folder.mkdir()
+        subprocess.run(
+            ["bash", "-euc", block],
+            cwd=folder,
+            env={"PATH": os.environ["PATH"], PLACEMENT_ENV: value},
+            check=True,
+        )
+        path = folder / PLACEMENT_RECORD
+        assert (path.read_text() if path.exists() else None) == written
+        assert not path.with_name(path.name + ".tmp").exists()
