@@ -46,8 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +64,7 @@ from pipelines.main_job.ui import (
     HEALTH_PATH,
     HOST,
     PASSWORDS_FILE,
-    USER,
+    AirflowApi,
     cpu_cores,
     migrate,
     set_login,
@@ -415,40 +413,7 @@ def run_conf() -> str:
     return json.dumps({"data_date": LOGICAL_DATE})
 
 
-@dataclass
-class Api:
-    """Airflow's REST API on 127.0.0.1, logged in as the simple auth manager's admin."""
-
-    base: str
-    password_file: Path
-    token: str = ""
-
-    def get(self, path: str) -> Any:
-        """``GET /api/v2/<path>`` as JSON; None for a 404."""
-        if not self.token:
-            password = json.loads(self.password_file.read_text(encoding="utf-8"))[USER]
-            login = urllib.request.Request(
-                f"{self.base}/auth/token",
-                data=json.dumps({"username": USER, "password": password}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(login, timeout=10) as response:
-                self.token = str(json.loads(response.read())["access_token"])
-        request = urllib.request.Request(
-            f"{self.base}/api/v2/{path}", headers={"Authorization": f"Bearer {self.token}"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:  # the token expired: log in again next time
-                self.token = ""
-            if exc.code == 404:
-                return None
-            raise
-
-
-def follow(api: Api, run_id: str, echo: Echo) -> str:
+def follow(api: AirflowApi, run_id: str, echo: Echo) -> str:
     """Wait for the run to end, echoing each task as it ends; the run's final state."""
     path = f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}"
     said: dict[str, str] = {}
@@ -492,7 +457,7 @@ def scheduler_run(root: Path, echo: Echo) -> dict[str, Any]:
             )
             if why:
                 raise RuntimeError(f"Airflow did not start: {why}; logs in {logs}")
-            api = Api(f"http://{HOST}:{port}", home / PASSWORDS_FILE)
+            api = AirflowApi(f"http://{HOST}:{port}", home / PASSWORDS_FILE)
 
             def parsed() -> bool:
                 errors = (api.get("importErrors") or {}).get("import_errors", [])

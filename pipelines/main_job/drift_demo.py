@@ -75,7 +75,7 @@ from pipelines.main_job.ui import (
     HEALTH_PATH,
     HOST,
     PASSWORDS_FILE,
-    USER,
+    AirflowApi,
     AirflowComponents,
     cpu_cores,
     migrate,
@@ -254,55 +254,6 @@ def _failed(what: str, code: int, lines: list[str], log_path: Path) -> DemoError
 
 
 # ---------------------------------------------------------------------------- Airflow
-
-
-@dataclass
-class AirflowApi:
-    """Airflow's REST API on 127.0.0.1, logged in as the simple auth manager's admin."""
-
-    base: str
-    password_file: Path
-    token: str = ""
-
-    def _token(self) -> str:
-        passwords = json.loads(self.password_file.read_text(encoding="utf-8"))
-        body = json.dumps({"username": USER, "password": passwords[USER]}).encode()
-        request = urllib.request.Request(
-            f"{self.base}/auth/token",
-            data=body,
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return str(json.loads(response.read())["access_token"])
-
-    def get(self, path: str) -> Any:
-        """``GET /api/v2/<path>`` as JSON; None for a 404."""
-        if not self.token:
-            self.token = self._token()
-        request = urllib.request.Request(
-            f"{self.base}/api/v2/{path}", headers={"Authorization": f"Bearer {self.token}"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            if exc.code == 401:  # the token expired: log in again next time
-                self.token = ""
-            raise
-
-    def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """The DAG's runs, newest first."""
-        answer = self.get(f"dags/{dag_id}/dagRuns?order_by=-run_after&limit=100")
-        return list(answer["dag_runs"]) if answer else []
-
-    def tasks(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """Task id -> state (``none`` while not started) of one run."""
-        answer = self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=100")
-        rows = answer["task_instances"] if answer else []
-        return {str(row["task_id"]): str(row.get("state") or "none") for row in rows}
 
 
 @dataclass

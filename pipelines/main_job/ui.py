@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
+from urllib.parse import quote
 
 from pipelines.core.project import PROJECT_ROOT
 from pipelines.core.waiting import wait_until
@@ -63,6 +65,73 @@ STARTUP_TIMEOUT_S = 300
 MIGRATE_TIMEOUT_S = 600
 STOP_TIMEOUT_S = 60
 LOG_LINES_ON_FAILURE = 15
+
+
+@dataclass
+class AirflowApi:
+    """Airflow's REST API on 127.0.0.1, logged in as the simple auth manager's admin.
+
+    Attributes:
+        base: The API server's address.
+        password_file: The simple auth manager's password file (``admin``'s password).
+        timeout_s: How long one call may take (a hang limit, not a measure).
+        token: The current access token; a 401 makes the next call log in again.
+    """
+
+    base: str
+    password_file: Path
+    timeout_s: float = 30.0
+    token: str = ""
+
+    def _token(self) -> str:
+        passwords = json.loads(self.password_file.read_text(encoding="utf-8"))
+        body = json.dumps({"username": USER, "password": passwords[USER]}).encode()
+        request = urllib.request.Request(
+            f"{self.base}/auth/token",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            return str(json.loads(response.read())["access_token"])
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        if not self.token:
+            self.token = self._token()
+        request = urllib.request.Request(
+            f"{self.base}/api/v2/{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            if exc.code == 401:  # the token expired: log in again next time
+                self.token = ""
+            raise
+
+    def get(self, path: str) -> Any:
+        """``GET /api/v2/<path>`` as JSON; None for a 404."""
+        return self._call("GET", path)
+
+    def post(self, path: str, body: Any) -> Any:
+        """``POST /api/v2/<path>`` with a JSON body; the answer as JSON, None for a 404."""
+        return self._call("POST", path, body)
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's runs, newest first."""
+        answer = self.get(f"dags/{dag_id}/dagRuns?order_by=-run_after&limit=100")
+        return list(answer["dag_runs"]) if answer else []
+
+    def tasks(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """Task id -> state (``none`` while not started) of one run."""
+        answer = self.get(f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=100")
+        rows = answer["task_instances"] if answer else []
+        return {str(row["task_id"]): str(row.get("state") or "none") for row in rows}
 
 
 def cpu_cores() -> int:

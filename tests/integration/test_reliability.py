@@ -55,7 +55,7 @@ from pipelines.main_job.airflow_cli import (
 from pipelines.main_job.ui import (
     HEALTH_PATH,
     PASSWORDS_FILE,
-    USER,
+    AirflowApi,
     AirflowComponents,
     migrate,
     set_login,
@@ -189,49 +189,14 @@ class StoreProxy:
 # ---------------------------------------------------------------------------- Airflow
 
 
-@dataclass
-class Api:
-    """Airflow's REST API on 127.0.0.1, logged in as the simple auth manager's admin."""
-
-    base: str
-    password_file: Path
-    token: str = ""
-
-    def _request(self, method: str, path: str, body: Any = None) -> Any:
-        if not self.token:
-            password = json.loads(self.password_file.read_text(encoding="utf-8"))[USER]
-            login = urllib.request.Request(
-                f"{self.base}/auth/token",
-                data=json.dumps({"username": USER, "password": password}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(login, timeout=30) as response:
-                self.token = str(json.loads(response.read())["access_token"])
-        request = urllib.request.Request(
-            f"{self.base}/api/v2/{path}",
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                self.token = ""
-            raise
-
-    def get(self, path: str) -> Any:
-        return self._request("GET", path)
-
-    def post(self, path: str, body: Any) -> Any:
-        return self._request("POST", path, body)
+class Api(AirflowApi):
+    """Airflow's REST API (``make airflow``'s client), with this test's views of one run."""
 
     def run(self, run_id: str) -> dict[str, Any]:
         run: dict[str, Any] = self.get(f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}")
         return run
 
-    def tasks(self, run_id: str) -> dict[str, dict[str, Any]]:
+    def task_rows(self, run_id: str) -> dict[str, dict[str, Any]]:
         rows = self.get(f"dags/{DAG_ID}/dagRuns/{quote(run_id, safe='')}/taskInstances?limit=100")
         return {row["task_id"]: row for row in rows["task_instances"]}
 
@@ -279,7 +244,7 @@ class Stack:
         """Wait until ``task`` is in one of ``states`` (or its run ended); its state."""
 
         def reached() -> str:
-            state = str(self.api.tasks(run_id)[task]["state"])
+            state = str(self.api.task_rows(run_id)[task]["state"])
             if state in states:
                 return state
             run = str(self.api.run(run_id)["state"])
@@ -319,7 +284,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             address = f"http://{HOST}:{port}"
             why = wait_until_healthy(address + HEALTH_PATH, components, START_TIMEOUT_S)
             assert not why, why + "\n" + "\n".join(components.tail())
-            api = Api(address, home / PASSWORDS_FILE)
+            api = Api(address, home / PASSWORDS_FILE, timeout_s=60)
 
             def parsed() -> bool:
                 with contextlib.suppress(urllib.error.HTTPError):
@@ -365,7 +330,7 @@ def killed_run(stack: Stack) -> KilledRun:
     triggered = stack.trigger(run_id, FORM)
     assert triggered.returncode == 0, triggered.stderr[-3000:]
     stack.wait_for_task(run_id, "train", ("running",))
-    before = stack.api.tasks(run_id)
+    before = stack.api.task_rows(run_id)
     scheduler = stack.components.processes["scheduler"]
     killed = len(psutil.Process(scheduler.pid).children(recursive=True)) + 1
     _kill_tree(psutil.Process(scheduler.pid))
@@ -390,7 +355,7 @@ def killed_run(stack: Stack) -> KilledRun:
         )
     stack.components.logs["scheduler-restarted"] = log
     state = stack.wait_for_end(run_id)
-    return KilledRun(run_id, before, stack.api.tasks(run_id), state, killed)
+    return KilledRun(run_id, before, stack.api.task_rows(run_id), state, killed)
 
 
 def test_a_killed_scheduler_restarted_finishes_the_run_without_redoing_finished_tasks(
@@ -426,11 +391,12 @@ def test_a_killed_scheduler_restarted_finishes_the_run_without_redoing_finished_
 
 def _rerun(stack: Stack, run_id: str, task: str) -> int:
     """Clear ``task`` of a finished run (its downstream kept); its try number before."""
-    try_number = int(stack.api.tasks(run_id)[task]["try_number"])
-    stack.api.post(
+    try_number = int(stack.api.task_rows(run_id)[task]["try_number"])
+    cleared = stack.api.post(
         f"dags/{DAG_ID}/clearTaskInstances",
         {"dry_run": False, "dag_run_id": run_id, "task_ids": [task], "only_failed": False},
     )
+    assert cleared is not None, f"Airflow knows no DAG {DAG_ID} to clear"
     return try_number
 
 
@@ -450,7 +416,7 @@ def test_a_transient_store_failure_is_retried_and_succeeds(
     assert stack.wait_for_end(run_id) == "success"
     reset, forwarded = proxy.counts()
     assert reset - reset_before == 2
-    row = stack.api.tasks(run_id)["register"]
+    row = stack.api.task_rows(run_id)["register"]
     assert row["try_number"] == tried + 1, row  # no Airflow retry was needed
 
     # an outage longer than the client's attempts: the try fails naming the store, and
@@ -466,7 +432,7 @@ def test_a_transient_store_failure_is_retried_and_succeeds(
         proxy.up()
     stack.wait_for_task(run_id, "register", ("success",))
     assert stack.wait_for_end(run_id) == "success"
-    row = stack.api.tasks(run_id)["register"]
+    row = stack.api.task_rows(run_id)["register"]
     assert row["try_number"] == tried + 2, row
     failed_try = (
         stack.root
@@ -525,7 +491,7 @@ def test_two_manual_triggers_at_once_run_one_after_the_other_and_corrupt_nothing
     runs = {run_id: stack.api.run(run_id) for run_id in forms}
     assert {run_id: run["state"] for run_id, run in runs.items()} == dict.fromkeys(forms, "success")
     first, last = sorted(forms, key=lambda run_id: runs[run_id]["start_date"])
-    tasks = {run_id: stack.api.tasks(run_id) for run_id in forms}
+    tasks = {run_id: stack.api.task_rows(run_id) for run_id in forms}
     first_end = max(row["end_date"] for row in tasks[first].values() if row["end_date"])
     last_start = min(row["start_date"] for row in tasks[last].values() if row["start_date"])
     assert first_end <= last_start
