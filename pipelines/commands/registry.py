@@ -32,11 +32,16 @@ from pipelines.registry.backup import backup, open_destination, restore
 from pipelines.registry.clouds import Registry, open_registry
 from pipelines.registry.errors import RegistryError, StoreUnreachable
 from pipelines.registry.history import ledger_problems, read_ledger
-from pipelines.registry.names import CLOUDS, check_alias, check_cloud, check_version_id, file_key
+from pipelines.registry.names import CLOUDS, check_alias, check_cloud, check_version_id
 from pipelines.registry.production import PIN_FILE, write_pin
 from pipelines.registry.promotion import promote, rollback
 from pipelines.registry.replication import replicate, sync_aliases
-from pipelines.registry.versions import LINEAGE, list_versions, read_version, verify_version
+from pipelines.registry.versions import (
+    list_versions,
+    read_lineage,
+    read_version,
+    verify_version,
+)
 
 
 def _alias(text: str) -> str:
@@ -142,9 +147,8 @@ def _list(registry: Registry, args: argparse.Namespace) -> int:
 def _show(registry: Registry, args: argparse.Namespace) -> int:
     store = registry.store(args.cloud or registry.record_cloud)
     version = read_version(store, args.version)
-    lineage_bytes, _ = store.read(file_key(version.id, LINEAGE), version.file(LINEAGE).sha256)
     document = json.loads(version.to_bytes())
-    document["lineage"] = json.loads(lineage_bytes)
+    document["lineage"] = read_lineage(store, version)
     if args.json:
         _print_json(document)
         return 0

@@ -6,15 +6,15 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from pipelines.core.errors import InputError
 from pipelines.core.io import write_json
 from pipelines.core.params import Params
 from pipelines.registry.aliases import read_alias
 from pipelines.registry.clouds import open_registry
-from pipelines.registry.names import file_key
 from pipelines.registry.stores.base import sha256_of
-from pipelines.registry.versions import LINEAGE, Version, fetch_version, read_version
+from pipelines.registry.versions import Version, fetch_version, read_lineage, read_version
 
 log = logging.getLogger("recflow.registry.production")
 
@@ -41,18 +41,27 @@ def _trained_for(params: Params, version: str, *, root: Path) -> str | None:
     """The logical date ``version`` was trained for, from its checked lineage (None: unknown)."""
     registry = open_registry(params, root)
     store = registry.store(params.registry.gate_cloud)
-    record = read_version(store, version)
-    data, _ = store.read(file_key(record.id, LINEAGE), record.file(LINEAGE).sha256)
-    date = json.loads(data).get("logical_date")
+    date = read_lineage(store, read_version(store, version)).get("logical_date")
     return date if isinstance(date, str) else None
 
 
-def _read_pin(pin_file: Path) -> dict[str, str | None] | None:
+def read_pin(pin_file: Path) -> dict[str, Any]:
+    """The pin file's document, unchecked against the registry.
+
+    Raises:
+        InputError: The pin file is missing or malformed.
+    """
     try:
         pin = json.loads(pin_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return pin if isinstance(pin, dict) and {"alias", "cloud", "version"} <= set(pin) else None
+    except FileNotFoundError as exc:
+        raise InputError(
+            f"production pin {pin_file} not found (recflow pin_production writes it)"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"production pin {pin_file} is not readable JSON: {exc}") from exc
+    if not isinstance(pin, dict) or not {"cloud", "version"} <= set(pin):
+        raise InputError(f"production pin {pin_file} lacks 'cloud' or 'version'")
+    return pin
 
 
 def write_pin(params: Params, pin_file: Path, *, root: Path) -> dict[str, str | None]:
@@ -68,13 +77,16 @@ def write_pin(params: Params, pin_file: Path, *, root: Path) -> dict[str, str | 
     (every stage up to date, the same version, nothing rolled out again).
     """
     pin = production_pin(params, root=root)
-    kept = _read_pin(pin_file)
+    try:
+        kept: dict[str, Any] | None = read_pin(pin_file)
+    except InputError:  # no pin yet, or one to replace
+        kept = None
     today = params.run.logical_date.isoformat()
     if (
         pin["version"] is not None
         and kept is not None
         and kept["version"] != pin["version"]
-        and (kept["alias"], kept["cloud"]) == (pin["alias"], pin["cloud"])
+        and (kept.get("alias"), kept["cloud"]) == (pin["alias"], pin["cloud"])
         and _trained_for(params, pin["version"], root=root) == today
     ):
         log.info(
@@ -98,16 +110,7 @@ def fetch_pinned(params: Params, pin_file: Path, cache_dir: Path, *, root: Path)
         UnknownVersion, ChecksumMismatch, ObjectMissing: The pinned version is not in the
             store, or is corrupt there.
     """
-    try:
-        pin = json.loads(pin_file.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(
-            f"production pin {pin_file} not found (recflow pin_production writes it)"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        raise InputError(f"production pin {pin_file} is not readable JSON: {exc}") from exc
-    if not isinstance(pin, dict) or not {"cloud", "version"} <= set(pin):
-        raise InputError(f"production pin {pin_file} lacks 'cloud' or 'version'")
+    pin = read_pin(pin_file)
     if pin["version"] is None:
         return None
     registry = open_registry(params, root)

@@ -162,6 +162,18 @@ def read_version(store: Store, version: str) -> Version:
     return parsed
 
 
+def read_lineage(store: Store, version: Version) -> dict[str, Any]:
+    """The lineage record of ``version``, checked against the sha256 its marker lists.
+
+    Raises:
+        ChecksumMismatch: The record was tampered with.
+        ObjectMissing: The record is gone from the store.
+    """
+    data, _ = store.read(file_key(version.id, LINEAGE), version.file(LINEAGE).sha256)
+    lineage: dict[str, Any] = json.loads(data)
+    return lineage
+
+
 def list_versions(store: Store) -> list[str]:
     """The ids of the complete versions in ``store`` (those with a marker)."""
     found = []

@@ -167,7 +167,6 @@ class TrainingJobOperator(KubernetesJobOperator):
 
         decision = place(self.project_params, TRAIN_STAGE)
         record = decision_record(decision, data_date(context["dag_run"]))
-        self.log.info("%s", "; ".join(decision.lines()))
         self.cluster_context = decision.context
         self.namespace = decision.namespace
         self.service = {

@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any
 
 from pipelines.core.params import Params
+from pipelines.core.placement import record_path
 from pipelines.stages.table import FORCE_ENV, stage, stage_command
 from recflow_airflow.pods import (
     CONTAINER,
@@ -62,7 +63,7 @@ TTL_AFTER_FINISHED_S = 24 * 3600
 # The placement record of this run (``recflow_airflow.kubernetes.TrainingJobOperator.place``),
 # JSON; pod 0 writes it where the register step reads it into the version's lineage.
 PLACEMENT_ENV = "RECFLOW_PLACEMENT_RECORD"
-PLACEMENT_RECORD = "models/placement/train.json"
+PLACEMENT_RECORD = record_path(TRAIN_STAGE).as_posix()
 # The pods start together and DVC locks the repository for a moment: tries of `dvc status`.
 STATUS_ATTEMPTS = 5
 
