@@ -7,6 +7,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 AIRFLOW_PORT ?= 8080
+# pytest workers for make test (one module's tests stay on one worker); 0 runs in-process
+TEST_WORKERS ?= 2
 # Folder holding the CPU build of torch (the lock pins torch==2.13.0+cpu); pip's own
 # find-links setting when there is one. Elsewhere set UV_EXTRA_INDEX_URL to a CPU torch index.
 WHEELS ?= $(shell pip config get global.find-links 2>/dev/null || echo /opt/wheels)
@@ -74,10 +76,10 @@ drift-demo: setup ## Day 1 deploys; day 2 drifts (category_shift 0.5): the monit
 	@$(BIN)/python -m pipelines.main_job.drift_demo $(DRIFT_DEMO_ARGS)
 
 test: setup ## Run the whole test suite (unit, data, model, serving, registry, rollout, dags, integration)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup ## Run the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: setup ## ruff lint and format check, import contracts, mypy on pipelines/ and plugins/, hadolint
 	$(BIN)/ruff check .
