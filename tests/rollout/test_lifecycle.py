@@ -22,7 +22,7 @@ from pipelines.rollout.controller import RolloutFailed, approve, deploy
 from pipelines.rollout.record import Records, RolloutRecord
 from pipelines.rollout.rollback import request_rollback
 from tests.rollout import faults
-from tests.rollout.conftest import PROJECT_ROOT, Project
+from tests.rollout.conftest import LOAD_PROOF_LATENCY, PROJECT_ROOT, Project
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +208,7 @@ def test_an_inconclusive_step_is_held_until_it_has_enough_answers(
             "targets": ["private"],
             "shadow": {"requests": 25},
             "canary": {"weights": [0.5], "max_requests": 600},
-            "analysis": {"min_requests": 60},
+            "analysis": {"min_requests": 60, "latency_p99_ms": LOAD_PROOF_LATENCY},
         }
     )
     _, version = _stable_and_next(project, served_folder)
@@ -229,7 +229,7 @@ def test_on_inconclusive_fail_stops_at_once(make_project: Any, served_folder: Pa
             "targets": ["private"],
             "on_inconclusive": "fail",
             "shadow": {"requests": 25},
-            "analysis": {"min_requests": 60},
+            "analysis": {"min_requests": 60, "latency_p99_ms": LOAD_PROOF_LATENCY},
         }
     )
     stable, version = _stable_and_next(project, served_folder)

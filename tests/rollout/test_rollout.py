@@ -155,7 +155,8 @@ def test_a_failure_in_the_public_cloud_rolls_the_private_cloud_back_too(
         decision = entry.change["evidence"]["decision"]
         assert decision["failed_step"] == "public infra"
         assert any("model.onnx" in c["detail"] for c in decision["failed_checks"])
-        assert decision["thresholds"]["latency_p99_ms"]["max"] == 100.0
+        limit = project.params.deploy.analysis.latency_p99_ms.max
+        assert decision["thresholds"]["latency_p99_ms"]["max"] == limit
     # a rollback undoes the entry that set the alias: the ledger's last known good is stable
     promoted = next(e for e in entries if e.alias == "production" and e.version == version)
     undo = next(e for e in rollbacks if e.alias == "production")
