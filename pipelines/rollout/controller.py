@@ -53,7 +53,7 @@ from pipelines.rollout.approval import (
     waiting_version,
 )
 from pipelines.rollout.context import Context, Rollout, log, short, steps_log
-from pipelines.rollout.environment import Environment, LocalEnvironment
+from pipelines.rollout.environment import Environment, Fleets, LocalEnvironment
 from pipelines.rollout.fleet.client import FleetError
 from pipelines.rollout.fleet.local import FleetStartError
 from pipelines.rollout.metrics import MetricsError
@@ -106,7 +106,8 @@ class Controller:
     Args:
         ctx: The context.
         version: The version (registered, passed by the gate).
-        environment: What the rollout acts on (default: the local fleets).
+        environment: What the rollout acts on (default: the local fleets; ``fleets``
+            ``kubernetes``: each cloud's Deployment, :mod:`pipelines.rollout.cluster`).
         through: Roll out up to and including this target, then stop (None: every target).
         require_approval: Whether the targets after the first wait for approval (None:
             ``deploy.require_approval``).
@@ -120,6 +121,7 @@ class Controller:
         *,
         through: str | None = None,
         require_approval: bool | None = None,
+        fleets: Fleets = "local",
     ):
         self.rollout = Rollout(ctx, version)
         self.ctx, self.cfg, self.version = ctx, self.rollout.cfg, version
@@ -128,6 +130,10 @@ class Controller:
             self.cfg.require_approval if require_approval is None else require_approval
         )
         self.registry, self.records = self.rollout.registry, self.rollout.records
+        if environment is None and fleets == "kubernetes":
+            from pipelines.rollout.cluster import ClusterEnvironment
+
+            environment = ClusterEnvironment(ctx, self.registry)
         if environment is None:
             environment = LocalEnvironment(ctx, self.records.folder(version), self.registry)
         self.environment = environment
@@ -472,9 +478,12 @@ def deploy(
     *,
     through: str | None = None,
     require_approval: bool | None = None,
+    fleets: Fleets = "local",
 ) -> RolloutRecord:
     """Roll ``version`` out to every target, or up to ``through`` (see :class:`Controller`)."""
-    return Controller(ctx, version, through=through, require_approval=require_approval).run()
+    return Controller(
+        ctx, version, through=through, require_approval=require_approval, fleets=fleets
+    ).run()
 
 
 def approve(ctx: Context, reason: str) -> RolloutRecord:

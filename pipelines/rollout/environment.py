@@ -6,7 +6,8 @@ change and every observation, naming the target by its cloud; it never reaches a
 itself. :class:`LocalEnvironment` is today's: local fleets of ``recflow serve`` processes on
 127.0.0.1 (``pipelines.rollout.fleet``), their metrics from each server's ``/metrics`` or from
 a local Prometheus (``deploy.metrics.source``), and the held-out sessions replayed at them.
-Another environment (Deployments in a cluster) implements the same operations.
+:class:`~pipelines.rollout.cluster.ClusterEnvironment` drives the Deployments of each cloud's
+cluster with the same operations; both share :class:`FleetEnvironment`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pipelines.core.errors import InputError
 from pipelines.core.waiting import wait_until
@@ -29,6 +30,9 @@ from pipelines.rollout.observation import Judge, Settled, StopWhen, Traffic, obs
 from pipelines.rollout.prometheus import LocalPrometheus, PrometheusError, find_binary
 from pipelines.rollout.sessions import HeldOut, load_sessions
 from pipelines.rollout.sources import MetricSource, PrometheusSource, ScrapeSource
+
+# where the fleets a rollout drives run: local server processes, or each cloud's Deployment
+Fleets = Literal["local", "kubernetes"]
 
 
 class Environment(Protocol):
@@ -108,60 +112,49 @@ class Environment(Protocol):
         ...
 
 
-class LocalEnvironment:
-    """Local fleets, their metrics, and the held-out sessions replayed at them.
+class FleetEnvironment:
+    """What every environment of :class:`Fleet` s shares: the changes over each server's admin
+    API, the infra check, and the held-out sessions replayed at the servers.
+
+    A subclass starts and stops the fleets (:meth:`start`, :meth:`stop`, :meth:`close`) and
+    fills :attr:`fleets` and :attr:`sources`.
 
     Args:
         ctx: The context (params, their file, the project root, the prepared folder).
-        folder: The rollout's folder: the servers' run folders and Prometheus' data go under it.
         registry: The registry (its store of record holds the pseudonymization key).
+        tokens: The fleets' admin token and a client token.
     """
 
-    def __init__(self, ctx: Context, folder: Path, registry: Registry) -> None:
+    def __init__(self, ctx: Context, registry: Registry, tokens: Tokens) -> None:
         self.ctx = ctx
         self.cfg = ctx.params.deploy
-        self.folder = folder
         self.registry = registry
-        self.tokens = Tokens(secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+        self.tokens = tokens
         self.fleets: dict[str, Fleet] = {}
-        self.locals: dict[str, LocalFleet] = {}
         self.sources: dict[str, MetricSource] = {}
-        self.prometheus: LocalPrometheus | None = None
         self._held_out: HeldOut | None = None
         self._traffics: dict[str, Traffic] = {}
-        self._key: str | None = None
 
-    def pseudonym_key(self) -> str:
-        """The request log's pseudonymization key (read once; it reaches the servers through
-        their environment only)."""
-        if self._key is None:
-            self._key = served_key(self.registry.record)
-        return self._key
-
-    # ------------------------------------------------------------------ fleets
     def start(self, cloud: str, version: str) -> None:
-        if cloud in self.fleets:
-            return
-        local = LocalFleet(
-            cloud,
-            self.ctx.params_file,
-            self.folder / "fleets" / cloud,
-            getattr(self.cfg.fleets, cloud),
-            self.ctx.root / self.ctx.params.serve.request_log.dir / cloud,
-            self.tokens,
-            self.pseudonym_key(),
-        )
-        self.locals[cloud] = local
-        fleet = local.start(version, self.cfg.fleet_start_timeout_s)
-        self.fleets[cloud] = fleet
-        self.sources[cloud] = self._source(cloud, fleet)
+        raise NotImplementedError
+
+    def stop(self, cloud: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     def running(self, cloud: str) -> bool:
         return cloud in self.fleets
 
+    def _workers(self, cloud: str) -> int:
+        """The worker processes each server of ``cloud`` runs."""
+        workers: int = getattr(self.cfg.fleets, cloud).workers
+        return workers
+
     def check(self, cloud: str, expected: str) -> list[Check]:
         fleet, source = self.fleets[cloud], self.sources[cloud]
-        workers = getattr(self.cfg.fleets, cloud).workers
+        workers = self._workers(cloud)
         problems: dict[str, list[str]] = {}
 
         def ready() -> bool:
@@ -218,47 +211,6 @@ class LocalEnvironment:
         fleet.rollback_to(stable)
         fleet.unload(candidate)
 
-    def stop(self, cloud: str) -> None:
-        local = self.locals.pop(cloud, None)
-        if local is not None:
-            local.stop()
-        self.fleets.pop(cloud, None)
-
-    def close(self) -> None:
-        for local in self.locals.values():
-            local.stop()
-        self.locals.clear()
-        self.fleets.clear()
-        if self.prometheus is not None:
-            self.prometheus.stop()
-            self.prometheus = None
-
-    # ------------------------------------------------------------------ metrics and traffic
-    def _source(self, cloud: str, fleet: Fleet) -> MetricSource:
-        metrics = self.cfg.metrics
-        binary = None if metrics.source == "scrape" else find_binary(metrics.prometheus)
-        if binary is None:
-            if metrics.source == "prometheus":
-                raise InputError(
-                    f"deploy.metrics.source is prometheus but {metrics.prometheus!r} is not "
-                    "installed (make setup installs Debian's package), or set source: scrape"
-                )
-            return ScrapeSource(fleet.urls)
-        if self.prometheus is None:
-            folder = self.folder / "prometheus"
-            # a fresh database: series of an earlier controller's fleets must not count
-            shutil.rmtree(folder / "data", ignore_errors=True)
-            server = LocalPrometheus(binary, folder, metrics.scrape_interval_s)
-            try:
-                server.start(metrics.start_timeout_s)
-            except PrometheusError as exc:
-                raise InputError(str(exc)) from exc
-            self.prometheus = server
-        self.prometheus.watch(cloud, fleet.urls)
-        return PrometheusSource(
-            self.prometheus.url, cloud, len(fleet.urls), metrics.scrape_interval_s
-        )
-
     def _traffic(self, fleet: Fleet) -> Traffic:
         """The fleet's traffic; every window goes on with the sessions the last one left."""
         if self._held_out is None:
@@ -267,8 +219,13 @@ class LocalEnvironment:
             )
         traffic = self._traffics.get(fleet.cloud)
         if traffic is None or traffic.endpoints != fleet.urls:
+            cursor = 0 if traffic is None else traffic.cursor
             traffic = self._traffics[fleet.cloud] = Traffic(
-                fleet.urls, self.tokens.client, self._held_out
+                fleet.urls,
+                self.tokens.client,
+                self._held_out,
+                cursor,
+                loopback_only=fleet.loopback_only,
             )
         return traffic
 
@@ -297,4 +254,89 @@ class LocalEnvironment:
             settled=settled,
             interrupted=interrupted,
             on_verdict=on_verdict,
+        )
+
+
+class LocalEnvironment(FleetEnvironment):
+    """Local fleets, their metrics, and the held-out sessions replayed at them.
+
+    Args:
+        ctx: The context (params, their file, the project root, the prepared folder).
+        folder: The rollout's folder: the servers' run folders and Prometheus' data go under it.
+        registry: The registry (its store of record holds the pseudonymization key).
+    """
+
+    def __init__(self, ctx: Context, folder: Path, registry: Registry) -> None:
+        super().__init__(
+            ctx, registry, Tokens(secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+        )
+        self.folder = folder
+        self.locals: dict[str, LocalFleet] = {}
+        self.prometheus: LocalPrometheus | None = None
+        self._key: str | None = None
+
+    def pseudonym_key(self) -> str:
+        """The request log's pseudonymization key (read once; it reaches the servers through
+        their environment only)."""
+        if self._key is None:
+            self._key = served_key(self.registry.record)
+        return self._key
+
+    # ------------------------------------------------------------------ fleets
+    def start(self, cloud: str, version: str) -> None:
+        if cloud in self.fleets:
+            return
+        local = LocalFleet(
+            cloud,
+            self.ctx.params_file,
+            self.folder / "fleets" / cloud,
+            getattr(self.cfg.fleets, cloud),
+            self.ctx.root / self.ctx.params.serve.request_log.dir / cloud,
+            self.tokens,
+            self.pseudonym_key(),
+        )
+        self.locals[cloud] = local
+        fleet = local.start(version, self.cfg.fleet_start_timeout_s)
+        self.fleets[cloud] = fleet
+        self.sources[cloud] = self._source(cloud, fleet)
+
+    def stop(self, cloud: str) -> None:
+        local = self.locals.pop(cloud, None)
+        if local is not None:
+            local.stop()
+        self.fleets.pop(cloud, None)
+
+    def close(self) -> None:
+        for local in self.locals.values():
+            local.stop()
+        self.locals.clear()
+        self.fleets.clear()
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
+
+    # ------------------------------------------------------------------ metrics
+    def _source(self, cloud: str, fleet: Fleet) -> MetricSource:
+        metrics = self.cfg.metrics
+        binary = None if metrics.source == "scrape" else find_binary(metrics.prometheus)
+        if binary is None:
+            if metrics.source == "prometheus":
+                raise InputError(
+                    f"deploy.metrics.source is prometheus but {metrics.prometheus!r} is not "
+                    "installed (make setup installs Debian's package), or set source: scrape"
+                )
+            return ScrapeSource(fleet.urls)
+        if self.prometheus is None:
+            folder = self.folder / "prometheus"
+            # a fresh database: series of an earlier controller's fleets must not count
+            shutil.rmtree(folder / "data", ignore_errors=True)
+            server = LocalPrometheus(binary, folder, metrics.scrape_interval_s)
+            try:
+                server.start(metrics.start_timeout_s)
+            except PrometheusError as exc:
+                raise InputError(str(exc)) from exc
+            self.prometheus = server
+        self.prometheus.watch(cloud, fleet.urls)
+        return PrometheusSource(
+            self.prometheus.url, cloud, len(fleet.urls), metrics.scrape_interval_s
         )

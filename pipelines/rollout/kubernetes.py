@@ -24,11 +24,11 @@ USER_ID = 10001
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
-def _labels(cloud: str) -> dict[str, str]:
+def fleet_labels(cloud: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": APP, "recflow/cloud": cloud}
 
 
-def _workers(cpu: str) -> int:
+def server_workers(cpu: str) -> int:
     """Worker processes for a CPU limit: one per whole core (``"2"`` is 2, ``"500m"`` is 1)."""
     if cpu.endswith("m"):
         return max(1, int(cpu[:-1]) // 1000)
@@ -65,7 +65,7 @@ def deployment(params: Params, cloud: str, version: str) -> dict[str, Any]:
             "--port",
             str(k8s.port),
             "--workers",
-            str(_workers(k8s.limits.cpu)),
+            str(server_workers(k8s.limits.cpu)),
             "--run-dir",
             RUN_DIR,
             "--request-log-dir",
@@ -135,18 +135,18 @@ def deployment(params: Params, cloud: str, version: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "namespace": k8s.namespace,
-            "labels": {**_labels(cloud), "recflow/version": version},
+            "labels": {**fleet_labels(cloud), "recflow/version": version},
         },
         "spec": {
             "replicas": fleet.replicas,
-            "selector": {"matchLabels": _labels(cloud)},
+            "selector": {"matchLabels": fleet_labels(cloud)},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
             "template": {
                 "metadata": {
-                    "labels": _labels(cloud),
+                    "labels": fleet_labels(cloud),
                     "annotations": {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(k8s.port),
@@ -168,11 +168,11 @@ def service(params: Params, cloud: str) -> dict[str, Any]:
         "metadata": {
             "name": f"{APP}-{cloud}",
             "namespace": k8s.namespace,
-            "labels": _labels(cloud),
+            "labels": fleet_labels(cloud),
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": _labels(cloud),
+            "selector": fleet_labels(cloud),
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -188,7 +188,7 @@ def autoscaler(params: Params, cloud: str) -> dict[str, Any]:
         "metadata": {
             "name": f"{APP}-{cloud}",
             "namespace": k8s.namespace,
-            "labels": _labels(cloud),
+            "labels": fleet_labels(cloud),
         },
         "spec": {
             "scaleTargetRef": {
@@ -237,11 +237,11 @@ def disruption_budget(params: Params, cloud: str) -> dict[str, Any]:
         "metadata": {
             "name": f"{APP}-{cloud}",
             "namespace": k8s.namespace,
-            "labels": _labels(cloud),
+            "labels": fleet_labels(cloud),
         },
         "spec": {
             "maxUnavailable": k8s.max_unavailable,
-            "selector": {"matchLabels": _labels(cloud)},
+            "selector": {"matchLabels": fleet_labels(cloud)},
         },
     }
 
@@ -255,10 +255,10 @@ def network_policy(params: Params, cloud: str) -> dict[str, Any]:
         "metadata": {
             "name": f"{APP}-{cloud}",
             "namespace": k8s.namespace,
-            "labels": _labels(cloud),
+            "labels": fleet_labels(cloud),
         },
         "spec": {
-            "podSelector": {"matchLabels": _labels(cloud)},
+            "podSelector": {"matchLabels": fleet_labels(cloud)},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {

@@ -44,12 +44,14 @@ class Traffic:
         token: A client token.
         held_out: The sessions.
         cursor: The next session: every round goes on where the last one stopped.
+        loopback_only: False for a cluster's pods (their addresses come from its API).
     """
 
     endpoints: list[str]
     token: str
     held_out: HeldOut
     cursor: int = 0
+    loopback_only: bool = True
 
 
 def settings_for(cfg: DeployConfig, max_requests: int, pair: bool = False) -> ReplaySettings:
@@ -117,6 +119,7 @@ def observe(
             settings,
             until=until,
             offset=traffic.cursor,
+            loopback_only=traffic.loopback_only,
         )
         traffic.cursor += round_report.sent
         report = report.merge(round_report)

@@ -38,8 +38,13 @@ from pipelines.rollout.sessions import HeldOut, Session
 _DECODE = msgspec.json.Decoder().decode
 
 
-def check_loopback(url: str) -> str:
+def check_loopback(url: str, loopback_only: bool = True) -> str:
     """``url`` without a trailing slash if it is ``http://`` on a loopback address.
+
+    Args:
+        url: The endpoint.
+        loopback_only: False for the pod addresses of a cluster's fleet, which come from the
+            Kubernetes API rather than from a person (any host is accepted then).
 
     Raises:
         InputError: It is not http, or its host is not a loopback address (the replay never
@@ -49,6 +54,8 @@ def check_loopback(url: str) -> str:
     host = parts.hostname or ""
     if parts.scheme != "http" or not host:
         raise InputError(f"endpoint {url[:200]!r} is not an http://host:port URL")
+    if not loopback_only:
+        return url.rstrip("/")
     loopback = host == "localhost"
     if not loopback:
         try:
@@ -405,6 +412,7 @@ def replay(
     offset: int = 0,
     clock: Callable[[], float] | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    loopback_only: bool = True,
 ) -> ReplayReport:
     """Replay ``held_out``'s sessions against ``endpoints`` (round-robin).
 
@@ -422,6 +430,7 @@ def replay(
             event loop's); a test passes a fake one.
         sleep: Waits until a request is due (default :func:`asyncio.sleep`); a fake one
             advances the fake clock.
+        loopback_only: False for a cluster's pods (see :func:`check_loopback`).
 
     Returns:
         The report.
@@ -429,7 +438,7 @@ def replay(
     Raises:
         InputError: An endpoint is not on loopback, there is none, or there are no sessions.
     """
-    urls = [check_loopback(url) for url in endpoints]
+    urls = [check_loopback(url, loopback_only) for url in endpoints]
     if not urls:
         raise InputError("the replay needs at least one endpoint")
     if not held_out.sessions:

@@ -4,6 +4,7 @@
     recflow deploy --from-alias candidate         the version an alias names
     recflow deploy --from-alias candidate --target private    up to and including one target
                    [--require-approval | --no-require-approval]   (the DAG's task per cloud)
+                   [--fleets kubernetes]      each cloud's Deployment (Kubernetes mode)
     recflow deploy --rollback --reason R [VERSION]
 
 After ``register``: per target of ``deploy.targets`` (private, then public), an infra check,
@@ -14,7 +15,9 @@ before a later target it needs the decision (``recflow deploy approve|reject`` o
 approval task) when approval is required, and a reject fails it naming who rejected. The
 fleets are local server processes started by each run for the targets it rolls out and
 stopped when it ends; the rollout record under ``deploy.run_dir`` lets a killed controller
-resume. Deployment is a side effect on the fleets and the registry, so this is not
+resume. With ``--fleets kubernetes`` (the deploy tasks of a Kubernetes-mode run) the fleets
+are each cloud's Deployment in its cluster instead (``pipelines.rollout.cluster``). Deployment
+is a side effect on the fleets and the registry, so this is not
 a DVC stage. The operator commands beside it (``recflow deploy approve|status|manifests``)
 are in ``pipelines/commands/deploy.py``; approval and rejection (``approve|reject``) too.
 """
@@ -82,6 +85,13 @@ def _main(argv: Sequence[str] | None) -> int:
         help="whether the targets after the first wait for approval, for this run "
         "(default: deploy.require_approval)",
     )
+    parser.add_argument(
+        "--fleets",
+        choices=("local", "kubernetes"),
+        default="local",
+        help="the fleets to roll out to: local server processes started for the run, or each "
+        "cloud's Deployment in its cluster (the deploy tasks of a Kubernetes-mode run)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     parser.add_argument("--rollback", action="store_true", help="roll back the latest rollout")
     parser.add_argument("--reason", default="", help="why (for --rollback)")
@@ -101,7 +111,13 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.dry_run:
         print("\n".join(plan_lines(ctx, version, args.target, args.require_approval)))
         return 0
-    record = deploy(ctx, version, through=args.target, require_approval=args.require_approval)
+    record = deploy(
+        ctx,
+        version,
+        through=args.target,
+        require_approval=args.require_approval,
+        fleets=args.fleets,
+    )
     log.info(
         "%s: %s (%s)",
         version,

@@ -17,6 +17,7 @@ only a DAG on this backend imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -27,7 +28,7 @@ from kubernetes.client import ApiClient, V1EnvVar, V1Service
 from kubernetes.client.exceptions import ApiException
 
 from pipelines.core.params import ConfigError, Params
-from pipelines.stages.table import STAGES, StageSpec
+from pipelines.stages.table import DEPLOY_STAGE, STAGES, StageSpec
 from recflow_airflow.pods import (
     CONTAINER,
     gpu_resources,
@@ -36,6 +37,7 @@ from recflow_airflow.pods import (
     secret_env,
     secret_env_from,
     security_context,
+    serving_token_env,
     workspace_mount,
     workspace_volume,
 )
@@ -79,20 +81,32 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
     Returns:
         A ``v1/Pod`` manifest as a dict.
 
+    A ``deploy`` pod drives the serving Deployments (``recflow deploy --fleets kubernetes``):
+    it runs as ``execution.deploy_service_account``, carries the client label the serving
+    NetworkPolicy lets in, and reads the fleets' tokens from ``execution.secrets.serving_tokens``.
+
     Raises:
         ConfigError: ``execution.gpu_stages`` names a stage that does not exist.
     """
     execution = params.execution
+    pod_labels = labels(pod_name(stage_spec).removeprefix("recflow-"))
+    account, env = execution.service_account, [*run_env(), *secret_env(params)]
+    if stage_spec.name == DEPLOY_STAGE:
+        stage_spec = dataclasses.replace(
+            stage_spec, args=(*stage_spec.args, "--fleets", "kubernetes")
+        )
+        pod_labels = {**pod_labels, **params.deploy.kubernetes.clients}
+        account, env = execution.deploy_service_account, [*env, *serving_token_env(params)]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": pod_name(stage_spec),
             "namespace": execution.namespace,
-            "labels": labels(pod_name(stage_spec).removeprefix("recflow-")),
+            "labels": pod_labels,
         },
         "spec": {
-            "serviceAccountName": execution.service_account,
+            "serviceAccountName": account,
             "restartPolicy": "Never",
             "securityContext": security_context(),
             "containers": [
@@ -102,7 +116,7 @@ def render_stage_pod(stage_spec: StageSpec, params: Params) -> dict[str, Any]:
                     "imagePullPolicy": "IfNotPresent",
                     "workingDir": execution.workspace_dir,
                     "command": ["bash", "-c", stage_script(stage_spec, params)],
-                    "env": [*run_env(), *secret_env(params)],
+                    "env": env,
                     "envFrom": secret_env_from(params),
                     "resources": _resources(stage_spec, params),
                     "volumeMounts": [workspace_mount(params)],

@@ -32,6 +32,10 @@ CONTAINER = "base"
 # (pipelines.serving.server.pseudonyms), and the key of the Secret that holds it.
 PSEUDONYM_KEY_ENV = "RECFLOW_PSEUDONYM_KEY"
 PSEUDONYM_KEY_ITEM = "pseudonym-key"
+# The variables the servers and a deploy pod read the fleets' tokens from
+# (pipelines.serving.server.auth), and the keys of the Secret that holds them.
+ADMIN_TOKEN_ENV, ADMIN_TOKEN_ITEM = "RECFLOW_ADMIN_TOKEN", "admin-token"
+API_TOKENS_ENV, API_TOKENS_ITEM = "RECFLOW_API_TOKENS", "api-tokens"
 
 
 def labels(component: str) -> dict[str, str]:
@@ -88,6 +92,16 @@ def secret_env(params: Params) -> list[dict[str, Any]]:
     """The pseudonymization key, from its Secret, as ``RECFLOW_PSEUDONYM_KEY``."""
     ref = {"name": params.execution.secrets.pseudonym_key, "key": PSEUDONYM_KEY_ITEM}
     return [{"name": PSEUDONYM_KEY_ENV, "valueFrom": {"secretKeyRef": ref}}]
+
+
+def serving_token_env(params: Params) -> list[dict[str, Any]]:
+    """The serving fleets' tokens, from their Secret: what a deploy pod drives the fleets with
+    (``pipelines.rollout.cluster.tokens_from_env``)."""
+    name = params.execution.secrets.serving_tokens
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+        for env, key in ((ADMIN_TOKEN_ENV, ADMIN_TOKEN_ITEM), (API_TOKENS_ENV, API_TOKENS_ITEM))
+    ]
 
 
 def secret_env_from(params: Params) -> list[dict[str, Any]]:

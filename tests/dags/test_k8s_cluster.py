@@ -129,3 +129,32 @@ def test_airflow_may_create_what_the_dag_submits(
     assert binding["roleRef"]["name"] == "recflow-airflow"
     (subject,) = binding["subjects"]
     assert ("ServiceAccount", subject["namespace"], subject["name"]) in objects
+
+
+def test_what_the_deploy_pods_reference_exists(
+    objects: dict[Any, dict[str, Any]], params: Params
+) -> None:
+    """The deploy pods' service account (with a token: they call the API), its Role in the
+    serving namespace, and the copy of the serving tokens in their own namespace."""
+    import dataclasses
+
+    from pipelines.stages.table import deploy_args
+
+    on_k8s = params.model_copy(
+        update={"execution": params.execution.model_copy(update={"backend": "kubernetes"})}
+    )
+    namespace, serving = on_k8s.execution.namespace, on_k8s.deploy.kubernetes.namespace
+    spec = dataclasses.replace(stage("deploy"), args=deploy_args("private"))
+    pod = render_stage_pod(spec, on_k8s)["spec"]
+    account = objects[("ServiceAccount", namespace, pod["serviceAccountName"])]
+    assert account.get("automountServiceAccountToken", True) is True
+    binding = objects[("RoleBinding", serving, pod["serviceAccountName"])]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": namespace}
+    ]
+    assert ("Role", serving, binding["roleRef"]["name"]) in objects
+    (container,) = pod["containers"]
+    for env in container["env"]:
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["key"] in objects[("Secret", namespace, ref["name"])]["stringData"]

@@ -365,3 +365,37 @@ def test_no_private_capacity_bursts_the_job_to_the_public_cloud_or_refuses(
     with pytest.raises(PlacementRefused):
         refused.place(context)
     assert refused.cluster_context is None
+
+
+def test_deploy_pods_drive_the_serving_deployments(k8s_dagbag: Any, k8s_params: Params) -> None:
+    from pipelines.rollout.kubernetes import deployment, network_policy
+
+    execution = k8s_params.execution
+    dag = k8s_dagbag.dags[RUN_DAG]
+    clients = network_policy(k8s_params, "private")["spec"]["ingress"][0]["from"][0]
+    # the servers read their tokens under these names and keys of the serving Secret
+    (server,) = deployment(k8s_params, "private", "0" * 16)["spec"]["template"]["spec"][
+        "containers"
+    ]
+    served = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]}
+    for cloud in k8s_params.deploy.targets:
+        (pod,) = submitted_objects(dag.get_task(f"deploy_{cloud}"), {"execution": "kubernetes"})
+        (container,) = pod["spec"]["containers"]
+        command = shlex.split(container["command"][-1].splitlines()[-1])
+        assert command[command.index("--target") + 1] == cloud
+        assert command[command.index("--fleets") + 1] == "kubernetes"
+        assert pod["spec"]["serviceAccountName"] == execution.deploy_service_account
+        # the serving NetworkPolicy lets the deploy pod reach the servers' admin API
+        assert clients["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+        }
+        for name in ("RECFLOW_ADMIN_TOKEN", "RECFLOW_API_TOKENS"):
+            assert refs[name] == {
+                "name": execution.secrets.serving_tokens,
+                "key": served[name]["key"],
+            }
+    # every other stage pod keeps the stage's service account and no serving token
+    (ingest,) = submitted_objects(dag.get_task("ingest"), {"execution": "kubernetes"})
+    assert ingest["spec"]["serviceAccountName"] == execution.service_account
+    assert "RECFLOW_ADMIN_TOKEN" not in {e["name"] for e in ingest["spec"]["containers"][0]["env"]}

@@ -40,6 +40,9 @@ class PodSecrets(StrictModel):
     store_credentials: str = "recflow-store-credentials"
     # its key `pseudonym-key` becomes RECFLOW_PSEUDONYM_KEY
     pseudonym_key: str = "recflow-pseudonym-key"
+    # the serving fleets' tokens for the deploy pods: `admin-token` -> RECFLOW_ADMIN_TOKEN,
+    # `api-tokens` -> RECFLOW_API_TOKENS (a copy of the serving namespace's Secret)
+    serving_tokens: str = "recflow-serving-tokens"
 
 
 class TrainingTopology(StrictModel):
@@ -62,6 +65,8 @@ class ExecutionConfig(StrictModel):
     namespace: str = "recflow"
     image: str = "recflow:0.1.0"
     service_account: str = "recflow"
+    # the deploy pods': it may change the serving Deployments (docker/k8s/rbac.yaml)
+    deploy_service_account: str = "recflow-deployer"
     # a volume holding a checkout of the project (git clone + dvc pull) and its DVC cache
     workspace_volume_claim: str = "recflow-workspace"
     # where the workspace volume is mounted in stage pods; the stage commands run there

@@ -64,11 +64,20 @@ class Fleet:
         urls: Its servers' base URLs, on loopback.
         tokens: Its tokens.
         timeout_s: Per call (an admin change waits for every worker).
+        loopback_only: False for a cluster's pods, whose addresses come from its API.
     """
 
-    def __init__(self, cloud: str, urls: list[str], tokens: Tokens, timeout_s: float = 120.0):
+    def __init__(
+        self,
+        cloud: str,
+        urls: list[str],
+        tokens: Tokens,
+        timeout_s: float = 120.0,
+        loopback_only: bool = True,
+    ):
         self.cloud = cloud
-        self.urls = [check_loopback(url) for url in urls]
+        self.loopback_only = loopback_only
+        self.urls = [check_loopback(url, loopback_only) for url in urls]
         self.tokens = tokens
         self.timeout_s = timeout_s
 
