@@ -10,6 +10,7 @@ BENCHMARKS = (
     "benchmarks.bench_validation",
     "benchmarks.bench_pipeline",
     "benchmarks.bench_train_memory",  # trains on data/prepared: after `make run`
+    "benchmarks.bench_epoch_validation",  # one epoch on the large preset, sampled validation
     "benchmarks.bench_inference",  # times models/candidate/model.pt: after `make run`
     "benchmarks.bench_serving",  # serves models/candidate/optimized: after `make run`
     "benchmarks.bench_request_log",  # a request-log window written beside an event loop

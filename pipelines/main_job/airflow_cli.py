@@ -70,6 +70,17 @@ def airflow_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "airflow", *args]
 
 
+def run_note_command(dag_id: str, run_id: str, note: str) -> list[str]:
+    """Set a DAG run's note (``recflow_airflow.run_note``; run it in :func:`plugins_env`)."""
+    return [sys.executable, "-m", "recflow_airflow.run_note", dag_id, run_id, note]
+
+
+def plugins_env(root: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``root``'s ``plugins/`` importable (``recflow_airflow``)."""
+    path = [str(root / "plugins"), *filter(None, [env.get("PYTHONPATH")])]
+    return {**env, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def component_commands() -> dict[str, list[str]]:
     """The components ``airflow standalone`` runs, each as its own command line.
 

@@ -39,7 +39,14 @@ from pipelines.core.errors import RecflowError
 from pipelines.core.params import ConfigError, load_params
 from pipelines.core.project import PROJECT_ROOT, interpreter_env
 from pipelines.core.run_date import parse_logical_date
-from pipelines.main_job.airflow_cli import AIRFLOW_HOME, DAG_ID, airflow_command, airflow_env
+from pipelines.main_job.airflow_cli import (
+    AIRFLOW_HOME,
+    DAG_ID,
+    airflow_command,
+    airflow_env,
+    plugins_env,
+    run_note_command,
+)
 from pipelines.main_job.figures import key_figure, summary_lines
 from pipelines.main_job.progress import (
     INDENT,
@@ -300,6 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = run_dag(
                     root, airflow_home, logical_date, log=log, echo=echo, terminal_width=width
                 )
+                if result.run_id:
+                    note = run_note_command(DAG_ID, result.run_id, f"data date {logical_date}")
+                    # the run header's date is when it ran: the note names the data it trained on
+                    noted = run_step(note, cwd=root, env=plugins_env(root, env), log=log)
+                    if noted.returncode:
+                        echo(f"warning: the run's note was not set (see {shown(log_path)})")
                 if not result.succeeded:
                     return _dag_failed(result, log_path, echo, chain_task_ids(params))
             dvc_env = interpreter_env()

@@ -86,6 +86,21 @@ def topk_ranks(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Ten
     return ranks.masked_fill(~found.any(1) | torch.isneginf(target_scores), math.inf)
 
 
+def batch_metric_values(
+    scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = KS, ties: Ties = "index"
+) -> dict[str, torch.Tensor]:
+    """Each user's metrics at each ``k`` under the tie rule ``ties`` (see
+    :func:`batch_metric_sums` for the arguments), as float64 ``[B]`` tensors."""
+    if ties == "index":
+        return per_user_metrics(target_ranks(scores, targets), ks)
+    if ties == "topk":
+        values: dict[str, torch.Tensor] = {}
+        for k in ks:
+            values.update(per_user_metrics(topk_ranks(scores, targets, k), (k,)))
+        return values
+    raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+
+
 def batch_metric_sums(
     scores: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = KS, ties: Ties = "index"
 ) -> dict[str, float]:
@@ -166,6 +181,38 @@ def ranking_metrics(
     Raises:
         ValueError: Histories and targets differ in number, or ``ties`` is unknown.
     """
+    means, _ = ranking_moments(
+        score_fn,
+        histories,
+        targets,
+        batch_size=batch_size,
+        mask_history=mask_history,
+        ks=ks,
+        device=device,
+        ties=ties,
+    )
+    return means
+
+
+def ranking_moments(
+    score_fn: ScoreFn,
+    histories: Sequence[Sequence[int]] | Sequence[np.ndarray],
+    targets: Sequence[int] | np.ndarray,
+    *,
+    batch_size: int = 512,
+    mask_history: bool = False,
+    ks: Sequence[int] = KS,
+    device: torch.device | str = "cpu",
+    ties: Ties = "index",
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The means of :func:`ranking_metrics` and each one's standard error over the users.
+
+    The standard error is the users' sample standard deviation over the square root of their
+    number (0.0 for fewer than two users): what a mean over a random sample of users is off by.
+
+    Raises:
+        ValueError: Histories and targets differ in number, or ``ties`` is unknown.
+    """
     if len(histories) != len(targets):
         raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
     if ties not in TIES:
@@ -173,6 +220,7 @@ def ranking_metrics(
     from pipelines.data.sequences import left_pad
 
     totals = dict.fromkeys(metric_names(ks), 0.0)
+    squares = dict.fromkeys(metric_names(ks), 0.0)
     target_array = np.asarray(targets, dtype=np.int64)
     for start in range(0, len(histories), batch_size):
         chunk = histories[start : start + batch_size]
@@ -181,7 +229,16 @@ def ranking_metrics(
         scores = score_fn(history).float()
         scores = mask_scores(scores, history if mask_history else None)
         batch_targets = torch.from_numpy(target_array[start : start + batch_size]).to(device)
-        for name, value in batch_metric_sums(scores, batch_targets, ks, ties).items():
-            totals[name] += value
-    count = max(len(histories), 1)
-    return {name: total / count for name, total in totals.items()}
+        for name, values in batch_metric_values(scores, batch_targets, ks, ties).items():
+            totals[name] += float(values.sum())
+            squares[name] += float((values * values).sum())
+    count = len(histories)
+    means = {name: total / max(count, 1) for name, total in totals.items()}
+    errors = {}
+    for name, mean in means.items():
+        if count < 2:
+            errors[name] = 0.0
+            continue
+        variance = max(squares[name] - count * mean * mean, 0.0) / (count - 1)
+        errors[name] = math.sqrt(variance / count)
+    return means, errors

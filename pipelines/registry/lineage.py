@@ -126,7 +126,7 @@ def dvc_record(lock: Path) -> dict[str, Any]:
 def _training(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     if metrics is None:
         return None
-    keys = ("epochs_run", "best_epoch", "stopped_early", "best_valid", "test")
+    keys = ("epochs_run", "best_epoch", "stopped_early", "best_valid", "best_valid_users", "test")
     return {key: metrics.get(key) for key in keys}
 
 

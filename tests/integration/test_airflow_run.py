@@ -8,9 +8,11 @@ end with the stage's key figure. A rejected batch fails the job on a copy of its
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +181,21 @@ def test_the_run_is_recorded_with_the_times_it_really_ran(
         assert window[0] <= start <= end <= window[1], name
 
 
+def test_the_run_names_its_data_date_in_its_note(
+    airflow_project: Path, recorded: tuple[dict[str, Any], dict[str, dict[str, Any]]]
+) -> None:
+    """The header's date is when ``dags test`` ran; the run's note names the data date."""
+    run, _ = recorded
+    database = airflow_project / ".airflow" / "airflow.db"
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        notes = connection.execute(
+            "SELECT n.content FROM dag_run r JOIN dag_run_note n ON n.dag_run_id = r.id "
+            "WHERE r.dag_id = ? AND r.run_id = ?",
+            (DAG_ID, run["run_id"]),
+        ).fetchall()
+    assert notes == [(f"data date {RUN_DATE}",)]
+
+
 def test_the_console_has_a_line_per_task_start_and_end(
     first_run: JobRun, airflow_project: Path
 ) -> None:
@@ -216,7 +233,9 @@ def test_training_shows_a_rate_line_per_epoch_under_its_task(first_run: JobRun) 
     assert len(epochs) == 2, console[start : end + 1]
     for number, line in enumerate(epochs, start=1):
         assert re.fullmatch(
-            rf"epoch {number}: loss [\d.]+, valid ndcg@10 [\d.]+, [\d.]+ s \(\d+ windows/s\)", line
+            rf"epoch {number}: loss [\d.]+, valid ndcg@10 [\d.]+ ±[\d.]+, "
+            rf"[\d.]+ s \(\d+ windows/s\)",
+            line,
         )
 
 

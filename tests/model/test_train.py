@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,9 +13,10 @@ from pipelines.core.contracts import schema_text
 from pipelines.core.errors import InputError
 from pipelines.core.io import sha256_file
 from pipelines.core.params import PrepareConfig, TrainConfig
+from pipelines.data.prepared import load_prepared
 from pipelines.data.sequences import left_pad
 from pipelines.model.sasrec import SASRec
-from pipelines.model.training.loop import TrainResult, train
+from pipelines.model.training.loop import TrainResult, train, valid_sample
 from pipelines.model.training.metrics import TrainingMetrics, read_training_metrics
 from tests.model.conftest import RUN
 
@@ -50,7 +52,7 @@ def test_outputs_of_a_run(trained: tuple[TrainResult, Path]) -> None:
     assert csv_lines[0].startswith("epoch,loss,valid_hr@10,valid_ndcg@10")
     assert len(csv_lines) == result.epochs_run + 1
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["schema_version"] == 2
+    assert metrics["schema_version"] == 3
     assert metrics["test"] == result.test
     assert set(metrics["baselines"]) == {"most_popular", "item_transition"}
     assert metrics["baselines"]["most_popular"] == result.baselines["most_popular"]
@@ -182,7 +184,7 @@ def test_invalid_metrics_are_refused_naming_the_field(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"metrics\.json not found"):
         read_training_metrics(tmp_path)
     (tmp_path / "metrics.json").write_text(
-        json.dumps({"schema_version": 2, "best_epoch": "3", "test": {"hr@10": 0.5}})
+        json.dumps({"schema_version": 3, "best_epoch": "3", "test": {"hr@10": 0.5}})
     )
     with pytest.raises(InputError, match="not a valid training metrics document") as info:
         read_training_metrics(tmp_path)
@@ -300,3 +302,81 @@ def test_on_epoch_sees_every_epoch_row(tiny_prepared: Path, tmp_path: Path) -> N
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert rows == history
     assert [row["epoch"] for row in rows] == [1, 2]
+
+
+# ---------------------------------------------------------------------- sampled validation
+def test_the_validation_sample_is_fixed_by_the_seed_and_every_user_when_small() -> None:
+    assert valid_sample(500, None, 1).rows is None
+    assert valid_sample(500, 500, 1).rows is None and valid_sample(500, 900, 1).users == 500
+    drawn = valid_sample(500, 100, 7)
+    assert drawn.rows is not None and drawn.to_json() == {"users": 100, "of": 500, "seed": 7}
+    assert list(drawn.rows) == sorted(set(drawn.rows.tolist()))
+    assert drawn.rows.min() >= 0 and drawn.rows.max() < 500
+    again = valid_sample(500, 100, 7).rows
+    assert again is not None and (drawn.rows == again).all()
+    other = valid_sample(500, 100, 8).rows
+    assert other is not None and not (drawn.rows == other).all()
+
+
+def test_standard_errors_are_the_users_spread_over_root_n() -> None:
+    from pipelines.model.ranking import (
+        batch_metric_values,
+        mask_scores,
+        ranking_metrics,
+        ranking_moments,
+    )
+
+    generator = torch.Generator().manual_seed(3)
+    table = torch.randn(60, 41, generator=generator)
+
+    def score(history: torch.Tensor) -> torch.Tensor:
+        # a fixed score table looked up by the last item: each user gets another ranking
+        return table[history[:, -1] % 60]
+
+    histories = [np.array([1 + (u * 7) % 40, 1 + u % 40]) for u in range(60)]
+    targets = np.array([1 + (u * 13) % 40 for u in range(60)])
+    means, errors = ranking_moments(score, histories, targets, batch_size=16)
+    assert means == ranking_metrics(score, histories, targets, batch_size=16)
+    history = torch.from_numpy(left_pad(histories, 2))
+    values = batch_metric_values(mask_scores(score(history)), torch.from_numpy(targets))
+    for name, per_user in values.items():
+        spread = per_user.numpy()
+        assert means[name] == pytest.approx(spread.mean())
+        assert errors[name] == pytest.approx(spread.std(ddof=1) / np.sqrt(len(spread)))
+    assert errors["ndcg@10"] > 0
+
+
+def test_a_sampled_validation_is_named_in_the_history_and_the_metrics(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    result = train(_cfg(epochs=2, valid_users=200), RUN, tiny_prepared, tmp_path)
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [row["valid_users"] for row in history] == [200, 200]
+    assert all(0 < row["valid_ci95"]["ndcg@10"] < 0.2 for row in history)
+    metrics = read_training_metrics(tmp_path)
+    of = len(load_prepared(tiny_prepared).valid_target)
+    assert metrics.best_valid_users is not None
+    assert metrics.best_valid_users.model_dump() == {"users": 200, "of": of, "seed": RUN.seed}
+    tests = len(load_prepared(tiny_prepared).test_target)
+    assert metrics.test_users.model_dump() == {"users": tests, "of": tests, "seed": None}
+    assert result.test == metrics.test.model_dump(by_alias=True)
+
+
+def test_a_sample_as_large_as_the_split_changes_no_byte(
+    tiny_prepared: Path, tmp_path: Path
+) -> None:
+    """The default sample size leaves a run on fewer users than it unchanged: every user."""
+    every = len(load_prepared(tiny_prepared).valid_target)
+    for name, size in (("all", None), ("default", every)):
+        train(_cfg(epochs=2, valid_users=size), RUN, tiny_prepared, tmp_path / name)
+    for output in ("metrics.json", "history.jsonl", "checkpoints/best.pt"):
+        assert sha256_file(tmp_path / "all" / output) == sha256_file(
+            tmp_path / "default" / output
+        ), output
+    # model.pt differs only in the config it carries (the setting itself)
+    saved = [
+        torch.load(tmp_path / name / "model.pt", weights_only=True) for name in ("all", "default")
+    ]
+    assert saved[0]["config"] == {**saved[1]["config"], "valid_users": None}
+    assert saved[0]["model"].keys() == saved[1]["model"].keys()
+    assert all(torch.equal(saved[0]["model"][k], saved[1]["model"][k]) for k in saved[0]["model"])

@@ -56,6 +56,9 @@ class TrainConfig(StrictModel):
     ties: Literal["index", "topk"] = "index"
     eval_every: int = Field(1, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
+    # per-epoch validation scores a fixed sample of this many validation users, drawn once with
+    # the run's seed (None: every user); the final test and the gate score every user
+    valid_users: int | None = Field(20_000, ge=2)
     # torch intra-op threads per process; None: torch's default
     threads: int | None = Field(None, ge=1)
     progress: bool = True

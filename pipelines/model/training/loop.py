@@ -6,12 +6,19 @@ prepare stage and writes into ``out`` (rank 0 only):
 - ``checkpoints/last.pt`` every epoch and ``checkpoints/best.pt`` on improvement
   (``pipelines.model.training.checkpoint``); a rerun resumes from ``last.pt``, a finished run is
   not trained again;
-- ``history.jsonl`` and ``plots/train.csv``: one row per epoch (loss, validation metrics);
+- ``history.jsonl`` and ``plots/train.csv``: one row per epoch (loss, validation metrics; in
+  ``history.jsonl`` also the users scored and the 95 % confidence half-width of NDCG@10);
 - ``model.pt``: the best weights with the model spec and config;
 - ``metrics.json`` (:class:`~pipelines.model.training.metrics.TrainingMetrics`) and its schema
   ``metrics.schema.json``: test metrics of the best model beside the most-popular and
   item-to-item transition baselines, and the protocol that scored them (``mask_history``,
   ``ties``): numbers of different protocols are not comparable.
+
+Each epoch's validation scores a fixed sample of ``train.valid_users`` validation users, drawn
+once with the run's seed (every user where the split has no more), so that judging an epoch
+costs a bounded share of it on a large catalog; the confidence interval in the training log says
+how far the sample's NDCG@10 may be from every user's. The final test and the baselines score
+every test user, and ``metrics.json`` names the users behind each figure.
 
 Under ``torchrun`` every rank trains on its shard of the windows (``DistributedSampler``), rank 0
 evaluates and broadcasts the early-stopping decision. Backend: NCCL when CUDA is available,
@@ -45,7 +52,7 @@ from pipelines.core.io import write_text
 from pipelines.core.params import RunConfig, TrainConfig
 from pipelines.data.prepared import Prepared, load_prepared, prepared_fingerprint
 from pipelines.model.baselines import ItemTransition, MostPopular, item_counts
-from pipelines.model.ranking import metric_names, ranking_metrics
+from pipelines.model.ranking import metric_names, ranking_metrics, ranking_moments
 from pipelines.model.sasrec import (
     ModelSpec,
     SASRec,
@@ -65,6 +72,7 @@ from pipelines.model.training.metrics import (
     RankingMetrics,
     ScoringProtocol,
     TrainingMetrics,
+    UserSample,
 )
 
 log = logging.getLogger("recflow.train")
@@ -152,12 +160,82 @@ def _evaluate(
     return _round(metrics)
 
 
+# two-sided 95 % normal quantile: the half-width of a confidence interval is this many standard
+# errors
+Z_95 = 1.959964
+
+
+@dataclass(frozen=True)
+class EpochTiming:
+    """Where an epoch's time went (rank 0's clock)."""
+
+    epoch: int
+    train_s: float
+    valid_s: float | None
+    """None: the epoch was not evaluated."""
+    valid_users: int
+
+
+@dataclass(frozen=True)
+class ValidSample:
+    """The validation users every epoch scores.
+
+    Attributes:
+        rows: Their row numbers in the validation split, ascending; None: every user.
+        of: Users in the validation split.
+        seed: The seed that drew them; None when every user is scored.
+    """
+
+    rows: np.ndarray | None
+    of: int
+    seed: int | None
+
+    @property
+    def users(self) -> int:
+        """Users scored each epoch."""
+        return self.of if self.rows is None else len(self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"users": self.users, "of": self.of, "seed": self.seed}
+
+
+def valid_sample(users: int, size: int | None, seed: int) -> ValidSample:
+    """A fixed sample of ``size`` of ``users`` validation users, drawn once with ``seed`` (its own
+    generator: the training's random streams are not touched); every user when ``size`` is None
+    or not smaller."""
+    if size is None or size >= users:
+        return ValidSample(None, users, None)
+    rows = np.random.default_rng(seed).choice(users, size=size, replace=False)
+    return ValidSample(np.sort(rows), users, seed)
+
+
+def evaluate_sample(
+    model: SASRec,
+    cfg: TrainConfig,
+    histories: list[np.ndarray],
+    targets: np.ndarray,
+) -> tuple[dict[str, float], float]:
+    """Validation metrics and the 95 % confidence half-width of the selection metric."""
+    model.eval()
+    means, errors = ranking_moments(
+        model.score,
+        histories,
+        targets,
+        batch_size=cfg.eval_batch_size,
+        mask_history=cfg.mask_history,
+        device=next(model.parameters()).device,
+        ties=cfg.ties,
+    )
+    return _round(means), round(Z_95 * errors[SELECTION_METRIC], 6)
+
+
 def train(
     cfg: TrainConfig,
     run: RunConfig,
     prepared: Path,
     out: Path,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_timing: Callable[[EpochTiming], None] | None = None,
 ) -> TrainResult:
     """Train SASRec with early stopping on validation NDCG@10 and write the results to ``out``.
 
@@ -171,6 +249,9 @@ def train(
         out: Output folder (written by rank 0 only).
         on_epoch: Called on rank 0 with each epoch's history row (loss, validation metrics)
             once its checkpoint is written; benchmarks use it to time the way to a quality.
+        on_timing: Called on rank 0 with each epoch's seconds of training and of validation,
+            before its checkpoint is written (the times stay out of the outputs, which a rerun
+            reproduces byte for byte).
 
     Returns:
         The best epoch, its validation metrics, and test metrics beside the baselines.
@@ -183,7 +264,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     ctx = init_distributed()
     try:
-        return _train(cfg, run, prepared, out, ctx, on_epoch)
+        return _train(cfg, run, prepared, out, ctx, on_epoch, on_timing)
     finally:
         if ctx.initialised and dist.is_initialized():
             dist.destroy_process_group()
@@ -252,6 +333,7 @@ def _train(
     out: Path,
     ctx: Dist,
     on_epoch: Callable[[dict[str, Any]], None] | None,
+    on_timing: Callable[[EpochTiming], None] | None = None,
 ) -> TrainResult:
     seed = run.seed if cfg.seed is None else cfg.seed
     cuda = torch.cuda.is_available()
@@ -288,6 +370,18 @@ def _train(
         rows, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed
     )
     valid_inputs = data.model_inputs("valid", model.spec.event_types)
+    valid_targets = data.valid_target
+    sample = valid_sample(len(valid_inputs), cfg.valid_users, seed)
+    if sample.rows is not None:
+        valid_inputs = [valid_inputs[row] for row in sample.rows]
+        valid_targets = valid_targets[sample.rows]
+    if ctx.main:
+        log.info(
+            "validation each epoch on %s of %s users%s",
+            f"{sample.users:,}",
+            f"{sample.of:,}",
+            f" (a sample drawn with seed {sample.seed})" if sample.rows is not None else "",
+        )
     epoch = int(state["epoch"])
     while epoch < cfg.epochs and not state["stopped"]:
         epoch += 1
@@ -301,11 +395,17 @@ def _train(
 
         row: dict[str, Any] = {"epoch": epoch, "loss": round(loss, 6)}
         decision = torch.zeros(1, dtype=torch.int64, device=device if cuda else "cpu")
+        valid_s: float | None = None
         if ctx.main:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                valid_started = time.perf_counter()
                 # with a weight average, it is what is judged and kept
                 with average.applied(model) if average is not None else nullcontext():
-                    row["valid"] = _evaluate(model, cfg, valid_inputs, data.valid_target)
+                    row["valid"], half_width = evaluate_sample(
+                        model, cfg, valid_inputs, valid_targets
+                    )
+                    row["valid_ci95"] = {SELECTION_METRIC: half_width}
+                    row["valid_users"] = sample.users
                     if row["valid"][SELECTION_METRIC] > state["best_metric"]:
                         state.update(
                             best_metric=row["valid"][SELECTION_METRIC],
@@ -316,16 +416,21 @@ def _train(
                         save(out / "checkpoints" / "best.pt", best)
                     else:
                         state["bad_evals"] += 1
+                valid_s = time.perf_counter() - valid_started
                 decision[0] = int(state["bad_evals"] >= cfg.patience)
+            interval = row.get("valid_ci95", {}).get(SELECTION_METRIC)
             log.info(
-                "epoch %d: loss %.4f, valid %s %s, %.2f s (%.0f windows/s)",
+                "epoch %d: loss %.4f, valid %s %s%s, %.2f s (%.0f windows/s)",
                 epoch,
                 loss,
                 SELECTION_METRIC,
                 row.get("valid", {}).get(SELECTION_METRIC, "-"),
+                f" ±{interval:.4f}" if interval is not None else "",
                 seconds,
                 sampler.num_samples * ctx.world / max(seconds, 1e-9),
             )
+            if on_timing is not None:
+                on_timing(EpochTiming(epoch, seconds, valid_s, sample.users))
         if ctx.world > 1:
             dist.broadcast(decision, src=0)
         state.update(stopped=bool(decision[0]), epoch=epoch, history=[*state["history"], row])
@@ -355,7 +460,7 @@ def _train(
             # no rank starts the next epoch (or may crash in it) before last.pt is complete
             dist.barrier()
 
-    result = _finish(cfg, model, data, out, state, resumed_from) if ctx.main else None
+    result = _finish(cfg, model, data, out, state, resumed_from, sample) if ctx.main else None
     if ctx.world > 1:
         # every rank returns rank 0's result
         box = [result]
@@ -372,6 +477,7 @@ def _finish(
     out: Path,
     state: dict[str, Any],
     resumed_from: int,
+    sample: ValidSample,
 ) -> TrainResult:
     best_path = out / "checkpoints" / "best.pt"
     if best_path.is_file():
@@ -423,7 +529,9 @@ def _finish(
         epochs_run=result.epochs_run,
         stopped_early=result.stopped_early,
         best_valid=RankingMetrics.model_validate(best_valid) if best_valid else None,
+        best_valid_users=UserSample(**sample.to_json()) if best_valid else None,
         test=RankingMetrics.model_validate(test),
+        test_users=UserSample(users=len(data.test_target), of=len(data.test_target), seed=None),
         baselines=Baselines(
             most_popular=RankingMetrics.model_validate(baselines["most_popular"]),
             item_transition=RankingMetrics.model_validate(baselines["item_transition"]),

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field
 from pipelines.core.contracts import Contract, read_contract
 
 METRICS = "metrics.json"
-TRAINING_METRICS_VERSION: Final = 2
+TRAINING_METRICS_VERSION: Final = 3
 
 
 class RankingMetrics(Contract):
@@ -51,10 +51,21 @@ class ScoringProtocol(Contract):
     """How equal scores were ordered (``pipelines.model.ranking``)."""
 
 
+class UserSample(Contract):
+    """The users behind a figure."""
+
+    users: int
+    """Users scored."""
+    of: int
+    """Users in the split."""
+    seed: int | None
+    """The seed that drew a sample of them; null when every user was scored."""
+
+
 class TrainingMetrics(Contract):
     """``metrics.json`` of the train stage: the best model's quality beside the baselines."""
 
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     """Version of this layout; a reader refuses another one."""
     protocol: ScoringProtocol
     """The protocol of every number below."""
@@ -65,8 +76,12 @@ class TrainingMetrics(Contract):
     """True when training stopped for want of a validation gain (``train.patience``)."""
     best_valid: RankingMetrics | None
     """Validation metrics of the best epoch; null when no epoch was evaluated."""
+    best_valid_users: UserSample | None
+    """The validation users they are over (``train.valid_users``: a seeded sample of them)."""
     test: RankingMetrics
     """Test metrics of the best model."""
+    test_users: UserSample
+    """The test users they and the baselines are over: every one."""
     baselines: Baselines
 
 
