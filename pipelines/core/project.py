@@ -37,7 +37,7 @@ def copy_project(dest: Path, root: Path = PROJECT_ROOT) -> Path:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     # a copy starts without the last run's form: its params.yaml alone decides
-    from pipelines.core.params.run_form import write_overlay
+    from pipelines.core.params.loading import write_overlay
 
     if (dest / "params.yaml").is_file():
         write_overlay(dest / "params.yaml", {})

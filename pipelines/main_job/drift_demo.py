@@ -65,7 +65,7 @@ from ruamel.yaml.events import (
 
 from pipelines.core.errors import RecflowError
 from pipelines.core.params import ConfigError, Params, load_params
-from pipelines.core.params.run_form import set_run
+from pipelines.core.params.loading import set_run
 from pipelines.core.project import PROJECT_ROOT, interpreter_env
 from pipelines.core.run_date import mapping_value
 from pipelines.core.waiting import wait_until

@@ -30,7 +30,8 @@ from typing import Any
 
 from pipelines.core.cli import run_cli, stage_parser
 from pipelines.core.params import ConfigError
-from pipelines.core.params.run_form import form_date, set_run
+from pipelines.core.params.loading import set_run
+from pipelines.core.params.run_form import form_date
 from pipelines.core.run_date import parse_logical_date
 from pipelines.stages.table import LOGICAL_DATE_ENV
 

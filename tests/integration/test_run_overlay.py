@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pipelines.core.params import load_params
-from pipelines.core.params.run_form import write_overlay
+from pipelines.core.params.loading import write_overlay
 from tests.integration.project import TINY_OVERRIDES, copy_project, dvc, project_env
 
 pytestmark = pytest.mark.slow

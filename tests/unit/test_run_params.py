@@ -19,14 +19,13 @@ import pytest
 import yaml
 
 from pipelines.core.params import ConfigError, load_params
+from pipelines.core.params.loading import set_run, write_overlay
 from pipelines.core.params.run_form import (
     RUN_KEYS,
     overlay_lock,
     overlay_path,
     overlay_text,
     read_overlay,
-    set_run,
-    write_overlay,
 )
 from pipelines.core.run_date import parse_logical_date, set_logical_date
 from pipelines.stages.set_logical_date import main

@@ -6,6 +6,7 @@ beside it: the values of the current run's trigger form (:mod:`pipelines.core.pa
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping
@@ -28,7 +29,15 @@ from pipelines.core.params.execution import AirflowConfig, ExecutionConfig
 from pipelines.core.params.gate import EvaluateConfig
 from pipelines.core.params.monitor import MonitorConfig
 from pipelines.core.params.registry import RegistryConfig, StoresConfig
-from pipelines.core.params.run_form import apply_overlay, overlay_path, read_overlay
+from pipelines.core.params.run_form import (
+    apply_overlay,
+    overlay_path,
+    overlay_text,
+    read_overlay,
+    read_values,
+    replace_overlay,
+    run_values,
+)
 from pipelines.core.params.serving import OptimizeConfig, ServeConfig
 from pipelines.core.params.training import TrainConfig
 
@@ -177,3 +186,43 @@ def with_json_overrides(params: Params, section: str, text: str, flag: str, wher
     if not isinstance(extra, dict):
         raise ConfigError(f"{flag} must be a JSON object")
     return with_overrides(params, section, extra, f"{flag} over {where}")
+
+
+def set_run(
+    params_path: Path | str, form: Mapping[str, Any], logical_date: dt.date | None
+) -> dict[str, Any]:
+    """Write the overlay of a run: the form's values over ``params.yaml`` (see
+    :func:`pipelines.core.params.run_form.run_values`).
+
+    Returns:
+        The values the overlay now sets.
+
+    Raises:
+        ConfigError: The params file, a form field or the resulting params are invalid.
+    """
+    params_path = Path(params_path)
+    base = load_params(params_path, overlay=False)
+    values = run_values(
+        form, base.model_dump(by_alias=True), logical_date, params_path.resolve().parent
+    )
+    write_overlay(params_path, values)
+    return values
+
+
+def write_overlay(params_path: Path | str, values: Mapping[str, Any]) -> bool:
+    """Replace the overlay beside ``params_path`` with one that sets exactly ``values``.
+
+    Under the overlay's lock, atomically; the same content writes nothing.
+
+    Returns:
+        True when the file changed.
+
+    Raises:
+        ConfigError: ``values`` names a key a run may not set, or the params file with the new
+            overlay does not pass the strict checks (nothing is written then).
+    """
+    params_path = Path(params_path)
+    path = overlay_path(params_path)
+    text = overlay_text(values)
+    params_with(params_path, read_values(text, path), str(path))
+    return replace_overlay(path, text, values, params_path.name)

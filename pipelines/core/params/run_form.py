@@ -36,15 +36,12 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from pipelines.core.params.base import ConfigError
 from pipelines.core.params.data import IngestConfig
-
-if TYPE_CHECKING:
-    from pipelines.core.params.loading import Params
 
 log = logging.getLogger("recflow.run_form")
 
@@ -195,14 +192,18 @@ def _form_source(value: Any, root: Path) -> dict[str, Any]:
 
 
 def run_values(
-    form: Mapping[str, Any], base: Params, logical_date: dt.date | None, root: Path
+    form: Mapping[str, Any],
+    base: Mapping[str, Any],
+    logical_date: dt.date | None,
+    root: Path,
 ) -> dict[str, Any]:
     """The overlay values of a run: the form's values that differ from ``base``.
 
     Args:
         form: The trigger form, parsed from JSON (fields :data:`FORM_FIELDS`; null or absent:
             params.yaml's value). The DAG's own fields (:data:`DAG_FIELDS`) are ignored.
-        base: ``params.yaml`` alone, without an overlay.
+        base: ``params.yaml`` alone, without an overlay, as validated and dumped by its keys
+            (``Params.model_dump(by_alias=True)``).
         logical_date: The run's date when the form's ``data_date`` is null (the DAG run's
             date); None: the form must give one.
         root: The project root, where a form's source path must exist.
@@ -226,11 +227,10 @@ def run_values(
         "train.epochs": _form_int(form, "epochs", None),
         "train.nproc_per_node": _form_int(form, "nproc_per_node", _MAX_NPROC),
     }
-    current = base.model_dump(by_alias=True)
     values = {}
     for dotted, value in wanted.items():
         section, key = dotted.split(".", 1)
-        if value is not None and current[section][key] != value:
+        if value is not None and base[section][key] != value:
             values[dotted] = value
     return values
 
@@ -283,24 +283,19 @@ def overlay_lock(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def write_overlay(params_path: Path | str, values: Mapping[str, Any]) -> bool:
-    """Replace the overlay beside ``params_path`` with one that sets exactly ``values``.
+def replace_overlay(path: Path, text: str, values: Mapping[str, Any], source: str) -> bool:
+    """Replace the overlay at ``path`` with ``text`` (checked by the caller: ``loading``'s
+    ``write_overlay``), under its lock and atomically; the same content writes nothing.
 
-    Under the overlay's lock, atomically; the same content writes nothing.
+    Args:
+        path: The overlay file.
+        text: Its new text (:func:`overlay_text` of ``values``).
+        values: The values it sets, for the log line.
+        source: The params file's name, for the log line.
 
     Returns:
         True when the file changed.
-
-    Raises:
-        ConfigError: ``values`` names a key a run may not set, or the params file with the new
-            overlay does not pass the strict checks (nothing is written then).
     """
-    from pipelines.core.params.loading import params_with  # loading imports this module
-
-    params_path = Path(params_path)
-    path = overlay_path(params_path)
-    text = overlay_text(values)
-    params_with(params_path, read_values(text, path), str(path))
     with overlay_lock(path):
         try:
             if path.read_text(encoding="utf-8") == text:
@@ -310,25 +305,5 @@ def write_overlay(params_path: Path | str, values: Mapping[str, Any]) -> bool:
             pass
         _replace(path, text)
     shown = ", ".join(f"{k}={_plain(v)}" for k, v in values.items()) or "none"
-    log.info("run overlay %s: %s (all else from %s)", path, shown, params_path.name)
+    log.info("run overlay %s: %s (all else from %s)", path, shown, source)
     return True
-
-
-def set_run(
-    params_path: Path | str, form: Mapping[str, Any], logical_date: dt.date | None
-) -> dict[str, Any]:
-    """Write the overlay of a run: the form's values over ``params.yaml`` (see :func:`run_values`).
-
-    Returns:
-        The values the overlay now sets.
-
-    Raises:
-        ConfigError: The params file, a form field or the resulting params are invalid.
-    """
-    from pipelines.core.params.loading import load_params  # loading imports this module
-
-    params_path = Path(params_path)
-    base = load_params(params_path, overlay=False)
-    values = run_values(form, base, logical_date, params_path.resolve().parent)
-    write_overlay(params_path, values)
-    return values
