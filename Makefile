@@ -76,10 +76,10 @@ drift-demo: setup ## Day 1 deploys; day 2 drifts (category_shift 0.5): the monit
 	@$(BIN)/python -m pipelines.main_job.drift_demo $(DRIFT_DEMO_ARGS)
 
 test: setup ## Run the whole test suite (unit, data, model, serving, registry, rollout, dags, integration)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup ## Run the tests not marked slow
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: setup ## ruff lint and format check, import contracts, mypy on pipelines/ and plugins/, hadolint
 	$(BIN)/ruff check .

@@ -18,10 +18,13 @@ def set_note(dag_id: str, run_id: str, note: str) -> bool:
     """Set the note of run ``run_id`` of ``dag_id``; False where there is no such run."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     with create_session() as session:
-        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        run = (
+            session.query(DagRun)
+            .filter(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            .one_or_none()
+        )
         if run is None:
             return False
         run.note = note
