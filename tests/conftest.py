@@ -18,4 +18,3 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 def project_root() -> Path:
     """The repository root."""
     return PROJECT_ROOT
-
