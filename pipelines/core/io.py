@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,64 @@ def write_json(target: Path | str, payload: Any) -> None:
     write_text(target, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
+# Rows per Parquet row group: pyarrow's default, named so that a file written in pieces
+# (write_parquet_stream) has the same row groups, and so the same bytes, as one written whole.
+ROW_GROUP_ROWS = 1024 * 1024
+_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "write_statistics": True,
+    "store_schema": True,
+}
+
+
 def write_parquet(target: Path | str, table: pa.Table) -> None:
     """Write ``table`` to ``target`` atomically, with settings that give the same bytes on rerun."""
     with atomic_path(target) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, **_PARQUET_OPTIONS)
+
+
+def write_parquet_stream(
+    target: Path | str, schema: pa.Schema, tables: Iterable[pa.Table | pa.RecordBatch]
+) -> int:
+    """Write the rows of ``tables``, in order, to ``target`` atomically, holding at most about
+    one row group (:data:`ROW_GROUP_ROWS` rows) besides the piece being read.
+
+    The file has the same bytes as :func:`write_parquet` of all the rows concatenated, however
+    the rows arrive in pieces: the rows are regrouped into whole row groups of one chunk each.
+
+    Args:
+        target: The file.
+        schema: Schema of every piece (and of the file, even with no rows).
+        tables: The pieces, tables or record batches, in row order.
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        ValueError: A piece's schema differs from ``schema``.
+    """
+    rows = 0
+    with atomic_path(target) as tmp, pq.ParquetWriter(tmp, schema, **_PARQUET_OPTIONS) as writer:
+        pending: list[pa.Table] = []
+        held = 0
+        for piece in tables:
+            table = pa.Table.from_batches([piece]) if isinstance(piece, pa.RecordBatch) else piece
+            if not table.schema.equals(schema):
+                raise ValueError(f"a piece's schema {table.schema} differs from {schema}")
+            pending.append(table)
+            held += table.num_rows
+            while held >= ROW_GROUP_ROWS:
+                whole = pa.concat_tables(pending)
+                group = whole.slice(0, ROW_GROUP_ROWS).combine_chunks()
+                writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+                rows += group.num_rows
+                rest = whole.slice(ROW_GROUP_ROWS)
+                pending, held = [rest], rest.num_rows
+        if held or rows == 0:
+            whole = pa.concat_tables(pending) if pending else schema.empty_table()
+            writer.write_table(whole.combine_chunks(), row_group_size=ROW_GROUP_ROWS)
+            rows += whole.num_rows
+    return rows
 
 
 def read_parquet(

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from pipelines.core import io
 from pipelines.core.io import atomic_dir, atomic_path, sha256_file, write_json, write_parquet
 
 
@@ -57,3 +59,42 @@ def test_json_and_parquet_writes_are_deterministic(tmp_path: Path) -> None:
     write_parquet(tmp_path / "one.parquet", table)
     write_parquet(tmp_path / "two.parquet", table)
     assert sha256_file(tmp_path / "one.parquet") == sha256_file(tmp_path / "two.parquet")
+
+
+@pytest.mark.parametrize("piece_rows", [1, 7, 300, 1000, 2500])
+def test_parquet_written_in_pieces_has_the_bytes_of_one_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece_rows: int
+) -> None:
+    monkeypatch.setattr(io, "ROW_GROUP_ROWS", 1000)
+    rows = 2345
+    table = pa.table(
+        {
+            "n": pa.array(range(rows), pa.int64()),
+            "s": pa.array([f"u{i % 97:04d}" for i in range(rows)]),
+        }
+    )
+    io.write_parquet(tmp_path / "whole.parquet", table)
+    pieces = (table.slice(start, piece_rows) for start in range(0, rows, piece_rows))
+    written = io.write_parquet_stream(tmp_path / "pieces.parquet", table.schema, pieces)
+    assert written == rows
+    assert pq.ParquetFile(tmp_path / "pieces.parquet").metadata.num_row_groups == 3
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    assert (tmp_path / "pieces.parquet").read_bytes() == whole
+
+
+def test_parquet_stream_of_nothing_is_the_empty_table(tmp_path: Path) -> None:
+    schema = pa.schema([("n", pa.int64())])
+    io.write_parquet(tmp_path / "whole.parquet", schema.empty_table())
+    assert io.write_parquet_stream(tmp_path / "pieces.parquet", schema, []) == 0
+    whole = (tmp_path / "whole.parquet").read_bytes()
+    assert (tmp_path / "pieces.parquet").read_bytes() == whole
+
+
+def test_parquet_stream_refuses_a_piece_of_another_schema_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    schema = pa.schema([("n", pa.int64())])
+    other = pa.table({"n": pa.array([1.5])})
+    with pytest.raises(ValueError, match="schema"):
+        io.write_parquet_stream(tmp_path / "out.parquet", schema, [other])
+    assert list(tmp_path.iterdir()) == []
