@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -29,6 +29,21 @@ KS: tuple[int, ...] = (10, 20)
 METRIC_NAMES: tuple[str, ...] = ("hr", "ndcg", "mrr")
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@runtime_checkable
+class SparseRanker(Protocol):
+    """A scorer that also ranks targets without scoring every item: ``target_ranks`` returns
+    exactly what :func:`target_ranks` gives on its masked float32 scores (the ``"index"`` rule),
+    and :func:`ranking_moments` uses it instead of the dense scores."""
+
+    def __call__(self, history: torch.Tensor) -> torch.Tensor: ...
+
+    def target_ranks(
+        self, history: torch.Tensor, targets: torch.Tensor, *, mask_history: bool
+    ) -> torch.Tensor: ...
+
+
 Ties = Literal["index", "topk"]
 TIES: tuple[Ties, ...] = ("index", "topk")
 
@@ -59,11 +74,16 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B]`` float ranks; ``inf`` for a target scored ``-inf``.
     """
-    target_scores = scores.gather(1, targets.long().unsqueeze(1))
-    above = (scores > target_scores).sum(1)
-    items = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0)
-    tied_before = ((scores == target_scores) & (items < targets.long().unsqueeze(1))).sum(1)
-    ranks = (above + tied_before).double()
+    targets = targets.long()
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    ranks = (scores > target_scores).sum(1).double()
+    # equal scores are rare for a model: only the rows that have them (beside the target
+    # itself) look at item indices
+    tied = ((scores == target_scores).sum(1) > 1).nonzero().squeeze(1)
+    if len(tied):
+        items = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0)
+        before = (scores[tied] == target_scores[tied]) & (items < targets[tied].unsqueeze(1))
+        ranks[tied] += before.sum(1).double()
     return ranks.masked_fill(torch.isneginf(target_scores.squeeze(1)), math.inf)
 
 
@@ -167,6 +187,7 @@ def ranking_metrics(
 
     Args:
         score_fn: Maps a left-padded ``[B, L]`` history batch to ``[B, n_items + 1]`` scores.
+            A :class:`SparseRanker` ranks the targets itself under the ``"index"`` rule.
         histories: Each user's history, oldest step first.
         targets: Each user's target item.
         batch_size: Users scored at once.
@@ -226,10 +247,15 @@ def ranking_moments(
         chunk = histories[start : start + batch_size]
         width = max(1, max(len(h) for h in chunk))
         history = torch.from_numpy(left_pad(chunk, width)).to(device)
-        scores = score_fn(history).float()
-        scores = mask_scores(scores, history if mask_history else None)
         batch_targets = torch.from_numpy(target_array[start : start + batch_size]).to(device)
-        for name, values in batch_metric_values(scores, batch_targets, ks, ties).items():
+        if ties == "index" and isinstance(score_fn, SparseRanker):
+            ranks = score_fn.target_ranks(history, batch_targets, mask_history=mask_history)
+            values_by_name = per_user_metrics(ranks, ks)
+        else:
+            scores = score_fn(history).float()
+            scores = mask_scores(scores, history if mask_history else None)
+            values_by_name = batch_metric_values(scores, batch_targets, ks, ties)
+        for name, values in values_by_name.items():
             totals[name] += float(values.sum())
             squares[name] += float((values * values).sum())
     count = len(histories)

@@ -184,3 +184,22 @@ def test_evaluate_rejects_an_unknown_tie_rule() -> None:
         ranking_metrics(_fixed_scores, [[1]], [3], ties="random")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ties must be one of"):
         batch_metric_sums(torch.zeros(1, 3), torch.tensor([1]), ties="random")  # type: ignore[arg-type]
+
+
+def test_target_ranks_count_ties_by_index_only_where_there_are_ties() -> None:
+    # scores on a coarse grid: most rows have items tied with their target, some do not;
+    # a few targets are -inf (masked): misses
+    generator = torch.Generator().manual_seed(4)
+    scores = torch.randint(0, 40, (300, 60), generator=generator).float()
+    scores[:150] += torch.rand(150, 60, generator=generator)  # ties rare in these rows
+    scores[:, 0] = float("-inf")
+    targets = torch.randint(1, 60, (300,), generator=generator)
+    scores[torch.arange(0, 300, 17), targets[::17]] = float("-inf")
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    items = torch.arange(60).unsqueeze(0)
+    ahead = (scores > target_scores) | ((scores == target_scores) & (items < targets[:, None]))
+    expected = ahead.sum(1).double()
+    expected[torch.isneginf(target_scores.squeeze(1))] = math.inf
+    ranks = target_ranks(scores, targets)
+    assert torch.equal(ranks, expected)
+    assert (ranks[150:] != (scores[150:] > target_scores[150:]).sum(1)).any()

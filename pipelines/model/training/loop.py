@@ -143,23 +143,6 @@ def _build_model(cfg: TrainConfig, data: Prepared, device: torch.device) -> SASR
     return SASRec(spec, data.item_category if cfg.category_feature else None).to(device)
 
 
-def _evaluate(
-    model: SASRec, cfg: TrainConfig, histories: list[np.ndarray], targets: np.ndarray
-) -> dict[str, float]:
-    model.eval()
-    device = next(model.parameters()).device
-    metrics = ranking_metrics(
-        model.score,
-        histories,
-        targets,
-        batch_size=cfg.eval_batch_size,
-        mask_history=cfg.mask_history,
-        device=device,
-        ties=cfg.ties,
-    )
-    return _round(metrics)
-
-
 # two-sided 95 % normal quantile: the half-width of a confidence interval is this many standard
 # errors
 Z_95 = 1.959964
@@ -215,7 +198,8 @@ def evaluate_sample(
     histories: list[np.ndarray],
     targets: np.ndarray,
 ) -> tuple[dict[str, float], float]:
-    """Validation metrics and the 95 % confidence half-width of the selection metric."""
+    """Metrics of ``model`` on the given users (a validation sample, or every test user) and the
+    95 % confidence half-width of the selection metric."""
     model.eval()
     means, errors = ranking_moments(
         model.score,
@@ -485,7 +469,7 @@ def _finish(
     best_valid: dict[str, float] = next(
         (row["valid"] for row in state["history"] if row["epoch"] == state["best_epoch"]), {}
     )
-    test = _evaluate(
+    test, _ = evaluate_sample(
         model, cfg, data.model_inputs("test", model.spec.event_types), data.test_target
     )
     baselines = {}
