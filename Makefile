@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 # imports of the large stack (Airflow, GX, DVC) are several times faster from bytecode
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup lock run airflow up down drift-demo test test-fast lint format bench bench-recbole recbole-env clean wrk prometheus serve
+.PHONY: help setup lock run airflow up down drift-demo test test-fast lint format bench bench-scale bench-recbole recbole-env clean wrk prometheus serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ format: setup ## Apply ruff formatting and autofixes
 
 bench: setup ## Rerun every benchmark; results land in benchmarks/results/
 	$(BIN)/python -m benchmarks.run_all
+
+bench-scale: setup ## Growth curve of the stages at 1M, 10M and 100M events (hours on 2 cores)
+	$(BIN)/python -m benchmarks.bench_scale
 
 recbole-env: .venv-recbole/.installed ## RecBole's own environment for the RecBole comparison
 

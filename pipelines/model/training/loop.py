@@ -469,9 +469,11 @@ def _finish(
     best_valid: dict[str, float] = next(
         (row["valid"] for row in state["history"] if row["epoch"] == state["best_epoch"]), {}
     )
+    started = time.perf_counter()
     test, _ = evaluate_sample(
         model, cfg, data.model_inputs("test", model.spec.event_types), data.test_target
     )
+    model_s = time.perf_counter() - started
     baselines = {}
     for name, scorer in (
         ("most_popular", MostPopular(data.train, data.n_items)),
@@ -487,6 +489,13 @@ def _finish(
                 ties=cfg.ties,
             )
         )
+    log.info(
+        "test: %s users scored in %.2f s (model %.2f s, baselines %.2f s)",
+        f"{len(data.test_target):,}",
+        time.perf_counter() - started,
+        model_s,
+        time.perf_counter() - started - model_s,
+    )
     save(
         out / "model.pt",
         {
