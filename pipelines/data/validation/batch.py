@@ -12,8 +12,9 @@ Reports (``result.json``, ``summary.txt`` and Data Docs under ``data_docs/``) ar
 both cases. An input that cannot be read raises ``InputError`` (the stage exits 2).
 
 Read in this order: ``inputs`` (which files), ``check`` (read them and run the suites:
-``frames``, ``batch_metrics``, ``suites``, ``runner``, ``docs``), ``failures`` and
-``reports`` (what the outcome says), then this module (where it is written).
+``partitions``, ``frames``, ``batch_wide``, ``batch_metrics``, ``suites``, ``runner``,
+``combine``, ``docs``), ``failures`` and ``reports`` (what the outcome says), then this module
+(where it is written).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Recommendation statistics of a batch, computed in pandas for the ``batch_metrics`` suite.
+"""Recommendation statistics of a batch, computed by DuckDB for the ``batch_metrics`` suite.
 
 Shares of items and users not seen in the previous batch, the share of users with few events,
 and the zone of the timestamps; a statistic that cannot be computed is left out with a note.
@@ -7,13 +7,19 @@ and the zone of the timestamps; a statistic that cannot be computed is left out 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipelines.core.params import ValidateConfig
-from pipelines.data.validation.frames import not_in
+from pipelines.data.validation.batch_wide import (
+    connect,
+    distinct_count,
+    unseen_count,
+    user_counts,
+)
 
 
 @dataclass(frozen=True)
@@ -46,69 +52,78 @@ class BatchMetrics:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
-def _share(mask: pd.Series | pd.Index) -> float:
-    return float(mask.mean()) if len(mask) else 0.0
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
 
 
-def _share_unseen(current: pd.Index, previous: pd.Series) -> float | None:
-    if not len(current):
-        return 0.0
-    unseen = not_in(pa.array(current.to_numpy(dtype=object)), pa.array(previous.dropna().unique()))
-    return None if unseen is None else pc.mean(pc.cast(unseen, pa.float64())).as_py()
+def _timezone(schema: pa.Schema) -> str | None:
+    """The zone of a timezone-aware ``timestamp`` column, named as pandas names it."""
+    if "timestamp" not in schema.names:
+        return None
+    kind = schema.field("timestamp").type
+    if not (pa.types.is_timestamp(kind) and kind.tz):
+        return None
+    dtype = pa.array([], kind).to_pandas().dtype
+    return str(dtype.tz) if isinstance(dtype, pd.DatetimeTZDtype) else None
 
 
 def compute_batch_metrics(
-    events: pd.DataFrame,
+    events: Path,
+    schema: pa.Schema,
+    rows: int,
     cfg: ValidateConfig,
-    previous: pd.DataFrame | None = None,
+    previous: Path | None = None,
     previous_name: str | None = None,
 ) -> BatchMetrics:
-    """Compute the recommendation statistics of a batch in pandas.
+    """Compute the recommendation statistics of a batch with DuckDB, in bounded memory.
 
     Args:
-        events: The batch's events (any columns; missing ones are noted, not raised).
+        events: The batch's events Parquet file (any columns; missing ones are noted).
+        schema: Its Arrow schema.
+        rows: Its row count.
         cfg: Thresholds; ``min_events_per_user`` defines "few events".
-        previous: ``user_id`` and ``item_id`` of the previous batch, or ``None`` if there is none.
+        previous: The previous batch's events file, or ``None`` if there is none.
         previous_name: Name of the previous batch, for the report.
 
     Returns:
         The statistics, with a note for each one that was skipped.
+
+    Raises:
+        InputError: DuckDB cannot read a file.
     """
     notes: list[str] = []
     users = items = None
     share_unseen_items = share_unseen_users = share_few = None
-    if events.empty:
+    if rows == 0:
         notes.append("batch has no rows: recommendation checks skipped")
         return BatchMetrics(rows=0, notes=tuple(notes), previous_batch=previous_name)
     if previous is None:
         notes.append("no previous batch: unseen item and user shares skipped")
-    if "user_id" in events.columns:
-        counts = events["user_id"].value_counts(dropna=True)
-        users = len(counts)
-        share_few = _share(counts < cfg.min_events_per_user)
-        if previous is not None and "user_id" in previous.columns:
-            unique_users = pd.Index(counts.index)
-            share_unseen_users = _share_unseen(unique_users, previous["user_id"])
-    else:
-        notes.append("column 'user_id' missing: user checks skipped")
-    if "item_id" in events.columns:
-        unique_items = pd.Index(events["item_id"].dropna().unique())
-        items = len(unique_items)
-        if previous is not None and "item_id" in previous.columns:
-            share_unseen_items = _share_unseen(unique_items, previous["item_id"])
-    else:
-        notes.append("column 'item_id' missing: item checks skipped")
-    timezone = None
-    if "timestamp" in events.columns and isinstance(events["timestamp"].dtype, pd.DatetimeTZDtype):
-        timezone = str(events["timestamp"].dtype.tz)
+    previous_columns = pq.read_schema(previous).names if previous is not None else []
+    with connect() as con:
+        if "user_id" in schema.names:
+            users, few = user_counts(con, events, cfg.min_events_per_user)
+            share_few = _share(few, users)
+            if previous is not None and "user_id" in previous_columns:
+                seen_now, unseen = unseen_count(con, events, previous, "user_id")
+                share_unseen_users = _share(unseen, seen_now)
+        else:
+            notes.append("column 'user_id' missing: user checks skipped")
+        if "item_id" in schema.names:
+            items = distinct_count(con, events, "item_id")
+            if previous is not None and "item_id" in previous_columns:
+                seen_now, unseen = unseen_count(con, events, previous, "item_id")
+                share_unseen_items = _share(unseen, seen_now)
+        else:
+            notes.append("column 'item_id' missing: item checks skipped")
     return BatchMetrics(
-        rows=len(events),
+        rows=rows,
         users=users,
         items=items,
         share_unseen_items=share_unseen_items,
         share_unseen_users=share_unseen_users,
         share_users_few_events=share_few,
-        timestamp_timezone=timezone,
+        timestamp_timezone=_timezone(schema),
         previous_batch=previous_name,
         notes=tuple(notes),
     )

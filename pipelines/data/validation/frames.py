@@ -17,7 +17,7 @@ NOT_IN_CATALOG = "item_id_not_in_catalog"
 DERIVED_FROM: dict[str, str] = {NOT_IN_CATALOG: "item_id"}
 
 
-def events_frame(events: pa.Table, catalog_item_ids: pa.Array) -> pd.DataFrame:
+def events_frame(events: pa.Table, catalog_item_ids: pa.Array, offset: int = 0) -> pd.DataFrame:
     """The lean pandas frame the ``events`` suite runs on.
 
     Strings become Arrow-backed pandas strings (vectorised string checks, little memory), and
@@ -27,6 +27,8 @@ def events_frame(events: pa.Table, catalog_item_ids: pa.Array) -> pd.DataFrame:
         events: The event table as read from Parquet.
         catalog_item_ids: The catalog's item ids (empty when it has none, so that every item
             counts as missing from it).
+        offset: The file's row number of the first event (a partition's frame is indexed by
+            the rows' numbers in the file, so that reports name rows of the file).
 
     Returns:
         The frame to validate.
@@ -37,7 +39,10 @@ def events_frame(events: pa.Table, catalog_item_ids: pa.Array) -> pd.DataFrame:
         if missing is not None:
             derived = pc.if_else(missing, item_ids.cast(pa.string()), pa.scalar(None, pa.string()))
             events = events.append_column(NOT_IN_CATALOG, derived)
-    return events.to_pandas(types_mapper=_arrow_strings)
+    frame = events.to_pandas(types_mapper=_arrow_strings)
+    if offset:
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+    return frame
 
 
 def not_in(

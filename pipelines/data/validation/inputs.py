@@ -24,7 +24,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -160,27 +159,37 @@ def find_previous_batch(store: Path, date: dt.date, quarantine: Path | None) -> 
     return None
 
 
-def read_batch(batch: BatchInput) -> tuple[pa.Table, pa.Table]:
-    """Read the batch's events and catalog, every column whatever its type.
+def read_catalog(batch: BatchInput) -> pa.Table:
+    """Read the batch's catalog, every column whatever its type (a catalog is small).
 
     Raises:
-        InputError: A file is missing, a folder, empty, or not valid Parquet.
+        InputError: The file is missing, a folder, empty, or not valid Parquet.
     """
-    return read_parquet(batch.events, "events file"), read_parquet(batch.catalog, "catalog")
+    return read_parquet(batch.catalog, "catalog")
+
+
+def events_shape(batch: BatchInput) -> tuple[int, pa.Schema]:
+    """The row count and schema of the batch's events, read from the file's footer alone.
+
+    Raises:
+        InputError: The file is missing, a folder, empty, or not valid Parquet.
+    """
+    table = read_parquet(batch.events, "events file", [])
+    return table.num_rows, pq.read_schema(batch.events)
 
 
 def previous_events(
     batch: BatchInput, quarantine: Path | None
-) -> tuple[pd.DataFrame | None, str | None, str | None]:
-    """The ``user_id`` and ``item_id`` of the previous batch, to count unseen users and items.
+) -> tuple[Path | None, str | None, str | None]:
+    """The events file of the previous batch, to count unseen users and items.
 
     Args:
         batch: The batch being validated; only a batch of a store has a previous one.
         quarantine: The quarantine folder (rejected batches are never "previous").
 
     Returns:
-        ``(events, name, note)``: the previous batch's ids and name, or ``None`` for both when
-        there is none; ``note`` says why an unreadable previous batch was skipped.
+        ``(events, name, note)``: the previous batch's events file and name, or ``None`` for
+        both when there is none; ``note`` says why an unreadable previous batch was skipped.
     """
     if batch.store is None:
         return None, None, None
@@ -194,7 +203,10 @@ def previous_events(
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"previous events file {path} is not readable: {exc}") from exc
         keep = [c for c in ("user_id", "item_id") if c in names]
-        return read_parquet(path, "previous events file", keep).to_pandas(), folder.name, None
-    except InputError as exc:
+        # read once through pyarrow so that a damaged file is a note, not a failure later
+        for _ in pq.ParquetFile(path).iter_batches(columns=keep):
+            pass
+        return path, folder.name, None
+    except (InputError, pa.ArrowException, OSError) as exc:
         log.warning("previous batch skipped: %s", exc)
         return None, None, f"previous batch {folder.name} unreadable, skipped: {exc}"

@@ -6,9 +6,12 @@ Three suites, each over its own lean pandas frame:
   unique ids, id hygiene, catalog membership through the derived column
   ``item_id_not_in_catalog``, which holds the item id where it is missing from the catalog).
 * ``catalog``: the item catalog (schema, unique non-null ids, prices).
-* ``batch_metrics``: one row of recommendation statistics computed in pandas (shares of unseen
-  items and users against the previous batch, share of users with few events, the timestamp
-  zone), so that these checks appear in Data Docs beside the others.
+* ``batch_metrics``: one row of recommendation statistics computed by DuckDB over the whole
+  file (shares of unseen items and users against the previous batch, share of users with few
+  events, the timestamp zone), so that these checks appear in Data Docs beside the others.
+
+A batch larger than one partition is validated partition by partition; the row count and the
+uniqueness of event ids are then judged on metrics of the whole file (``check``, ``combine``).
 
 Suites depend only on the config and the run, never on the data, except that batch metrics
 which cannot be computed (no previous batch, a missing column) are left out with a note.
@@ -19,7 +22,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -61,13 +66,19 @@ def expectation_id(suite_name: str, index: int) -> str:
 
 @dataclass(frozen=True)
 class SuiteFrame:
-    """A suite, its expectations and the frame it validates."""
+    """A suite, its expectations and the frame it validates, whole or in partitions."""
 
     name: str
     expectations: list[gxe.Expectation]
-    frame: pd.DataFrame
+    # the whole frame, or ``None`` when ``partitions`` gives it piece by piece
+    frame: pd.DataFrame | None
     # input column -> why expectations over it could not be evaluated
     unavailable: dict[str, str] = field(default_factory=dict)
+    # the frame's partitions in file order, each indexed by its rows' numbers in the file
+    partitions: Callable[[], Iterator[pd.DataFrame]] | None = None
+    # expectation id -> GX metrics computed over the whole batch, for the expectations that
+    # a partition cannot judge (see ``combine``)
+    batch_wide: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def event_expectations(
