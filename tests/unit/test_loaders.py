@@ -15,7 +15,7 @@ from pipelines.core.errors import InputError
 from pipelines.core.io import write_parquet
 from pipelines.core.params import DriftConfig, IngestConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA
-from pipelines.data.sources.loaders import load_source
+from pipelines.data.sources.loaders import load_source, open_source
 from pipelines.data.synthetic.presets import PRESETS
 from pipelines.data.synthetic.tables import synthesize
 
@@ -81,6 +81,43 @@ def test_synthetic_folder_with_other_column_order_and_types(tmp_path: Path) -> N
     write_parquet(tmp_path / "catalog.parquet", catalog)
     loaded, _ = load_source("synthetic", tmp_path, DEFAULTS)
     assert loaded.equals(events)
+
+
+def test_synthetic_folder_opened_reads_the_same_events_in_batches(tmp_path: Path) -> None:
+    events, catalog = _tiny_source(days=3)
+    shuffled = events.select(list(reversed(events.column_names)))
+    write_parquet(tmp_path / "events.parquet", shuffled)
+    write_parquet(tmp_path / "catalog.parquet", catalog)
+    source = open_source("synthetic", tmp_path, DEFAULTS)
+    assert source.table is None  # left on disk
+    assert source.rows == events.num_rows
+    assert pa.Table.from_batches(list(source.batches())).equals(events)
+    stamps = pa.Table.from_batches(list(source.batches(["timestamp"])))
+    assert stamps.equals(events.select(["timestamp"]))
+    assert source.catalog.equals(catalog)
+
+
+def test_other_sources_opened_are_their_loaded_tables() -> None:
+    events, catalog = load_source("recbole", FIXTURES / "recbole", DEFAULTS)
+    source = open_source("recbole", FIXTURES / "recbole", DEFAULTS)
+    assert source.table is not None and source.table.equals(events)
+    assert pa.Table.from_batches(list(source.batches())).equals(events)
+    assert source.catalog.equals(catalog)
+
+
+def test_opened_synthetic_folder_is_checked_like_a_loaded_one(tmp_path: Path) -> None:
+    (tmp_path / "events.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(
+        InputError, match=r"synthetic events .*events\.parquet is not a readable Parquet file"
+    ):
+        open_source("synthetic", tmp_path, DEFAULTS)
+    events = _tiny_source()[0]
+    write_parquet(tmp_path / "events.parquet", events.drop_columns(["price"]))
+    with pytest.raises(InputError, match=r"events\.parquet lacks the columns \['price'\]"):
+        open_source("synthetic", tmp_path, DEFAULTS)
+    write_parquet(tmp_path / "events.parquet", events)
+    with pytest.raises(InputError, match=r"synthetic catalog not found: .*catalog\.parquet"):
+        open_source("synthetic", tmp_path, DEFAULTS)
 
 
 def test_recbole_folder_with_item_file() -> None:

@@ -14,13 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+import pipelines.core.io
 from pipelines.core.io import sha256_file, write_parquet
 from pipelines.core.params import DriftConfig, GenerateConfig, RunConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
 from pipelines.data.synthetic.alias import alias_tables
 from pipelines.data.synthetic.generator import generate
 from pipelines.data.synthetic.presets import PRESETS, SyntheticPreset
-from pipelines.data.synthetic.tables import synthesize
+from pipelines.data.synthetic.simulation import EPOCH, US_PER_DAY, simulate_day
+from pipelines.data.synthetic.tables import simulate, synthesize
 from pipelines.stages.generate import main
 
 END = dt.date(2026, 11, 22)
@@ -351,6 +353,71 @@ def test_bad_arguments_are_rejected() -> None:
         )
 
 
+# ---------------------------------------------------------------- a day at a time
+
+
+def _stable_sort_of_all_days(preset: SyntheticPreset, seed: int, days: int) -> pd.DataFrame:
+    """The window's event ids and times as one stable sort of every simulated day at once."""
+    first = END - dt.timedelta(days=days - 1)
+    simulated = [first + dt.timedelta(days=i) for i in range(-1, days)]
+    shop = simulate(preset, seed=seed, end_date=END, days=days, drift=DriftConfig()).shop
+    frames = []
+    for day in simulated:
+        stamps = simulate_day(shop, preset, seed, day, DriftConfig()).timestamp
+        ids = [f"e{day:%Y%m%d}-{n:08d}" for n in range(len(stamps))]
+        frames.append(pd.DataFrame({"event_id": ids, "timestamp": stamps}))
+    everything = pd.concat(frames, ignore_index=True)
+    everything = everything.iloc[np.argsort(everything["timestamp"].to_numpy(), kind="stable")]
+    lo = (first - EPOCH).days * US_PER_DAY
+    hi = (END - EPOCH).days * US_PER_DAY + US_PER_DAY
+    inside = (everything["timestamp"] >= lo) & (everything["timestamp"] < hi)
+    return everything[inside].reset_index(drop=True)
+
+
+def test_day_chunks_come_in_the_order_of_one_sort_of_all_days() -> None:
+    expected = _stable_sort_of_all_days(TINY, seed=11, days=12)
+    chunks = list(simulate(TINY, seed=11, end_date=END, days=12, drift=DriftConfig()).chunks())
+    assert len(chunks) == 13  # the day before the window, then each day of it
+    table = pa.concat_tables([c.events for c in chunks])
+    stamps = table.column("timestamp").cast(pa.int64()).to_numpy()
+    assert np.array_equal(stamps, expected["timestamp"].to_numpy())
+    events = table.to_pandas()
+    assert events["event_id"].tolist() == expected["event_id"].tolist()
+    # sessions run past midnight: some events wait for the next day's chunk
+    late = events["event_id"].str[1:9] != events["timestamp"].dt.strftime("%Y%m%d")
+    assert late.sum() > 0
+    users = np.concatenate([c.users for c in chunks])
+    assert len(np.unique(users)) == events["user_id"].nunique()
+
+
+def test_generate_writes_the_bytes_of_the_whole_table_in_small_row_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # row groups far smaller than a day: every day's chunk spans several, and groups straddle
+    # the chunks
+    monkeypatch.setattr(pipelines.core.io, "ROW_GROUP_ROWS", 150)
+    run = RunConfig(logical_date=END, seed=4)
+    result = generate(GenerateConfig(preset="tiny", days=9), run, tmp_path / "streamed")
+    events, catalog = synthesize(TINY, seed=4, end_date=END, days=9, drift=DriftConfig())
+    write_parquet(tmp_path / "events.parquet", events)
+    write_parquet(tmp_path / "catalog.parquet", catalog)
+    for name in ("events.parquet", "catalog.parquet"):
+        assert sha256_file(tmp_path / "streamed" / name) == sha256_file(tmp_path / name)
+    groups = pq.ParquetFile(tmp_path / "streamed" / "events.parquet").num_row_groups
+    assert groups == -(-events.num_rows // 150) > 2 * 10
+    assert (result.events, result.users) == (
+        events.num_rows,
+        len(events.column("user_id").unique()),
+    )
+
+
+def test_huge_preset_is_ten_times_large() -> None:
+    huge, large = PRESETS["huge"], PRESETS["large"]
+    assert huge.n_users == 10 * large.n_users
+    assert huge.sessions_per_user_mean == large.sessions_per_user_mean
+    assert huge.session_length_mean == large.session_length_mean
+
+
 # ---------------------------------------------------------------- the generate stage
 
 
@@ -387,7 +454,7 @@ def test_generate_cli(tmp_path: Path) -> None:
 def test_generate_cli_rejects_bad_params(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    params = _params(tmp_path, preset="huge")
+    params = _params(tmp_path, preset="enormous")
     assert main(["--params", str(params), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "generate.preset" in err

@@ -11,7 +11,8 @@ funnel, and daily and weekly seasonality.
 
 Read in this order: ``presets`` (sizes and behaviour knobs), ``shop`` (what the seed draws once,
 with ``alias`` for fast weighted draws), ``simulation`` (one day's sessions and funnel),
-``tables`` (``synthesize``: the days as Arrow tables with their ids), ``generator`` (the
-``generate`` stage writing them to Parquet), ``oracle`` (the best ranking of the test targets
-the generator's own probabilities give: the ceiling beside the models).
+``tables`` (``simulate``: the days as Arrow tables with their ids, a day at a time;
+``synthesize``: all at once), ``generator`` (the ``generate`` stage streaming them to
+Parquet), ``oracle`` (the best ranking of the test targets the generator's own probabilities
+give: the ceiling beside the models).
 """

@@ -10,16 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.core.io import atomic_dir, write_parquet
+import numpy as np
+import pyarrow as pa
+
+from pipelines.core.io import atomic_dir, write_parquet, write_parquet_stream
 from pipelines.core.params import GenerateConfig, RunConfig
-from pipelines.core.schema import CATALOG_FILE, EVENTS_FILE
+from pipelines.core.schema import CATALOG_FILE, EVENT_SCHEMA, EVENTS_FILE
 from pipelines.data.synthetic.presets import PRESETS
-from pipelines.data.synthetic.tables import synthesize
+from pipelines.data.synthetic.tables import simulate
 
 log = logging.getLogger("recflow.generate")
+
+# Progress lines at INFO only for work that has already run this long (seconds).
+_PROGRESS_AFTER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,9 @@ class GenerateResult:
 def generate(cfg: GenerateConfig, run: RunConfig, out: Path) -> GenerateResult:
     """Simulate ``cfg.days`` days of traffic ending on the run's logical date into ``out``.
 
+    The days are simulated and written one at a time, so memory stays bounded whatever the
+    preset: only the catalog and the events of about one day are held at once.
+
     Args:
         cfg: Preset, number of days and drift knobs.
         run: The run's logical date (last day of the history) and seed.
@@ -56,32 +66,65 @@ def generate(cfg: GenerateConfig, run: RunConfig, out: Path) -> GenerateResult:
         Counts of what was written.
     """
     started = time.perf_counter()
-    events, catalog = synthesize(
-        PRESETS[cfg.preset],
-        seed=run.seed,
-        end_date=run.logical_date,
-        days=cfg.days,
-        drift=cfg.drift,
+    preset = PRESETS[cfg.preset]
+    traffic = simulate(
+        preset, seed=run.seed, end_date=run.logical_date, days=cfg.days, drift=cfg.drift
     )
-    simulated = time.perf_counter() - started
+    seen = np.zeros(preset.n_users, dtype=bool)
+    progress = _Progress(len(traffic.simulated), started)
+
+    def tables() -> Iterator[pa.Table]:
+        for chunk in traffic.chunks():
+            seen[chunk.users] = True
+            progress.day_done(chunk.day, chunk.events.num_rows)
+            yield chunk.events
+
+    with atomic_dir(out) as tmp:
+        catalog = traffic.catalog()
+        events = write_parquet_stream(tmp / EVENTS_FILE, EVENT_SCHEMA, tables())
+        write_parquet(tmp / CATALOG_FILE, catalog)
+    took = time.perf_counter() - started
     log.info(
-        "simulated %d events (%s preset, %d days to %s) in %.2f s, %.0f events/s",
-        events.num_rows,
+        "simulated and wrote %d events (%s preset, %d days to %s) in %.2f s, %.0f events/s",
+        events,
         cfg.preset,
         cfg.days,
         run.logical_date,
-        simulated,
-        events.num_rows / max(simulated, 1e-9),
+        took,
+        events / max(took, 1e-9),
     )
-    with atomic_dir(out) as tmp:
-        write_parquet(tmp / EVENTS_FILE, events)
-        write_parquet(tmp / CATALOG_FILE, catalog)
-    log.info("wrote %s in %.2f s", out, time.perf_counter() - started - simulated)
     return GenerateResult(
         out=out,
-        events=events.num_rows,
-        users=len(events.column("user_id").unique()),
+        events=events,
+        users=int(seen.sum()),
         items=catalog.num_rows,
         first_day=run.logical_date - dt.timedelta(days=cfg.days - 1),
         last_day=run.logical_date,
     )
+
+
+class _Progress:
+    """Logs the simulated days: each at DEBUG, and every tenth of them at INFO once the work
+    has run long enough to be worth watching (a short run keeps the console short)."""
+
+    def __init__(self, days: int, started: float) -> None:
+        self.days, self.started = days, started
+        self.done = self.events = 0
+        self.next_tenth = 1
+
+    def day_done(self, day: dt.date, events: int) -> None:
+        self.done += 1
+        self.events += events
+        log.debug("day %s: %d events final, %d so far", day, events, self.events)
+        if self.done * 10 < self.next_tenth * self.days:
+            return
+        self.next_tenth = self.done * 10 // self.days + 1
+        took = time.perf_counter() - self.started
+        if took >= _PROGRESS_AFTER_S and self.done < self.days:
+            log.info(
+                "%d of %d days simulated, %d events written so far, %.0f s",
+                self.done,
+                self.days,
+                self.events,
+                took,
+            )

@@ -127,12 +127,36 @@ PRESETS: dict[str, SyntheticPreset] = {
         mission_session_prob=0.5,
         mission_view_prob=0.8,
     ),
+    # the growth curve's first size (benchmarks/bench_scale.py): ~1M events over 35 days,
+    # `large` with a tenth of the users and a quarter of the items
+    "medium": SyntheticPreset(
+        n_users=15_000,
+        n_items=12_500,
+        n_categories=60,
+        n_brands=1_500,
+        sessions_per_user_mean=0.26,
+        session_length_mean=7.0,
+        max_session_length=50,
+        categories_per_user=4,
+    ),
     # benchmarks: ~10M events over 35 days
     "large": SyntheticPreset(
         n_users=150_000,
         n_items=50_000,
         n_categories=120,
         n_brands=3_000,
+        sessions_per_user_mean=0.26,
+        session_length_mean=7.0,
+        max_session_length=50,
+        categories_per_user=4,
+    ),
+    # ~100M events over 35 days, `large` with ten times the users and four times the items,
+    # written a day at a time: the data stages' bounded memory at scale (make bench-scale)
+    "huge": SyntheticPreset(
+        n_users=1_500_000,
+        n_items=200_000,
+        n_categories=240,
+        n_brands=6_000,
         sessions_per_user_mean=0.26,
         session_length_mean=7.0,
         max_session_length=50,

@@ -1,4 +1,5 @@
-"""The synthetic shop's traffic as Arrow tables: ``synthesize`` and the ids it writes.
+"""The synthetic shop's traffic as Arrow tables: ``simulate`` (a day at a time), ``synthesize``
+(all at once) and the ids they write.
 
 Ids are fixed-width ASCII (``e<day>-<n>``, ``u<n>``, ``i<n>``, ``s<day>-<n>``, ``c<n>``,
 ``b<n>``), assembled from preformatted byte tables with numpy so that millions of them cost no
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,7 @@ from pipelines.core.params import DriftConfig
 from pipelines.core.schema import CATALOG_SCHEMA, EVENT_SCHEMA, EVENT_TYPES
 from pipelines.data.synthetic.presets import SyntheticPreset
 from pipelines.data.synthetic.shop import Shop, build_shop
-from pipelines.data.synthetic.simulation import EPOCH, US_PER_DAY, simulate_day
+from pipelines.data.synthetic.simulation import EPOCH, US_PER_DAY, Day, simulate_day
 
 log = logging.getLogger("recflow.synthetic")
 
@@ -94,13 +95,14 @@ def _coded_strings(values: Sequence[str], codes: np.ndarray) -> pa.ChunkedArray:
 
 
 @dataclass(frozen=True)
-class _Window:
-    """The simulated days of a window, in event-id order, before they become tables."""
+class _Part:
+    """A run of the window's events in the file's order, as numpy arrays, before the ids.
 
-    shop: Shop
-    simulated: list[dt.date]
-    sizes: list[int]
-    max_sessions: int
+    ``day_index`` is the position of the event's simulated day and ``counter`` its number in
+    that day: together they make the event id. ``previous_view`` and ``mission`` are hidden
+    state for the oracle, never written.
+    """
+
     timestamp: np.ndarray
     day_index: np.ndarray
     counter: np.ndarray
@@ -111,53 +113,217 @@ class _Window:
     previous_view: np.ndarray
     mission: np.ndarray
 
+    @classmethod
+    def of_day(cls, day: Day, index: int) -> _Part:
+        n = len(day.timestamp)
+        return cls(
+            timestamp=day.timestamp,
+            day_index=np.full(n, index, dtype=np.int32),
+            counter=np.arange(n, dtype=np.int32),
+            kind=day.kind,
+            item=day.item,
+            user=day.user,
+            session=day.session,
+            previous_view=day.previous_view,
+            mission=day.mission,
+        )
 
-def _simulate_window(
-    preset: SyntheticPreset, seed: int, end_date: dt.date, days: int, drift: DriftConfig
-) -> _Window:
-    if days < 1:
-        raise ValueError(f"days must be at least 1, got {days}")
-    seed = int(seed) % 2**63
-    shop = build_shop(preset, seed, drift)
-    first_day = end_date - dt.timedelta(days=days - 1)
-    window_lo = (first_day - EPOCH).days * US_PER_DAY
-    window_hi = (end_date - EPOCH).days * US_PER_DAY + US_PER_DAY
+    @classmethod
+    def concat(cls, parts: Sequence[_Part]) -> _Part:
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in _FIELDS})
 
-    # the day before the window is simulated too, for the sessions that run past its midnight
-    simulated = [first_day + dt.timedelta(days=i) for i in range(-1, days)]
-    day_events = [simulate_day(shop, preset, seed, day, drift) for day in simulated]
-    sizes = [len(d.timestamp) for d in day_events]
-    max_sessions = max(int(d.session.max(initial=0)) + 1 for d in day_events)
+    def take(self, rows: np.ndarray | slice) -> _Part:
+        """The rows ``rows`` (positions or a slice), copied so that the rest can be freed."""
+        return _Part(**{f.name: np.array(getattr(self, f.name)[rows]) for f in _FIELDS})
 
-    timestamp = np.concatenate([d.timestamp for d in day_events])
-    # Days are concatenated in date order and sorted inside, so a stable sort by time breaks
-    # ties by (day, counter): exactly the order of the fixed-width event ids.
-    order = np.argsort(timestamp, kind="stable")
-    timestamp = timestamp[order]
-    inside = (timestamp >= window_lo) & (timestamp < window_hi)
-    order, timestamp = order[inside], timestamp[inside]
-    return _Window(
-        shop=shop,
-        simulated=simulated,
-        sizes=sizes,
-        max_sessions=max_sessions,
-        timestamp=timestamp,
-        day_index=np.repeat(np.arange(len(simulated), dtype=np.int32), sizes)[order],
-        counter=np.concatenate([np.arange(s, dtype=np.int32) for s in sizes])[order],
-        kind=np.concatenate([d.kind for d in day_events])[order],
-        item=np.concatenate([d.item for d in day_events])[order],
-        user=np.concatenate([d.user for d in day_events])[order],
-        session=np.concatenate([d.session for d in day_events])[order],
-        previous_view=np.concatenate([d.previous_view for d in day_events])[order],
-        mission=np.concatenate([d.mission for d in day_events])[order],
-    )
+    def __len__(self) -> int:
+        return len(self.timestamp)
 
 
-def _event_ids(window: _Window) -> pa.ChunkedArray:
-    day_prefixes = _text_table([f"e{d:%Y%m%d}-" for d in window.simulated])
-    numbers = _number_table(max(window.sizes), 8)
-    parts = [(window.day_index, day_prefixes), (window.counter, numbers)]
-    return _ascii_ids(parts, len(window.timestamp))
+_FIELDS = fields(_Part)
+
+
+class _Numbers:
+    """Zero-padded numbers as rows of text, the table grown as larger numbers come."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+        self._table = _number_table(0, digits)
+
+    def covering(self, numbers: np.ndarray) -> np.ndarray:
+        """A table with a row for every one of ``numbers`` (the same text whatever its size)."""
+        needed = int(numbers.max(initial=0)) + 1
+        if needed > len(self._table):
+            grown = max(needed, min(2 * len(self._table), 10**self.digits))
+            self._table = _number_table(grown, self.digits)
+        return self._table
+
+
+class _Ids:
+    """The preformatted text every id of a window is assembled from."""
+
+    def __init__(self, shop: Shop, preset: SyntheticPreset, simulated: Sequence[dt.date]) -> None:
+        self.event_days = _text_table([f"e{d:%Y%m%d}-" for d in simulated])
+        self.session_days = _text_table([f"s{d:%Y%m%d}-" for d in simulated])
+        self.event_numbers = _Numbers(8)
+        self.session_numbers = _Numbers(7)
+        self.users = _number_table(preset.n_users, shop.user_digits, "u")
+        self.items = _number_table(len(shop.item_category), shop.item_digits, "i")
+        self.categories = _number_table(preset.n_categories, shop.category_digits, "c")
+
+    def events(self, part: _Part) -> pa.ChunkedArray:
+        numbers = self.event_numbers.covering(part.counter)
+        return _ascii_ids([(part.day_index, self.event_days), (part.counter, numbers)], len(part))
+
+
+@dataclass(frozen=True)
+class EventChunk:
+    """Events of the window that became final once ``day`` was simulated, in the file's order.
+
+    Attributes:
+        day: The simulated day; no later day can produce an event before the ones here.
+        events: The events, matching ``EVENT_SCHEMA`` (may have no rows).
+        users: Per event, the user's number in the shop (for counting users without the ids).
+    """
+
+    day: dt.date
+    events: pa.Table
+    users: np.ndarray
+
+
+class Traffic:
+    """The simulated traffic of a window, produced one day at a time in the file's order.
+
+    The day before the window is simulated too, for the sessions that run past its midnight.
+    """
+
+    def __init__(
+        self, preset: SyntheticPreset, seed: int, end_date: dt.date, days: int, drift: DriftConfig
+    ) -> None:
+        if days < 1:
+            raise ValueError(f"days must be at least 1, got {days}")
+        self.preset, self.seed, self.drift = preset, int(seed) % 2**63, drift
+        self.shop = build_shop(preset, self.seed, drift)
+        first_day = end_date - dt.timedelta(days=days - 1)
+        self.window_lo = (first_day - EPOCH).days * US_PER_DAY
+        self.window_hi = (end_date - EPOCH).days * US_PER_DAY + US_PER_DAY
+        self.simulated = [first_day + dt.timedelta(days=i) for i in range(-1, days)]
+
+    def _parts(self) -> Iterator[tuple[dt.date, _Part]]:
+        """Per simulated day, the window's events that became final, in event order.
+
+        A day's sessions start on that day, so no later day has an event before its next
+        midnight: once day ``d`` is simulated, every event before ``d + 1`` at 00:00 is final,
+        and the events after it (sessions running past midnight) wait for the next days. The
+        waiting events come first in each merge and the sort is stable, so ties break by
+        (day, counter): exactly the order of a stable sort of all days at once, which is the
+        order of the fixed-width event ids.
+        """
+        waiting: _Part | None = None
+        for index, day in enumerate(self.simulated):
+            fresh = _Part.of_day(
+                simulate_day(self.shop, self.preset, self.seed, day, self.drift), index
+            )
+            if waiting is None or not len(waiting):
+                merged = fresh
+            else:
+                merged = _Part.concat([waiting, fresh])
+                merged = merged.take(np.argsort(merged.timestamp, kind="stable"))
+            midnight = (day - EPOCH).days * US_PER_DAY + US_PER_DAY
+            final = int(np.searchsorted(merged.timestamp, midnight, side="left"))
+            lo, hi = np.searchsorted(merged.timestamp[:final], [self.window_lo, self.window_hi])
+            waiting = merged.take(slice(final, None))
+            yield day, merged.take(slice(int(lo), int(hi)))
+        # the last day's midnight is the window's end: what still waits lies outside it
+
+    def _whole(self) -> _Part:
+        return _Part.concat([part for _, part in self._parts()])
+
+    def _events(self, ids: _Ids, part: _Part) -> pa.Table:
+        shop, n = self.shop, len(part)
+        sessions = ids.session_numbers.covering(part.session)
+        return pa.Table.from_arrays(
+            [
+                ids.events(part),
+                _ascii_ids([(part.user, ids.users)], n),
+                _ascii_ids([(part.item, ids.items)], n),
+                _ascii_ids([(part.day_index, ids.session_days), (part.session, sessions)], n),
+                _coded_strings(EVENT_TYPES, part.kind),
+                _numeric(pa.timestamp("us", tz="UTC"), part.timestamp.astype(np.int64)),
+                _numeric(pa.float64(), shop.item_price[part.item]),
+                _ascii_ids([(shop.item_category[part.item], ids.categories)], n),
+            ],
+            schema=EVENT_SCHEMA,
+        )
+
+    def chunks(self) -> Iterator[EventChunk]:
+        """The window's events, a chunk per simulated day, in the file's order."""
+        ids = _Ids(self.shop, self.preset, self.simulated)
+        for day, part in self._parts():
+            yield EventChunk(day=day, events=self._events(ids, part), users=part.user)
+
+    def events(self) -> pa.Table:
+        """All the window's events in one table, in the file's order."""
+        return self._events(_Ids(self.shop, self.preset, self.simulated), self._whole())
+
+    def catalog(self) -> pa.Table:
+        """The shop's catalog, matching ``CATALOG_SCHEMA``, sorted by item_id."""
+        shop, preset = self.shop, self.preset
+        n_items = len(shop.item_category)
+        items = _number_table(n_items, shop.item_digits, "i")
+        categories = _number_table(preset.n_categories, shop.category_digits, "c")
+        brands = _number_table(preset.n_brands, shop.brand_digits, "b")
+        return pa.Table.from_arrays(
+            [
+                _ascii_ids([(np.arange(n_items), items)], n_items),
+                _ascii_ids([(shop.item_category, categories)], n_items),
+                _ascii_ids([(shop.item_brand, brands)], n_items),
+                _numeric(pa.float64(), shop.item_price),
+            ],
+            schema=CATALOG_SCHEMA,
+        )
+
+    def hidden_states(self) -> pa.Table:
+        """Per event of :meth:`events`, in the same order, the generator's hidden state."""
+        whole = self._whole()
+        ids = _Ids(self.shop, self.preset, self.simulated)
+        return pa.table(
+            {
+                "event_id": ids.events(whole),
+                "user": whole.user.astype(np.int32),
+                "item": whole.item.astype(np.int32),
+                "kind": whole.kind.astype(np.int8),
+                "previous_view": whole.previous_view.astype(np.int32),
+                "mission": whole.mission.astype(np.int32),
+            }
+        )
+
+
+def simulate(
+    preset: SyntheticPreset,
+    *,
+    seed: int,
+    end_date: dt.date,
+    days: int,
+    drift: DriftConfig,
+) -> Traffic:
+    """The traffic of ``days`` days ending on ``end_date`` (inclusive), simulated when read.
+
+    Args:
+        preset: Size and behaviour of the shop.
+        seed: Seed of every random draw; the same seed gives the same events.
+        end_date: Last day of the history; no event is later than its 23:59:59.999999 UTC.
+        days: Number of days of history.
+        drift: Shifts away from the reference traffic; all zero gives the reference.
+
+    Returns:
+        The shop drawn from the seed, and its traffic: :meth:`Traffic.chunks` a day at a
+        time (bounded memory), :meth:`Traffic.events` all at once, :meth:`Traffic.catalog`.
+
+    Raises:
+        ValueError: ``days`` is not positive.
+    """
+    return Traffic(preset, seed, end_date, days, drift)
 
 
 def synthesize(
@@ -168,14 +334,10 @@ def synthesize(
     days: int,
     drift: DriftConfig,
 ) -> tuple[pa.Table, pa.Table]:
-    """Simulate ``days`` days of shop traffic ending on ``end_date`` (inclusive).
+    """Simulate ``days`` days of shop traffic ending on ``end_date`` (inclusive), in memory.
 
-    Args:
-        preset: Size and behaviour of the shop.
-        seed: Seed of every random draw; the same seed gives the same tables.
-        end_date: Last day of the history; no event is later than its 23:59:59.999999 UTC.
-        days: Number of days of history.
-        drift: Shifts away from the reference traffic; all zero gives the reference.
+    The same events as :func:`simulate` gives, as whole tables (for tests and small windows;
+    the ``generate`` stage streams them instead).
 
     Returns:
         ``(events, catalog)`` matching ``EVENT_SCHEMA`` and ``CATALOG_SCHEMA``; events sorted
@@ -184,44 +346,14 @@ def synthesize(
     Raises:
         ValueError: ``days`` is not positive.
     """
-    window = _simulate_window(preset, seed, end_date, days, drift)
-    shop, simulated, n = window.shop, window.simulated, len(window.timestamp)
-    item, session = window.item, window.session
-    items = _number_table(len(shop.item_category), shop.item_digits, "i")
-    categories = _number_table(preset.n_categories, shop.category_digits, "c")
-    session_prefixes = _text_table([f"s{d:%Y%m%d}-" for d in simulated])
-    users = _number_table(preset.n_users, shop.user_digits, "u")
-    events = pa.Table.from_arrays(
-        [
-            _event_ids(window),
-            _ascii_ids([(window.user, users)], n),
-            _ascii_ids([(item, items)], n),
-            _ascii_ids(
-                [
-                    (window.day_index, session_prefixes),
-                    (session, _number_table(window.max_sessions, 7)),
-                ],
-                n,
-            ),
-            _coded_strings(EVENT_TYPES, window.kind),
-            _numeric(pa.timestamp("us", tz="UTC"), window.timestamp.astype(np.int64)),
-            _numeric(pa.float64(), shop.item_price[item]),
-            _ascii_ids([(shop.item_category[item], categories)], n),
-        ],
-        schema=EVENT_SCHEMA,
+    traffic = simulate(preset, seed=seed, end_date=end_date, days=days, drift=drift)
+    events, catalog = traffic.events(), traffic.catalog()
+    log.debug(
+        "synthesized %d events over %d days, %d catalog items",
+        events.num_rows,
+        days,
+        catalog.num_rows,
     )
-    n_items = len(shop.item_category)
-    brands = _number_table(preset.n_brands, shop.brand_digits, "b")
-    catalog = pa.Table.from_arrays(
-        [
-            _ascii_ids([(np.arange(n_items), items)], n_items),
-            _ascii_ids([(shop.item_category, categories)], n_items),
-            _ascii_ids([(shop.item_brand, brands)], n_items),
-            _numeric(pa.float64(), shop.item_price),
-        ],
-        schema=CATALOG_SCHEMA,
-    )
-    log.debug("synthesized %d events over %d days, %d catalog items", n, days, n_items)
     return events, catalog
 
 
@@ -241,17 +373,7 @@ def hidden_states(
     ``previous_view`` (the item the walk goes on from at a view: the session's view before it,
     or the one before a staple detour; -1 at a session's start and for add_to_cart and purchase
     events) and ``mission`` (the mission a view's session follows; -1: none, and for add_to_cart
-    and purchase events).
+    and purchase events). Held in memory: meant for small presets.
     """
-    window = _simulate_window(preset, seed, end_date, days, drift)
-    table = pa.table(
-        {
-            "event_id": _event_ids(window),
-            "user": window.user.astype(np.int32),
-            "item": window.item.astype(np.int32),
-            "kind": window.kind.astype(np.int8),
-            "previous_view": window.previous_view.astype(np.int32),
-            "mission": window.mission.astype(np.int32),
-        }
-    )
-    return window.shop, table
+    traffic = simulate(preset, seed=seed, end_date=end_date, days=days, drift=drift)
+    return traffic.shop, traffic.hidden_states()
