@@ -41,7 +41,9 @@ RUN = RunConfig(logical_date=dt.date(2026, 11, 22), seed=42)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="large", choices=("tiny", "default", "large"))
+    parser.add_argument(
+        "--preset", default="large", choices=("tiny", "default", "medium", "large", "huge")
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "epoch_validation.json")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ every later stage reads that overlay through ``load_params``
 (:mod:`pipelines.core.params.run_form` says why this keeps ``dvc.lock`` honest).
 
 ``--form`` is the trigger form as JSON: ``data_date`` (``YYYY-MM-DD`` or null), ``source`` (a
-synthetic preset ``tiny | default | large``, or a path under ``data/source/``), ``epochs`` and
+synthetic preset ``tiny | default | medium | large | huge``, or a path under ``data/source/``), ``epochs`` and
 ``nproc_per_node`` (whole numbers or null); null means ``params.yaml``'s value. The DAG's own
 fields (``execution``, ``skip_deploy``, ``require_approval``, ``force_retrain``) are accepted
 and left to the DAG. The date is the form's ``data_date``, else ``--set-logical-date``, else

@@ -30,7 +30,7 @@ EXECUTION = "execution"
 SKIP_DEPLOY = "skip_deploy"
 REQUIRE_APPROVAL = "require_approval"
 FORCE_RETRAIN = "force_retrain"
-PRESETS = ("tiny", "default", "large")
+PRESETS = ("tiny", "default", "medium", "large", "huge")
 # a preset's name or a path relative to the project (no spaces, quotes or shell characters)
 SOURCE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -55,8 +55,8 @@ def form_params(params: Params) -> dict[str, Param]:
             pattern=SOURCE_PATTERN,
             examples=list(PRESETS),
             title="Data source",
-            description="A synthetic preset (tiny, default, large) or a path to read the "
-            "events from. Empty: params.yaml's.",
+            description="A synthetic preset (tiny, default, medium, large, huge) or a path to "
+            "read the events from. Empty: params.yaml's.",
         ),
         "epochs": Param(
             None,

@@ -35,7 +35,7 @@ def _write(tmp_path: Path, data: object) -> Path:
 def test_project_params_load(project_root: Path) -> None:
     params = load_params(project_root / "params.yaml")
     assert isinstance(params.run.logical_date, dt.date)
-    assert params.generate.preset in {"tiny", "default", "large"}
+    assert params.generate.preset in {"tiny", "default", "medium", "large", "huge"}
 
 
 def test_each_section_is_its_typed_config(project_root: Path) -> None:

@@ -29,7 +29,7 @@ class DriftConfig(StrictModel):
 class GenerateConfig(StrictModel):
     """Synthetic clickstream generator: a preset plus drift knobs."""
 
-    preset: Literal["tiny", "default", "large"] = "default"
+    preset: Literal["tiny", "default", "medium", "large", "huge"] = "default"
     days: int = Field(35, ge=1, le=3650)
     drift: DriftConfig = DriftConfig()
 

@@ -57,7 +57,7 @@ RUN_KEYS: dict[str, tuple[str, ...]] = {
 # names is tracked by DVC only inside it.
 SOURCE_ROOT = PurePosixPath("data/source")
 # The synthetic presets the form's ``source`` may name (anything else is a path).
-PRESETS: tuple[str, ...] = ("tiny", "default", "large")
+PRESETS: tuple[str, ...] = ("tiny", "default", "medium", "large", "huge")
 # Form fields the DAG's tasks read themselves (rendered params), not written to the overlay.
 DAG_FIELDS: tuple[str, ...] = ("execution", "skip_deploy", "require_approval", "force_retrain")
 FORM_FIELDS: tuple[str, ...] = ("data_date", "source", "epochs", "nproc_per_node", *DAG_FIELDS)
