@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,21 +31,33 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.core.errors import InputError
-from pipelines.core.io import atomic_dir, read_parquet, write_json, write_parquet
+from pipelines.core.io import (
+    atomic_dir,
+    read_parquet,
+    write_json,
+    write_parquet,
+    write_parquet_stream,
+)
 from pipelines.core.params import PrepareConfig, RunConfig
 from pipelines.core.schema import CATALOG_COLUMNS, CATALOG_FILE, EVENT_COLUMNS, EVENTS_FILE
 from pipelines.data import reference
+from pipelines.data.event_order import open_batch
+from pipelines.data.gathering import gather, read_steps
+from pipelines.data.gathering import sample as reference_sample
 from pipelines.data.sequences import (
     EVENT_CODES,
     Ragged,
     first_in_period,
     leave_one_out,
     list_array,
-    offsets_from_keys,
     select,
 )
 
 log = logging.getLogger("recflow.prepare")
+
+# events per range of whole users built at a time (a user's events are never split, so a
+# range may hold more); the memory of a range is a few hundred bytes per event
+CHUNK_EVENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -95,9 +109,14 @@ def dedupe_consecutive(frame: pd.DataFrame) -> pd.DataFrame:
     return firsts
 
 
-def item_map(frame: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
-    """Items with interactions, indexed from 1 by descending count, then ``item_id``."""
-    counts = frame.groupby("item_id", sort=False).size().rename("count").reset_index()
+def item_map(counts: pd.Series, catalog: pd.DataFrame) -> pd.DataFrame:
+    """Items with interactions, indexed from 1 by descending count, then ``item_id``.
+
+    Args:
+        counts: Steps per ``item_id`` (the index), items with steps only, in any order.
+        catalog: The validated catalog (category, brand and price of each item).
+    """
+    counts = counts.rename("count").rename_axis("item_id").reset_index()
     counts = counts.sort_values(["count", "item_id"], ascending=[False, True], kind="mergesort")
     duplicated = catalog["item_id"][catalog["item_id"].duplicated()]
     if len(duplicated):
@@ -117,7 +136,8 @@ def item_map(frame: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
     return items[columns].reset_index(drop=True)
 
 
-def _split_tables(
+def _split_table(
+    name: str,
     cfg: PrepareConfig,
     run: RunConfig,
     user_idx: np.ndarray,
@@ -125,7 +145,10 @@ def _split_tables(
     items: np.ndarray,
     ts: np.ndarray,
     codes: np.ndarray,
-) -> dict[str, pa.Table]:
+) -> pa.Table:
+    """The ``train``, ``valid`` or ``test`` rows of the users in ``ragged`` (users are
+    independent, so a split of a range of users is that range of the whole split)."""
+
     def lists(
         values: np.ndarray, kind: pa.DataType, keep: np.ndarray, rows: np.ndarray
     ) -> pa.ListArray:
@@ -141,63 +164,119 @@ def _split_tables(
     if cfg.split == "leave_one_out":
         parts = leave_one_out(ragged)
         rows = np.arange(len(user_idx))
-        train = pa.table(
-            {
-                "user_idx": user_idx,
-                "item_idx": histories(parts["train_keep"], rows),
-                "event_types": events(parts["train_keep"], rows),
-            }
-        )
-        tables = {"train": train}
-        for name in ("valid", "test"):
-            keep = parts[f"{name}_history_keep"]
-            tables[name] = pa.table(
+        if name == "train":
+            return pa.table(
                 {
                     "user_idx": user_idx,
-                    "history": histories(keep, rows),
-                    "history_event_types": events(keep, rows),
-                    "target": items[parts[f"{name}_target"]].astype(np.int32),
+                    "item_idx": histories(parts["train_keep"], rows),
+                    "event_types": events(parts["train_keep"], rows),
                 }
             )
-        return tables
+        keep = parts[f"{name}_history_keep"]
+        return pa.table(
+            {
+                "user_idx": user_idx,
+                "history": histories(keep, rows),
+                "history_event_types": events(keep, rows),
+                "target": items[parts[f"{name}_target"]].astype(np.int32),
+            }
+        )
 
     end = dt.datetime.combine(run.logical_date, dt.time(), dt.UTC) + dt.timedelta(days=1)
     test_start = int((end - dt.timedelta(days=cfg.time_split.test_days)).timestamp())
     valid_start = test_start - cfg.time_split.valid_days * 86_400
-    positions = np.arange(len(items))
-    rows_of = ragged.rows()
-    tables = {}
-    train_keep = ts < valid_start
-    train_rows = np.flatnonzero(np.bincount(rows_of[train_keep], minlength=len(user_idx)) > 0)
-    tables["train"] = pa.table(
-        {
-            "user_idx": user_idx[train_rows],
-            "item_idx": histories(train_keep, train_rows),
-            "event_types": events(train_keep, train_rows),
-        }
-    )
-    for name, period in (
-        ("valid", (ts >= valid_start) & (ts < test_start)),
-        ("test", ts >= test_start),
-    ):
-        target = first_in_period(ragged, period)
-        rows = np.flatnonzero(target >= 0)
-        # history: every step of the user before the target step
-        target_of_row = np.repeat(np.where(target >= 0, target, -1), ragged.lengths)
-        keep = positions < target_of_row
-        tables[name] = pa.table(
+    if name == "train":
+        train_keep = ts < valid_start
+        rows_of = ragged.rows()
+        train_rows = np.flatnonzero(np.bincount(rows_of[train_keep], minlength=len(user_idx)) > 0)
+        return pa.table(
             {
-                "user_idx": user_idx[rows],
-                "history": histories(keep, rows),
-                "history_event_types": events(keep, rows),
-                "target": items[target[rows]].astype(np.int32),
+                "user_idx": user_idx[train_rows],
+                "item_idx": histories(train_keep, train_rows),
+                "event_types": events(train_keep, train_rows),
             }
         )
-    return tables
+    period = (ts >= valid_start) & (ts < test_start) if name == "valid" else ts >= test_start
+    target = first_in_period(ragged, period)
+    rows = np.flatnonzero(target >= 0)
+    # history: every step of the user before the target step
+    target_of_row = np.repeat(np.where(target >= 0, target, -1), ragged.lengths)
+    keep = np.arange(len(items)) < target_of_row
+    return pa.table(
+        {
+            "user_idx": user_idx[rows],
+            "history": histories(keep, rows),
+            "history_event_types": events(keep, rows),
+            "target": items[target[rows]].astype(np.int32),
+        }
+    )
+
+
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        ("user_idx", pa.int32()),
+        ("item_idx", pa.list_(pa.int32())),
+        ("timestamps", pa.list_(pa.int64())),
+        ("event_types", pa.list_(pa.int8())),
+    ]
+)
+SPLIT_SCHEMAS = {
+    "train": pa.schema(
+        [
+            ("user_idx", pa.int32()),
+            ("item_idx", pa.list_(pa.int32())),
+            ("event_types", pa.list_(pa.int8())),
+        ]
+    ),
+    **{
+        name: pa.schema(
+            [
+                ("user_idx", pa.int32()),
+                ("history", pa.list_(pa.int32())),
+                ("history_event_types", pa.list_(pa.int8())),
+                ("target", pa.int32()),
+            ]
+        )
+        for name in ("valid", "test")
+    },
+}
+
+
+def _pieces(
+    name: str,
+    cfg: PrepareConfig,
+    run: RunConfig,
+    steps_path: Path,
+    item_of_code: np.ndarray,
+) -> Iterator[pa.Table]:
+    """The rows of ``sequences`` or of a split, a range of users at a time, in user order."""
+    first_user = 1
+    for offsets, item_codes, ts, codes in read_steps(steps_path):
+        users = len(offsets) - 1
+        user_idx = np.arange(first_user, first_user + users, dtype=np.int32)
+        first_user += users
+        items = item_of_code[item_codes]
+        if name == "sequences":
+            yield pa.table(
+                {
+                    "user_idx": user_idx,
+                    "item_idx": list_array(items, offsets, pa.int32()),
+                    "timestamps": list_array(ts, offsets, pa.int64()),
+                    "event_types": list_array(codes, offsets, pa.int8()),
+                }
+            )
+        else:
+            yield _split_table(name, cfg, run, user_idx, Ragged(offsets), items, ts, codes)
 
 
 def prepare(cfg: PrepareConfig, run: RunConfig, validated: Path, out: Path) -> PrepareResult:
     """Build sequences, splits and reference statistics from the accepted batch.
+
+    Memory stays bounded whatever the batch size: DuckDB sorts the events (spilling beyond its
+    memory limit), the sequences are built a range of users at a time and kept on disk until
+    the item map is known, and the outputs are written a row group at a time. What stays in
+    memory grows with the users, the items and the sessions, and by 8 bytes per event (the
+    prices, for the reference statistics).
 
     Args:
         cfg: Sequence and split settings.
@@ -213,78 +292,100 @@ def prepare(cfg: PrepareConfig, run: RunConfig, validated: Path, out: Path) -> P
     """
     started = time.perf_counter()
     hint = "(run the validate stage first)"
-    events = read_parquet(
-        validated / EVENTS_FILE, "validated events", require=EVENT_COLUMNS, hint=hint
-    ).to_pandas()
+    events_path = validated / EVENTS_FILE
+    # reads the schema only: the events are read through DuckDB
+    read_parquet(events_path, "validated events", columns=[], require=EVENT_COLUMNS, hint=hint)
     catalog = read_parquet(
         validated / CATALOG_FILE, "validated catalog", require=CATALOG_COLUMNS, hint=hint
     ).to_pandas()
-    frame = ordered_events(events, cfg)
-    steps = dedupe_consecutive(frame) if cfg.dedupe_consecutive else frame
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.work.", dir=out.parent) as work_dir:
+        work = Path(work_dir)
+        steps_path = work / "steps.arrow"
+        with open_batch(events_path, cfg.event_types, work) as batch:
+            counts = batch.counts()
+            frame_items = counts.items
+            events = int(frame_items.sum())
+            vocabulary = pa.array(frame_items.index.to_numpy(), pa.string())
+            gathered = gather(cfg, batch, vocabulary, events, run.seed, steps_path, CHUNK_EVENTS)
+            log.info(
+                "ordered %d events of %d users in %.1f s",
+                gathered.events,
+                gathered.users,
+                time.perf_counter() - started,
+            )
+            traffic = reference.Traffic(
+                events=gathered.events,
+                users=gathered.users,
+                item_counts=frame_items,
+                session_sizes=batch.session_sizes(),
+                category_counts=counts.categories,
+                event_type_counts=counts.event_types,
+                prices=gathered.prices,
+                first_event=gathered.first_event,
+                last_event=gathered.last_event,
+            )
+            sample = reference_sample(batch, gathered, frame_items)
+        lengths = np.concatenate([np.zeros(0, np.int64), *gathered.lengths])
+        dropped = gathered.users - len(lengths)
+        if not len(lengths):
+            raise InputError(
+                f"no user has at least prepare.min_sequence_length={cfg.min_sequence_length} "
+                f"steps ({gathered.users} users, {gathered.events} events)"
+            )
+        stats = reference.statistics(traffic, len(catalog), cfg, run, reorder_prices=True)
+        popularity = reference.popularity_table(frame_items, catalog)
+        del traffic
+        gathered.prices = np.zeros(0, np.float64)
 
-    lengths = steps.groupby("user_id", sort=False).size()
-    kept_users = lengths.index[lengths >= cfg.min_sequence_length]
-    dropped = int(len(lengths) - len(kept_users))
-    steps = steps[steps["user_id"].isin(kept_users)].reset_index(drop=True)
-    if steps.empty:
-        raise InputError(
-            f"no user has at least prepare.min_sequence_length={cfg.min_sequence_length} steps "
-            f"({len(lengths)} users, {len(frame)} events)"
+        nonzero = np.flatnonzero(gathered.step_counts)
+        vocabulary_ids = frame_items.index.to_numpy()
+        items = item_map(
+            pd.Series(gathered.step_counts[nonzero], index=vocabulary_ids[nonzero]), catalog
         )
-    # keep the last max_sequence_length steps of each user
-    position_from_end = steps.groupby("user_id", sort=False).cumcount(ascending=False)
-    steps = steps[position_from_end < cfg.max_sequence_length].reset_index(drop=True)
+        item_of_code = np.zeros(len(vocabulary_ids), dtype=np.int32)
+        item_of_code[pd.Index(vocabulary_ids).get_indexer(items["item_id"])] = items["item_idx"]
+        users = pd.DataFrame(
+            {"user_id": pa.concat_arrays(gathered.kept_users).to_numpy(zero_copy_only=False)}
+        )
+        users.insert(0, "user_idx", np.arange(1, len(users) + 1, dtype=np.int32))
+        gathered.kept_users.clear()
+        user_table = pa.Table.from_pandas(users, preserve_index=False)
+        del users
 
-    items = item_map(steps, catalog)
-    item_index = pd.Series(items["item_idx"].to_numpy(), index=items["item_id"])
-    users = pd.DataFrame({"user_id": sorted(steps["user_id"].unique())})
-    users.insert(0, "user_idx", np.arange(1, len(users) + 1, dtype=np.int32))
-
-    # steps are sorted by user_id, the same order as the user map
-    offsets = offsets_from_keys(steps["user_id"].to_numpy())
-    ragged = Ragged(offsets)
-    item_values = item_index.reindex(steps["item_id"]).to_numpy().astype(np.int32)
-    ts = steps["ts"].to_numpy().astype(np.int64)
-    codes = steps["event_code"].to_numpy().astype(np.int8)
-    user_idx = users["user_idx"].to_numpy()
-    sequences = pa.table(
-        {
-            "user_idx": user_idx,
-            "item_idx": list_array(item_values, offsets, pa.int32()),
-            "timestamps": list_array(ts, offsets, pa.int64()),
-            "event_types": list_array(codes, offsets, pa.int8()),
-        }
-    )
-    splits = _split_tables(cfg, run, user_idx, ragged, item_values, ts, codes)
-
-    seq_lengths = ragged.lengths
-    result = PrepareResult(
-        events=len(frame),
-        users=len(users),
-        items=len(items),
-        sequences=len(users),
-        dropped_users=dropped,
-        mean_sequence_length=round(float(seq_lengths.mean()), 4),
-        median_sequence_length=float(np.median(seq_lengths)),
-        train_rows=splits["train"].num_rows,
-        valid_rows=splits["valid"].num_rows,
-        test_rows=splits["test"].num_rows,
-        split=cfg.split,
-    )
-    stats = reference.reference_statistics(frame, catalog, cfg, run)
-    sample = reference.reference_sample(frame, seed=run.seed)
-    popularity = reference.item_popularity(frame, catalog)
-
-    with atomic_dir(out) as tmp:
-        write_parquet(tmp / "item_map.parquet", pa.Table.from_pandas(items, preserve_index=False))
-        write_parquet(tmp / "user_map.parquet", pa.Table.from_pandas(users, preserve_index=False))
-        write_parquet(tmp / "sequences.parquet", sequences)
-        for name, table in splits.items():
-            write_parquet(tmp / f"{name}.parquet", table)
-        write_json(tmp / "reference.json", stats)
-        write_parquet(tmp / "reference_sample.parquet", sample)
-        write_parquet(tmp / "item_popularity.parquet", popularity)
-        write_json(tmp / "summary.json", asdict(result))
+        with atomic_dir(out) as tmp:
+            write_parquet(
+                tmp / "item_map.parquet", pa.Table.from_pandas(items, preserve_index=False)
+            )
+            write_parquet(tmp / "user_map.parquet", user_table)
+            rows: dict[str, int] = {}
+            del user_table
+            for name, schema in (("sequences", SEQUENCES_SCHEMA), *SPLIT_SCHEMAS.items()):
+                # freed Arrow memory back to the system first: the next file's row group
+                # is the largest thing held
+                pa.default_memory_pool().release_unused()
+                rows[name] = write_parquet_stream(
+                    tmp / f"{name}.parquet",
+                    schema,
+                    _pieces(name, cfg, run, steps_path, item_of_code),
+                )
+            result = PrepareResult(
+                events=gathered.events,
+                users=rows["sequences"],
+                items=len(items),
+                sequences=rows["sequences"],
+                dropped_users=dropped,
+                mean_sequence_length=round(float(lengths.mean()), 4),
+                median_sequence_length=float(np.median(lengths)),
+                train_rows=rows["train"],
+                valid_rows=rows["valid"],
+                test_rows=rows["test"],
+                split=cfg.split,
+            )
+            write_json(tmp / "reference.json", stats)
+            write_parquet(tmp / "reference_sample.parquet", sample)
+            write_parquet(tmp / "item_popularity.parquet", popularity)
+            write_json(tmp / "summary.json", asdict(result))
     elapsed = time.perf_counter() - started
     log.info(
         "prepared %d users, %d items from %d events in %.2f s (%.0f events/s)",

@@ -8,6 +8,7 @@ reference events for Evidently reports.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,13 @@ SAMPLE_SIZE = 100_000
 SESSION_LENGTH_BINS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 
 
-def _quantiles(values: np.ndarray) -> dict[str, float]:
-    points = np.quantile(values, QUANTILES) if len(values) else np.zeros(len(QUANTILES))
+def _quantiles(values: np.ndarray, *, overwrite: bool = False) -> dict[str, float]:
+    # overwrite lets numpy partition ``values`` in place (the same result, without a copy)
+    points = (
+        np.quantile(values, QUANTILES, overwrite_input=overwrite)
+        if len(values)
+        else np.zeros(len(QUANTILES))
+    )
     return {
         f"p{round(q * 100):02d}": round(float(v), 6) for q, v in zip(QUANTILES, points, strict=True)
     }
@@ -46,9 +52,11 @@ def log_edges(values: np.ndarray, bins: int) -> np.ndarray:
     in the bin that starts at 20, not below a float edge of 20.000000000000004). The last bin
     is closed, so the largest value is counted.
     """
-    positive = values[values > 0]
-    low = float(positive.min()) if len(positive) else 1.0
-    high = float(positive.max()) if len(positive) else 1.0
+    positive = values > 0
+    # min and max over a mask: no copy of the positive values
+    found = bool(positive.any())
+    low = float(values.min(where=positive, initial=np.inf)) if found else 1.0
+    high = float(values.max(where=positive, initial=-np.inf)) if found else 1.0
     if high <= low:  # one distinct price: a narrow range around it
         high = low * 1.0001
     edges = np.geomspace(low, high, bins + 1)
@@ -57,8 +65,7 @@ def log_edges(values: np.ndarray, bins: int) -> np.ndarray:
     return rounded if bool(np.all(np.diff(rounded) > 0)) else edges
 
 
-def _shares(series: pd.Series) -> dict[str, float]:
-    counts = series.value_counts()
+def _shares(counts: pd.Series) -> dict[str, float]:
     total = counts.sum()
     ordered = counts.sort_index()
     return {str(key): round(float(value / total), 8) for key, value in ordered.items()}
@@ -67,6 +74,53 @@ def _shares(series: pd.Series) -> dict[str, float]:
 def session_lengths(frame: pd.DataFrame) -> pd.Series:
     """Events per session, for each event's session."""
     return frame.groupby("session_id", sort=False)["event_id"].transform("size")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What the reference statistics are computed from: counts and one column of the traffic.
+
+    Built from an ordered frame (:func:`traffic_of`) or gathered in one pass over the batch;
+    every field but ``prices`` is order-free.
+
+    Attributes:
+        events: Events of the configured types.
+        users: Distinct users among them.
+        item_counts: Events per ``item_id`` (index), items with traffic only, any order.
+        session_sizes: Events per session, any order.
+        category_counts: Events per category (index).
+        event_type_counts: Events per event type (index).
+        prices: Every event's price, in the order of the ordered events (the mean and the
+            standard deviation are float sums, so the order decides their last bits).
+        first_event: Epoch seconds of the first event, ``None`` when there is none.
+        last_event: Epoch seconds of the last event, ``None`` when there is none.
+    """
+
+    events: int
+    users: int
+    item_counts: pd.Series
+    session_sizes: np.ndarray
+    category_counts: pd.Series
+    event_type_counts: pd.Series
+    prices: np.ndarray
+    first_event: int | None
+    last_event: int | None
+
+
+def traffic_of(frame: pd.DataFrame) -> Traffic:
+    """The :class:`Traffic` of an ordered frame (``pipelines.data.preparation.ordered_events``)."""
+    timestamps = frame["ts"].to_numpy() if "ts" in frame else np.array([], dtype=np.int64)
+    return Traffic(
+        events=len(frame),
+        users=int(frame["user_id"].nunique()),
+        item_counts=frame.groupby("item_id", sort=False).size(),
+        session_sizes=frame.groupby("session_id", sort=False).size().to_numpy(),
+        category_counts=frame["category"].value_counts(),
+        event_type_counts=frame["event_type"].value_counts(),
+        prices=frame["price"].to_numpy(dtype=np.float64),
+        first_event=int(timestamps.min()) if len(timestamps) else None,
+        last_event=int(timestamps.max()) if len(timestamps) else None,
+    )
 
 
 def reference_statistics(
@@ -86,8 +140,30 @@ def reference_statistics(
         Counts, the window of event times, item popularity (top 100, Gini, top 1%/10% shares),
         category and event-type mix, session length and price distributions.
     """
-    counts = frame.groupby("item_id", sort=False).size().rename("n")
-    ranked = counts.reset_index().sort_values(["n", "item_id"], ascending=[False, True])
+    return statistics(traffic_of(frame), len(catalog), cfg, run)
+
+
+def statistics(
+    traffic: Traffic,
+    catalog_items: int,
+    cfg: PrepareConfig,
+    run: RunConfig,
+    *,
+    reorder_prices: bool = False,
+) -> dict[str, Any]:
+    """Reference statistics of ``traffic``, as :func:`reference_statistics` describes them.
+
+    Args:
+        traffic: The traffic's counts and prices.
+        catalog_items: Items in the catalog.
+        cfg: ``price_bins`` sets the number of log-spaced price histogram bins.
+        run: The logical date recorded with the statistics.
+        reorder_prices: ``traffic.prices`` may be reordered in place (no copy for the
+            quantiles), for a caller that owns the array.
+    """
+    counts = traffic.item_counts.rename("n")
+    ranked = counts.rename_axis("item_id").reset_index()
+    ranked = ranked.sort_values(["n", "item_id"], ascending=[False, True])
     total = int(counts.sum())
     values = np.sort(counts.to_numpy())[::-1]
 
@@ -95,26 +171,30 @@ def reference_statistics(
         k = max(1, int(np.ceil(len(values) * fraction)))
         return round(float(values[:k].sum() / max(total, 1)), 6)
 
-    per_session = frame.groupby("session_id", sort=False).size().to_numpy()
+    per_session = traffic.session_sizes
     hist_edges = [*SESSION_LENGTH_BINS, max(int(per_session.max(initial=1)) + 1, 51)]
     session_hist, _ = np.histogram(per_session, bins=hist_edges)
 
-    prices = frame["price"].to_numpy(dtype=np.float64)
+    prices = traffic.prices
     price_edges = log_edges(prices, cfg.price_bins)
     price_hist, _ = np.histogram(prices, bins=price_edges)
+    # the sums first: the quantiles may reorder the prices
+    price_mean = round(float(prices.mean()) if len(prices) else 0.0, 6)
+    price_std = round(float(prices.std()) if len(prices) else 0.0, 6)
+    price_quantiles = _quantiles(prices, overwrite=reorder_prices)
 
-    timestamps = frame["ts"].to_numpy() if "ts" in frame else np.array([], dtype=np.int64)
+    first, last = traffic.first_event, traffic.last_event
     return {
         "logical_date": run.logical_date.isoformat(),
         "window": {
-            "first_event": _iso(timestamps.min()) if len(timestamps) else None,
-            "last_event": _iso(timestamps.max()) if len(timestamps) else None,
+            "first_event": _iso(first) if first is not None else None,
+            "last_event": _iso(last) if last is not None else None,
         },
         "counts": {
-            "events": len(frame),
-            "users": int(frame["user_id"].nunique()),
+            "events": traffic.events,
+            "users": traffic.users,
             "items": len(counts),
-            "catalog_items": len(catalog),
+            "catalog_items": catalog_items,
             "sessions": len(per_session),
         },
         "item_popularity": {
@@ -126,17 +206,17 @@ def reference_statistics(
                 for row in ranked.head(100).itertuples(index=False)
             ],
         },
-        "category_mix": _shares(frame["category"]),
-        "event_type_mix": _shares(frame["event_type"]),
+        "category_mix": _shares(traffic.category_counts),
+        "event_type_mix": _shares(traffic.event_type_counts),
         "session_length": {
             "mean": round(float(per_session.mean()) if len(per_session) else 0.0, 6),
             "quantiles": _quantiles(per_session),
             "histogram": {"edges": hist_edges, "counts": session_hist.tolist()},
         },
         "price": {
-            "mean": round(float(prices.mean()) if len(prices) else 0.0, 6),
-            "std": round(float(prices.std()) if len(prices) else 0.0, 6),
-            "quantiles": _quantiles(prices),
+            "mean": price_mean,
+            "std": price_std,
+            "quantiles": price_quantiles,
             "histogram": {
                 "edges": [float(edge) for edge in price_edges],
                 "counts": price_hist.tolist(),
@@ -147,6 +227,44 @@ def reference_statistics(
 
 def _iso(seconds: int) -> str:
     return dt.datetime.fromtimestamp(int(seconds), dt.UTC).isoformat()
+
+
+def sample_rows(events: int, seed: int, size: int = SAMPLE_SIZE) -> np.ndarray:
+    """Positions (increasing) of the reference sample among ``events`` ordered events.
+
+    Args:
+        events: Number of events.
+        seed: Seed of the sample (the run's seed), so a rerun picks the same rows.
+        size: Most rows to keep; smaller traffic is kept whole.
+    """
+    if events <= size:
+        return np.arange(events, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(events, size=size, replace=False))
+
+
+def popularity_ranks(item_counts: pd.Series) -> pd.Series:
+    """Dense rank of each item's interaction count (1 = most popular), by ``item_id``."""
+    return item_counts.rank(method="dense", ascending=False).astype(np.int32)
+
+
+def sample_table(
+    event_type: pd.Series | np.ndarray,
+    category: pd.Series | np.ndarray,
+    price: pd.Series | np.ndarray,
+    item_popularity_rank: pd.Series | np.ndarray,
+    session_length: pd.Series | np.ndarray,
+) -> pa.Table:
+    """The reference sample's table from its columns, in order (see :func:`reference_sample`)."""
+    sample = pd.DataFrame(
+        {
+            "event_type": pd.Series(event_type).astype(str).to_numpy(),
+            "category": pd.Series(category).astype(str).to_numpy(),
+            "price": np.asarray(price, dtype=np.float64),
+            "item_popularity_rank": np.asarray(item_popularity_rank, dtype=np.int32),
+            "session_length": np.asarray(session_length, dtype=np.int32),
+        }
+    )
+    return pa.Table.from_pandas(sample, preserve_index=False)
 
 
 def reference_sample(frame: pd.DataFrame, seed: int, size: int = SAMPLE_SIZE) -> pa.Table:
@@ -162,26 +280,26 @@ def reference_sample(frame: pd.DataFrame, seed: int, size: int = SAMPLE_SIZE) ->
         item's interaction count, 1 = most popular) and ``session_length`` (events in the
         event's session), in the order of ``frame``.
     """
-    counts = frame.groupby("item_id", sort=False)["event_id"].transform("size")
-    ranks = counts.rank(method="dense", ascending=False).astype(np.int32)
-    sample = pd.DataFrame(
-        {
-            "event_type": frame["event_type"].astype(str),
-            "category": frame["category"].astype(str),
-            "price": frame["price"].astype(np.float64),
-            "item_popularity_rank": ranks,
-            "session_length": session_lengths(frame).astype(np.int32),
-        }
+    rows = sample_rows(len(frame), seed, size)
+    picked = frame.iloc[rows]
+    ranks = popularity_ranks(frame.groupby("item_id", sort=False).size())
+    sessions = session_lengths(frame).iloc[rows]
+    return sample_table(
+        picked["event_type"],
+        picked["category"],
+        picked["price"],
+        ranks.reindex(picked["item_id"]).to_numpy(),
+        sessions,
     )
-    if len(sample) > size:
-        rows = np.sort(np.random.default_rng(seed).choice(len(sample), size=size, replace=False))
-        sample = sample.iloc[rows]
-    return pa.Table.from_pandas(sample.reset_index(drop=True), preserve_index=False)
 
 
 def item_popularity(frame: pd.DataFrame, catalog: pd.DataFrame) -> pa.Table:
     """Interactions per catalog item (0 for catalog items without any), by ``item_id``."""
-    counts = frame.groupby("item_id").size()
-    ids = sorted(set(catalog["item_id"].astype(str)) | set(counts.index.astype(str)))
-    values = counts.reindex(ids, fill_value=0).astype(np.int64)
+    return popularity_table(frame.groupby("item_id").size(), catalog)
+
+
+def popularity_table(item_counts: pd.Series, catalog: pd.DataFrame) -> pa.Table:
+    """Interactions per catalog item from counts by ``item_id`` (see :func:`item_popularity`)."""
+    ids = sorted(set(catalog["item_id"].astype(str)) | set(item_counts.index.astype(str)))
+    values = item_counts.reindex(ids, fill_value=0).astype(np.int64)
     return pa.table({"item_id": pa.array(ids, pa.string()), "count": values.to_numpy()})
