@@ -9,13 +9,14 @@ every later stage reads that overlay through ``load_params``
 (:mod:`pipelines.core.params.run_form` says why this keeps ``dvc.lock`` honest).
 
 ``--form`` is the trigger form as JSON: ``data_date`` (``YYYY-MM-DD`` or null), ``source`` (a
-synthetic preset ``tiny | default | medium | large | huge``, or a path under
-``data/source/``), ``epochs`` and ``nproc_per_node`` (whole numbers or null); null means
-``params.yaml``'s value. The DAG's own fields (``execution``, ``skip_deploy``,
-``require_approval``, ``force_retrain``) are accepted and left to the DAG. The date is the form's ``data_date``, else ``--set-logical-date``, else
-``$RECFLOW_LOGICAL_DATE`` (the DAG run's date, rendered by Airflow); a form's date and
-``--set-logical-date`` that disagree are an error. Without ``--form`` the run sets only its
-date. Not a DVC stage: it writes a parameter, it produces no output.
+synthetic preset ``tiny | default | medium | large | huge``, or a path under ``data/source/``),
+``epochs`` and ``nproc_per_node`` (whole numbers or null); null means ``params.yaml``'s value.
+The DAG's own fields (``execution``, ``skip_deploy``, ``require_approval``, ``force_retrain``)
+are accepted and left to the DAG. The date is the form's ``data_date``, else
+``--set-logical-date``, else ``$RECFLOW_LOGICAL_DATE`` (the DAG run's date, rendered by
+Airflow); a form's date and ``--set-logical-date`` that disagree are an error. Without
+``--form`` the run sets only its date. Not a DVC stage: it writes a parameter, it produces no
+output.
 """
 
 from __future__ import annotations
