@@ -191,12 +191,17 @@ def train_details(log: str) -> dict[str, Any]:
     return details
 
 
-def run_preset(preset: str, folder: Path, progress: Any = print) -> dict[str, Any]:
-    """Run the five stages on ``preset`` in ``folder``; one entry of ``scale.json``."""
+def run_preset(
+    preset: str, folder: Path, progress: Any = print, only: Sequence[str] = STAGES
+) -> dict[str, Any]:
+    """Run the stages (``only``: the first ones of the chain) on ``preset`` in ``folder``; one
+    entry of ``scale.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     params = bench_params(preset, folder)
     stages: dict[str, Any] = {}
     for stage, command in stage_commands(params, folder).items():
+        if stage not in only:
+            break
         log = folder / f"{stage}.log"
         measured = run_measured(command, log)
         text = log.read_text(errors="replace")
@@ -260,6 +265,7 @@ def growth(runs: list[dict[str, Any]], memory_gb: float) -> dict[str, Any]:
         if wall is None or memory is None:
             continue
         entry: dict[str, Any] = {
+            "largest_batch": max(events for events, _ in rows),
             "wall_slope": round(wall[1], 3),
             "memory_slope": round(memory[1], 3),
         }
@@ -278,16 +284,13 @@ def growth(runs: list[dict[str, Any]], memory_gb: float) -> dict[str, Any]:
         for stage, entry in per_stage.items()
         if "events_at_memory_limit" in entry
     }
-    largest_run = max(
-        (
-            run["batch_events"]
-            for run in runs
-            if all("failed" not in s for s in run["stages"].values())
-        ),
-        default=None,
-    )
+    every_stage = [
+        run["batch_events"]
+        for run in runs
+        if all(stage in run["stages"] and "failed" not in run["stages"][stage] for stage in STAGES)
+    ]
     summary: dict[str, Any] = {"memory_gb": memory_gb, "stages": per_stage}
-    summary["largest_batch_run"] = largest_run
+    summary["largest_batch_every_stage"] = max(every_stage, default=None)
     if limits:
         stage = min(limits, key=lambda name: limits[name])
         summary["largest_batch_by_fit"] = {"events": limits[stage], "bound_by": stage}
@@ -420,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (kept)")
+    parser.add_argument(
+        "--stages",
+        type=int,
+        choices=range(1, len(STAGES) + 1),
+        default=len(STAGES),
+        help="run the first N stages of " + ", ".join(STAGES) + " (default: all)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     parser.add_argument(
         "--memory-gb",
@@ -433,7 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     for preset in args.presets:
         folder = work / preset
         shutil.rmtree(folder, ignore_errors=True)
-        runs.append(run_preset(preset, folder, lambda line: print(line, file=sys.stderr)))
+        runs.append(
+            run_preset(
+                preset,
+                folder,
+                lambda line: print(line, file=sys.stderr),
+                STAGES[: args.stages],
+            )
+        )
         if args.work is None:
             shutil.rmtree(folder, ignore_errors=True)
         write_results(runs, args.out, args.memory_gb)

@@ -4,6 +4,7 @@ that names the stage bounding the batch, and the plot."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 import xml.etree.ElementTree as ET
@@ -15,6 +16,7 @@ import pytest
 from benchmarks.bench_scale import (
     STAGES,
     growth,
+    main,
     render_svg,
     run_measured,
     stage_commands,
@@ -93,7 +95,8 @@ def test_the_stage_whose_memory_grows_fastest_bounds_the_batch() -> None:
     # train: 6 GB at 20M, 200 bytes per event: 24 GB at 110M
     assert fit["stages"]["train"]["events_at_memory_limit"] == 110_000_000
     assert fit["largest_batch_by_fit"] == {"events": 110_000_000, "bound_by": "train"}
-    assert fit["largest_batch_run"] == 20_000_000
+    assert fit["largest_batch_every_stage"] is None  # not every stage ran
+    assert fit["stages"]["prepare"]["largest_batch"] == 20_000_000
     assert fit["stages"]["train"]["wall_slope"] == pytest.approx(1.0)
 
 
@@ -103,9 +106,11 @@ def test_a_failed_stage_is_left_out_of_the_fit_and_of_the_largest_run() -> None:
         _run("b", 20_000_000, {"prepare": 3.0, "train": 6.0}),
     ]
     runs[1]["stages"]["train"] = {"failed": "exit -9", "wall_s": 1.0, "peak_rss_gb": 23.0}
+    runs.insert(0, _run("c", 5_000_000, dict.fromkeys(STAGES, 1.0)))
+    runs[1]["stages"].update({stage: {"wall_s": 1.0, "peak_rss_gb": 1.0} for stage in STAGES[:3]})
     fit = growth(runs, memory_gb=24.0)
-    assert "train" not in fit["stages"]
-    assert fit["largest_batch_run"] == 10_000_000
+    assert fit["stages"]["train"]["largest_batch"] == 10_000_000
+    assert fit["largest_batch_every_stage"] == 10_000_000
 
 
 def test_the_plot_has_a_line_per_stage_in_each_panel() -> None:
@@ -118,3 +123,18 @@ def test_the_plot_has_a_line_per_stage_in_each_panel() -> None:
     assert len(lines) == 2 * len(STAGES)
     labels = [text.text for text in svg.iter("{http://www.w3.org/2000/svg}text")]
     assert {"1M", "10M"} <= set(labels)
+
+
+def test_the_command_runs_the_first_stages_and_keeps_other_presets(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    out.write_text(json.dumps({"runs": [_run("other", 5, {"generate": 1.0})]}))
+    args = ["--presets", "tiny", "--stages", "2", "--work", str(tmp_path / "work")]
+    assert main([*args, "--out", str(out), "--memory-gb", "24"]) == 0
+    report = json.loads(out.read_text())
+    tiny = next(run for run in report["runs"] if run["preset"] == "tiny")
+    assert list(tiny["stages"]) == ["generate", "ingest"]
+    assert tiny["stages"]["ingest"]["events"] == tiny["batch_events"] > 1000
+    assert tiny["stages"]["generate"]["events"] >= tiny["batch_events"]
+    assert {run["preset"] for run in report["runs"]} == {"other", "tiny"}
+    assert report["growth"]["memory_gb"] == 24
+    assert out.with_suffix(".svg").read_text().startswith("<svg")
