@@ -27,7 +27,8 @@ def test_lock_pins_every_package_and_the_cpu_torch(project_root: Path) -> None:
 
 def test_makefile_has_the_documented_targets(project_root: Path) -> None:
     text = (project_root / "Makefile").read_text()
-    for target in ("help", "setup", "run", "up", "down", "test", "lint", "bench", "drift-demo"):
+    targets = ("help", "setup", "run", "up", "down", "test", "lint", "bench", "bench-scale")
+    for target in (*targets, "drift-demo"):
         assert re.search(rf"^{target}:.*## ", text, re.MULTILINE), f"target {target} lacks ## help"
 
 
