@@ -21,3 +21,10 @@ class BatchRejected(RecflowError):
 
 class ImmutableDataError(RecflowError):
     """An attempt to change raw data that already exists with other content."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name when it has none: what a
+    one-line error message says of a library's error."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.errors import InputError
+from pipelines.core.errors import InputError, first_line
 
 
 @contextlib.contextmanager
@@ -154,12 +154,7 @@ def read_parquet(
     Raises:
         InputError: The file is missing, a folder, empty, not valid Parquet, or lacks a column.
     """
-    if not path.exists():
-        raise InputError(f"{what} not found: {path}" + (f" {hint}" if hint else ""))
-    if not path.is_file():
-        raise InputError(f"{what} {path} is not a file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{what} {path} is empty (0 bytes), not a Parquet file")
+    check_parquet_file(path, what, hint)
     try:
         schema = pq.read_schema(path)
         missing = sorted((set(columns or ()) | set(require)) - set(schema.names))
@@ -167,8 +162,23 @@ def read_parquet(
             raise InputError(f"{what} {path} lacks the columns {missing}")
         return pq.read_table(path, columns=columns)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{what} {path} is not a readable Parquet file: {reason}") from exc
+        raise unreadable_parquet(what, path, exc) from exc
+
+
+def check_parquet_file(path: Path, what: str, hint: str = "") -> None:
+    """Refuse a Parquet path that is missing, a folder or empty, naming it as ``what`` (``hint``
+    follows a "not found" message): the checks before a Parquet file is opened."""
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}" + (f" {hint}" if hint else ""))
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty (0 bytes), not a Parquet file")
+
+
+def unreadable_parquet(what: str, path: Path, exc: BaseException) -> InputError:
+    """The error for a file that cannot be read as Parquet, naming it and the reader's reason."""
+    return InputError(f"{what} {path} is not a readable Parquet file: {first_line(exc)}")
 
 
 def sha256_file(path: Path | str) -> str:

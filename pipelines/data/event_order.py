@@ -23,7 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.core.errors import InputError
+from pipelines.core.errors import InputError, first_line
+from pipelines.data.out_of_core import connect, literal
 from pipelines.data.sequences import EVENT_CODES
 
 # DuckDB's working memory; its sorts spill to the work folder beyond it
@@ -36,16 +37,12 @@ _SECONDS = (
 )
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 @contextlib.contextmanager
 def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except duckdb.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise InputError(f"validated events {path} could not be read: {reason}") from exc
 
 
@@ -196,17 +193,13 @@ def open_batch(path: Path, event_types: Sequence[str], work: Path) -> Iterator[O
         event_types: The event types to keep.
         work: An empty folder for DuckDB's spill files, removed by the caller.
     """
-    connection = duckdb.connect(
-        config={"memory_limit": MEMORY_LIMIT, "temp_directory": str(work / "spill")}
-    )
-    try:
-        connection.execute("SET enable_progress_bar = false")
+    with connect(MEMORY_LIMIT, work) as connection:
         codes = " ".join(
-            f"WHEN {_literal(kind)} THEN {code}"
+            f"WHEN {literal(kind)} THEN {code}"
             for kind, code in EVENT_CODES.items()
             if kind in event_types
         )
-        kinds = ", ".join(_literal(kind) for kind in event_types)
+        kinds = ", ".join(literal(kind) for kind in event_types)
         with _reading(path):
             connection.execute(
                 f"""
@@ -214,10 +207,8 @@ def open_batch(path: Path, event_types: Sequence[str], work: Path) -> Iterator[O
                 SELECT event_id, user_id, item_id, session_id, event_type, price, category,
                        file_row_number, {_SECONDS} AS ts,
                        (CASE event_type {codes} END)::TINYINT AS event_code
-                FROM read_parquet({_literal(str(path))}, file_row_number = true)
+                FROM read_parquet({literal(str(path))}, file_row_number = true)
                 WHERE event_type IN ({kinds})
                 """
             )
         yield OrderedBatch(connection, path)
-    finally:
-        connection.close()

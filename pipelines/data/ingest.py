@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pipelines.core.io import (
     write_parquet,
     write_parquet_stream,
 )
+from pipelines.core.logs import Tenths
 from pipelines.core.params import IngestConfig, RunConfig
 from pipelines.core.schema import CATALOG_FILE, EVENT_SCHEMA, EVENTS_FILE
 from pipelines.data.batch_window import BatchWindow, batch_window
@@ -44,8 +44,6 @@ log = logging.getLogger("recflow.ingest")
 MANIFEST_FILE = "manifest.json"
 DATA_FILES = (EVENTS_FILE, CATALOG_FILE)
 _ORDER = [("timestamp", "ascending"), ("event_id", "ascending")]
-# Progress lines at INFO only for reading that has already run this long (seconds).
-_PROGRESS_AFTER_S = 10.0
 # Distinct values waiting to be merged into those seen before, at least (see _Distinct).
 _MERGE_ROWS = 1 << 20
 
@@ -204,21 +202,23 @@ def _in_order(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
 
 class _Progress:
     """Logs how much of a streamed source is read, every tenth of it, once the reading has
-    run long enough to be worth watching (a short run keeps the console short)."""
+    run long enough to be worth watching (``Tenths``)."""
 
     def __init__(self, source: EventSource) -> None:
-        self.source, self.started = source, time.perf_counter()
-        self.rows, self.next_tenth = 0, 1
+        self.source, self.rows = source, 0
+        self._tenths = Tenths(source.rows)
 
     def read(self, rows: int) -> None:
         self.rows += rows
-        total = self.source.rows
-        if self.rows * 10 < self.next_tenth * total or self.rows >= total:
-            return
-        self.next_tenth = self.rows * 10 // total + 1
-        took = time.perf_counter() - self.started
-        if took >= _PROGRESS_AFTER_S:
-            log.info("read %d of %d events of %s, %.0f s", self.rows, total, self.source.what, took)
+        took = self._tenths.due(self.rows)
+        if took is not None:
+            log.info(
+                "read %d of %d events of %s, %.0f s",
+                self.rows,
+                self.source.rows,
+                self.source.what,
+                took,
+            )
 
 
 def _write_events(

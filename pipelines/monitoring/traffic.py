@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.core.errors import InputError
+from pipelines.core.errors import InputError, first_line
 from pipelines.monitoring.requests import REQUEST_COLUMNS, REQUEST_SCHEMA
 from pipelines.serving.server.requestlog import SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
@@ -182,7 +182,7 @@ def _read_file(path: Path, since_ms: int, until_ms: int) -> tuple[pa.Table, int]
         groups = _groups(parquet.metadata, since_ms, until_ms)
         table = parquet.read_row_groups(groups, columns=list(REQUEST_COLUMNS))
     except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise _Unreadable(f"not a readable Parquet file: {reason}") from exc
     # the request columns in their order, whatever the file's order
     table = table.select(list(REQUEST_COLUMNS)).replace_schema_metadata(None)

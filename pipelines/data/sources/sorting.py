@@ -8,7 +8,6 @@ the result is the one a stable in-memory sort gives.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -17,16 +16,13 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.schema import EVENT_SCHEMA
+from pipelines.data.out_of_core import connect, quoted
 from pipelines.data.sources.stream import BATCH_ROWS
 
 # DuckDB's buffer limit; past it, the sort spills to a temporary folder.
 MEMORY_LIMIT = "512MB"
 _ROW = "source_row"
 _NUMBERED = EVENT_SCHEMA.append(pa.field(_ROW, pa.int64(), nullable=False))
-
-
-def _quoted(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
 
 
 def _numbered(tables: Iterable[pa.Table], failed: list[Exception]) -> Iterator[pa.RecordBatch]:
@@ -59,10 +55,9 @@ def sort_events(tables: Iterable[pa.Table], scratch: Path | None = None) -> Iter
     """
     failed: list[Exception] = []
     reader = pa.RecordBatchReader.from_batches(_NUMBERED, _numbered(tables, failed))
-    columns = ", ".join(_quoted(name) for name in EVENT_SCHEMA.names)
-    order = ", ".join(f"{_quoted(name)} ASC NULLS LAST" for name in ("timestamp", "event_id", _ROW))
-    with tempfile.TemporaryDirectory(prefix=".recflow-sort-", dir=scratch) as spill:
-        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill})
+    columns = ", ".join(quoted(name) for name in EVENT_SCHEMA.names)
+    order = ", ".join(f"{quoted(name)} ASC NULLS LAST" for name in ("timestamp", "event_id", _ROW))
+    with connect(MEMORY_LIMIT, scratch) as con:
         try:
             con.register("source_events", reader)
             result = con.sql(f"SELECT {columns} FROM source_events ORDER BY {order}")
@@ -72,5 +67,3 @@ def sort_events(tables: Iterable[pa.Table], scratch: Path | None = None) -> Iter
             if failed:
                 raise failed[0] from None
             raise
-        finally:
-            con.close()

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.core.errors import InputError
-from pipelines.core.io import read_parquet
+from pipelines.core.io import check_parquet_file, read_parquet, unreadable_parquet
 from pipelines.core.params import IngestConfig
 from pipelines.core.schema import CATALOG_FILE, CATALOG_SCHEMA, EVENT_SCHEMA, EVENTS_FILE
 from pipelines.data.sources.stream import BATCH_ROWS, EventSource
@@ -50,19 +50,13 @@ def load_synthetic(path: Path, cfg: IngestConfig) -> tuple[pa.Table, pa.Table]:
 
 
 def _unreadable(file: Path, exc: BaseException) -> InputError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return InputError(f"synthetic events {file} is not a readable Parquet file: {reason}")
+    return unreadable_parquet("synthetic events", file, exc)
 
 
 def _events_file(file: Path) -> pq.ParquetFile:
     """The events file opened for reading, with the checks and messages of ``read_parquet``."""
     what = "synthetic events"
-    if not file.exists():
-        raise InputError(f"{what} not found: {file}")
-    if not file.is_file():
-        raise InputError(f"{what} {file} is not a file")
-    if file.stat().st_size == 0:
-        raise InputError(f"{what} {file} is empty (0 bytes), not a Parquet file")
+    check_parquet_file(file, what)
     try:
         parquet = pq.ParquetFile(file, pre_buffer=False, buffer_size=_READ_BUFFER)
     except (pa.ArrowException, OSError, ValueError) as exc:

@@ -18,15 +18,13 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.core.io import atomic_dir, write_parquet, write_parquet_stream
+from pipelines.core.logs import Tenths
 from pipelines.core.params import GenerateConfig, RunConfig
 from pipelines.core.schema import CATALOG_FILE, EVENT_SCHEMA, EVENTS_FILE
 from pipelines.data.synthetic.presets import PRESETS
 from pipelines.data.synthetic.tables import simulate
 
 log = logging.getLogger("recflow.generate")
-
-# Progress lines at INFO only for work that has already run this long (seconds).
-_PROGRESS_AFTER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -108,19 +106,16 @@ class _Progress:
     has run long enough to be worth watching (a short run keeps the console short)."""
 
     def __init__(self, days: int, started: float) -> None:
-        self.days, self.started = days, started
+        self.days = days
         self.done = self.events = 0
-        self.next_tenth = 1
+        self._tenths = Tenths(days, started=started)
 
     def day_done(self, day: dt.date, events: int) -> None:
         self.done += 1
         self.events += events
         log.debug("day %s: %d events final, %d so far", day, events, self.events)
-        if self.done * 10 < self.next_tenth * self.days:
-            return
-        self.next_tenth = self.done * 10 // self.days + 1
-        took = time.perf_counter() - self.started
-        if took >= _PROGRESS_AFTER_S and self.done < self.days:
+        took = self._tenths.due(self.done)
+        if took is not None:
             log.info(
                 "%d of %d days simulated, %d events written so far, %.0f s",
                 self.done,

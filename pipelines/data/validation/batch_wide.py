@@ -9,7 +9,6 @@ Great Expectations does (``combine`` and the ``batch_metrics`` suite).
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any
 
 import duckdb
 
-from pipelines.core.errors import InputError
+from pipelines.core.errors import InputError, first_line
+from pipelines.data import out_of_core
+from pipelines.data.out_of_core import quoted
 
 # DuckDB's buffer limit; past it, hash tables spill to a temporary folder.
 MEMORY_LIMIT = "1GB"
@@ -44,17 +45,10 @@ class Duplicates:
 
 @contextlib.contextmanager
 def connect() -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB connection with a memory limit and its own spill folder."""
-    with tempfile.TemporaryDirectory(prefix="recflow-duckdb-") as spill:
-        con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": spill})
-        try:
-            yield con
-        finally:
-            con.close()
-
-
-def _quoted(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
+    """An in-memory DuckDB connection with the validation's memory limit and its own spill
+    folder."""
+    with out_of_core.connect(MEMORY_LIMIT) as con:
+        yield con
 
 
 def _fetch(
@@ -64,7 +58,7 @@ def _fetch(
     try:
         return con.execute(sql, params).fetchall()
     except duckdb.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise InputError(f"{what} is not a readable Parquet file (DuckDB: {reason})") from exc
 
 
@@ -91,7 +85,7 @@ def duplicates(
     Raises:
         InputError: DuckDB cannot read the file.
     """
-    name = _quoted(column)
+    name = quoted(column)
     events = (
         f"SELECT {name} AS v, file_row_number AS r FROM read_parquet(?, file_row_number = true)"
     )
@@ -142,7 +136,7 @@ def distinct_count(con: duckdb.DuckDBPyConnection, path: Path, column: str) -> i
     """Distinct non-null values of ``column`` in the file."""
     (count,) = _one(
         con,
-        f"SELECT count(DISTINCT {_quoted(column)}) FROM read_parquet(?)",
+        f"SELECT count(DISTINCT {quoted(column)}) FROM read_parquet(?)",
         [str(path)],
         f"events file {path}",
     )
@@ -157,7 +151,7 @@ def unseen_count(
     Values are compared as text, so that a column stored with another type in one of the
     files still compares by what it says.
     """
-    name = _quoted(column)
+    name = quoted(column)
     distinct = (
         f"SELECT DISTINCT CAST({name} AS VARCHAR) AS v FROM read_parquet(?) "
         f"WHERE {name} IS NOT NULL"

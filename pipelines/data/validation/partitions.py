@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.core.errors import InputError
+from pipelines.core.io import unreadable_parquet
 
 # Rows per partition. Measured on the ``large`` preset (8.3M events): the stage peaks at about
 # 1.1-1.3 GB RSS with one million rows per partition and at 2.0 GB with two million, for the
@@ -52,5 +52,4 @@ def event_partitions(path: Path, rows: int) -> Iterator[tuple[int, pa.Table]]:
         if held:
             yield offset, pa.Table.from_batches(pending, schema=schema)
     except (pa.ArrowException, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"events file {path} is not a readable Parquet file: {reason}") from exc
+        raise unreadable_parquet("events file", path, exc) from exc
