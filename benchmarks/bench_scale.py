@@ -3,6 +3,7 @@ and 100M events, each stage's wall time, peak memory and events per second.
 
     python -m benchmarks.bench_scale                    # medium, large, huge (hours on 2 cores)
     python -m benchmarks.bench_scale --presets medium large
+    python -m benchmarks.bench_scale --presets huge --work W --from train   # W kept by --work W
 
 Each preset runs in its own folder: the stages run as the commands ``dvc.yaml`` runs, on a copy
 of ``params.yaml`` with ``generate.preset`` set, ``validate.max_rows`` raised so the largest
@@ -48,6 +49,14 @@ RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 PRESETS = ("medium", "large", "huge")
 STAGES = ("generate", "ingest", "validate", "prepare", "train")
 GB = 1e9
+# what each stage writes in a preset's folder (see stage_commands), its main output first
+OUTPUTS = {
+    "generate": ("source",),
+    "ingest": ("raw",),
+    "validate": ("validated", "reports", "validation.json", "quarantine"),
+    "prepare": ("prepared", "prepare.json"),
+    "train": ("model",),
+}
 # validate.max_rows for the runs: above the largest preset's batch
 MAX_ROWS = 1_000_000_000
 
@@ -192,16 +201,31 @@ def train_details(log: str) -> dict[str, Any]:
 
 
 def run_preset(
-    preset: str, folder: Path, progress: Any = print, only: Sequence[str] = STAGES
+    preset: str,
+    folder: Path,
+    progress: Any = print,
+    only: Sequence[str] = STAGES,
+    earlier: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the stages (``only``: the first ones of the chain) on ``preset`` in ``folder``; one
-    entry of ``scale.json``."""
+    entry of ``scale.json``.
+
+    ``earlier``: the stages already run in ``folder`` by an earlier call, with their entries;
+    they are not run again and the later stages read their outputs.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     params = bench_params(preset, folder)
-    stages: dict[str, Any] = {}
+    stages: dict[str, Any] = dict(earlier or {})
     for stage, command in stage_commands(params, folder).items():
         if stage not in only:
             break
+        if stage in stages:
+            continue
+        for name in OUTPUTS[stage]:
+            # a stage run again starts afresh (the trainer would resume a finished run)
+            if (folder / name).is_dir():
+                shutil.rmtree(folder / name)
+            (folder / name).unlink(missing_ok=True)
         log = folder / f"{stage}.log"
         measured = run_measured(command, log)
         text = log.read_text(errors="replace")
@@ -232,7 +256,29 @@ def run_preset(
             f"{entry['events_per_s']:,} events/s"
         )
     batch = stages.get("ingest", {}).get("events")
-    return {"preset": preset, "batch_events": batch, "stages": stages}
+    entry = {"preset": preset, "batch_events": batch, "stages": stages}
+    if earlier:
+        entry["stages_from_an_earlier_run"] = list(earlier)
+    return entry
+
+
+def earlier_stages(out: Path, preset: str, start: str, folder: Path) -> dict[str, Any]:
+    """The recorded entries of the stages before ``start`` for ``preset`` (from ``out``), whose
+    outputs ``folder`` must still hold.
+
+    Raises:
+        SystemExit: ``out`` has no such entries, or ``folder`` lacks a stage's output.
+    """
+    before = STAGES[: STAGES.index(start)]
+    runs = json.loads(out.read_text()).get("runs", []) if out.is_file() else []
+    stages = next((run["stages"] for run in runs if run["preset"] == preset), {})
+    missing = [stage for stage in before if "events" not in stages.get(stage, {})]
+    if missing:
+        raise SystemExit(f"{out} has no recorded {', '.join(missing)} of {preset}: run it whole")
+    absent = [OUTPUTS[stage][0] for stage in before if not (folder / OUTPUTS[stage][0]).exists()]
+    if absent:
+        raise SystemExit(f"{folder} lacks {', '.join(absent)}: run {preset} whole")
+    return {stage: stages[stage] for stage in before}
 
 
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
@@ -430,6 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         default=len(STAGES),
         help="run the first N stages of " + ", ".join(STAGES) + " (default: all)",
     )
+    parser.add_argument(
+        "--from",
+        dest="start",
+        choices=STAGES,
+        default=STAGES[0],
+        help="start at this stage in the --work folder of an earlier run, whose outputs and "
+        "recorded entries of the earlier stages it keeps",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     parser.add_argument(
         "--memory-gb",
@@ -438,17 +492,26 @@ def main(argv: list[str] | None = None) -> int:
         help="memory the largest batch must fit in (default: this machine's)",
     )
     args = parser.parse_args(argv)
+    if args.start != STAGES[0] and args.work is None:
+        parser.error("--from needs the --work folder of the earlier run")
     work = args.work or Path(tempfile.mkdtemp(prefix="recflow-scale-"))
+    earlier = {
+        preset: earlier_stages(args.out, preset, args.start, work / preset)
+        for preset in args.presets
+        if args.start != STAGES[0]
+    }
     runs = []
     for preset in args.presets:
         folder = work / preset
-        shutil.rmtree(folder, ignore_errors=True)
+        if preset not in earlier:
+            shutil.rmtree(folder, ignore_errors=True)
         runs.append(
             run_preset(
                 preset,
                 folder,
                 lambda line: print(line, file=sys.stderr),
                 STAGES[: args.stages],
+                earlier.get(preset),
             )
         )
         if args.work is None:

@@ -153,6 +153,8 @@ def load_prepared(prepared: Path, *, event_types: bool = False) -> Prepared:
             raise InputError(f"{name}.parquet has targets outside 1..{n_items}")
     if not any(len(s) >= 2 for s in train):
         raise InputError(f"{prepared / 'train.parquet'} has no sequence of two or more steps")
+    # the tables are read: Arrow's pool hands the memory it keeps for reuse back to the system
+    pa.default_memory_pool().release_unused()
     return Prepared(
         n_items=n_items,
         n_categories=int(category.max()),

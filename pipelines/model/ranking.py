@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -64,6 +65,37 @@ def mask_scores(scores: torch.Tensor, history: torch.Tensor | None = None) -> to
     return masked
 
 
+# rows of the comparison buffer :func:`_count_rows` reuses: small enough to stay in cache
+_COUNT_ROWS = 8
+# float32 counts are exact integers below 2**24 columns
+_FLOAT32_EXACT = 1 << 24
+
+
+def _count_rows(
+    scores: torch.Tensor,
+    reference: torch.Tensor,
+    compare: Callable[..., torch.Tensor],
+) -> torch.Tensor:
+    """Per row, the number of columns where ``compare(scores, reference)`` holds, as float64.
+
+    Summing a bool tensor along rows is slow on the CPU; comparing into a reused float buffer of
+    a few rows and summing that is an order of magnitude faster and just as exact (every partial
+    sum is a whole number the float holds exactly).
+    """
+    if scores.device.type != "cpu":
+        return compare(scores, reference).sum(1).double()
+    rows, columns = scores.shape
+    dtype = torch.float32 if columns < _FLOAT32_EXACT else torch.float64
+    buffer = torch.empty((min(rows, _COUNT_ROWS), columns), dtype=dtype)
+    counts = torch.empty(rows, dtype=torch.float64)
+    for start in range(0, rows, _COUNT_ROWS):
+        stop = min(rows, start + _COUNT_ROWS)
+        part = buffer[: stop - start]
+        compare(scores[start:stop], reference[start:stop], out=part)
+        counts[start:stop] = part.sum(1)
+    return counts
+
+
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each target among all items (see the module doc for ties and misses).
 
@@ -74,17 +106,61 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B]`` float ranks; ``inf`` for a target scored ``-inf``.
     """
+    return _ranks(scores, targets, None)
+
+
+def masked_target_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, history: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``target_ranks(mask_scores(scores, history), targets)``, without copying ``scores``.
+
+    The padding column and the items of ``history`` (if given) do not rank: the counts over
+    every column are corrected by what those few columns added, which gives the same ranks to
+    the last bit as masking a copy.
+
+    Args:
+        scores: ``[B, n_items + 1]`` scores (not modified).
+        targets: ``[B]`` target item indices (1..n_items).
+        history: ``[B, L]`` item indices or step tokens (0 for padding), or None.
+    """
+    masked = torch.zeros((scores.shape[0], 1), dtype=torch.int64, device=scores.device)
+    if history is not None:
+        # a step token's item is the token modulo n_items + 1 (as in mask_scores)
+        masked = torch.cat([masked, history.long() % scores.shape[1]], dim=1)
+    return _ranks(scores, targets, masked)
+
+
+def _ranks(
+    scores: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor | None
+) -> torch.Tensor:
+    """Ranks of the targets with the columns ``masked`` (``[B, M]``, repeats allowed) taken as
+    ``-inf``; None: no column is."""
     targets = targets.long()
     target_scores = scores.gather(1, targets.unsqueeze(1))
-    ranks = (scores > target_scores).sum(1).double()
+    above = _count_rows(scores, target_scores, torch.gt)
+    equal = _count_rows(scores, target_scores, torch.eq)
+    target_masked = torch.zeros_like(targets, dtype=torch.bool)
+    if masked is not None:
+        # each masked column counted once: sort the row's columns and keep the first of a run
+        columns = masked.sort(1).values
+        first = torch.ones_like(columns, dtype=torch.bool)
+        first[:, 1:] = columns[:, 1:] != columns[:, :-1]
+        values = scores.gather(1, columns)
+        above -= ((values > target_scores) & first).sum(1).double()
+        equal -= ((values == target_scores) & first).sum(1).double()
+        target_masked = (columns == targets.unsqueeze(1)).any(1)
+    ranks = above
     # equal scores are rare for a model: only the rows that have them (beside the target
     # itself) look at item indices
-    tied = ((scores == target_scores).sum(1) > 1).nonzero().squeeze(1)
+    tied = (equal > 1).nonzero().squeeze(1)
     if len(tied):
         items = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0)
         before = (scores[tied] == target_scores[tied]) & (items < targets[tied].unsqueeze(1))
+        if masked is not None:
+            before[torch.arange(len(tied), device=scores.device).unsqueeze(1), masked[tied]] = False
         ranks[tied] += before.sum(1).double()
-    return ranks.masked_fill(torch.isneginf(target_scores.squeeze(1)), math.inf)
+    lost = torch.isneginf(target_scores.squeeze(1)) | target_masked
+    return ranks.masked_fill(lost, math.inf)
 
 
 def topk_ranks(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
@@ -234,6 +310,69 @@ def ranking_moments(
     Raises:
         ValueError: Histories and targets differ in number, or ``ties`` is unknown.
     """
+    return ranking_sums(
+        score_fn,
+        histories,
+        targets,
+        batch_size=batch_size,
+        mask_history=mask_history,
+        ks=ks,
+        device=device,
+        ties=ties,
+    ).moments()
+
+
+@dataclass(frozen=True)
+class MetricSums:
+    """Sums over users of each metric and of its square, and the users: what adds up across
+    shards of the users (``pack`` and ``unpack`` carry it through one reduction)."""
+
+    totals: dict[str, float]
+    squares: dict[str, float]
+    count: int
+
+    def pack(self) -> list[float]:
+        return [*self.totals.values(), *self.squares.values(), float(self.count)]
+
+    def unpack(self, values: Sequence[float]) -> MetricSums:
+        """Sums of the same metrics holding ``values`` (as :meth:`pack` orders them)."""
+        names = list(self.totals)
+        return MetricSums(
+            dict(zip(names, values[: len(names)], strict=True)),
+            dict(zip(names, values[len(names) : 2 * len(names)], strict=True)),
+            round(values[-1]),
+        )
+
+    def moments(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Means and standard errors (see :func:`ranking_moments`)."""
+        count = self.count
+        means = {name: total / max(count, 1) for name, total in self.totals.items()}
+        errors = {}
+        for name, mean in means.items():
+            if count < 2:
+                errors[name] = 0.0
+                continue
+            variance = max(self.squares[name] - count * mean * mean, 0.0) / (count - 1)
+            errors[name] = math.sqrt(variance / count)
+        return means, errors
+
+
+def ranking_sums(
+    score_fn: ScoreFn,
+    histories: Sequence[Sequence[int]] | Sequence[np.ndarray],
+    targets: Sequence[int] | np.ndarray,
+    *,
+    batch_size: int = 512,
+    mask_history: bool = False,
+    ks: Sequence[int] = KS,
+    device: torch.device | str = "cpu",
+    ties: Ties = "index",
+) -> MetricSums:
+    """The sums behind :func:`ranking_moments` (arguments as there).
+
+    Raises:
+        ValueError: Histories and targets differ in number, or ``ties`` is unknown.
+    """
     if len(histories) != len(targets):
         raise ValueError(f"{len(histories)} histories but {len(targets)} targets")
     if ties not in TIES:
@@ -251,20 +390,14 @@ def ranking_moments(
         if ties == "index" and isinstance(score_fn, SparseRanker):
             ranks = score_fn.target_ranks(history, batch_targets, mask_history=mask_history)
             values_by_name = per_user_metrics(ranks, ks)
-        else:
+        elif ties == "index":
             scores = score_fn(history).float()
-            scores = mask_scores(scores, history if mask_history else None)
+            ranks = masked_target_ranks(scores, batch_targets, history if mask_history else None)
+            values_by_name = per_user_metrics(ranks, ks)
+        else:
+            scores = mask_scores(score_fn(history).float(), history if mask_history else None)
             values_by_name = batch_metric_values(scores, batch_targets, ks, ties)
         for name, values in values_by_name.items():
             totals[name] += float(values.sum())
             squares[name] += float((values * values).sum())
-    count = len(histories)
-    means = {name: total / max(count, 1) for name, total in totals.items()}
-    errors = {}
-    for name, mean in means.items():
-        if count < 2:
-            errors[name] = 0.0
-            continue
-        variance = max(squares[name] - count * mean * mean, 0.0) / (count - 1)
-        errors[name] = math.sqrt(variance / count)
-    return means, errors
+    return MetricSums(totals, squares, len(histories))

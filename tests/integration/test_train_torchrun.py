@@ -1,4 +1,5 @@
-"""The trainer under ``torchrun`` with two CPU workers (gloo): rank 0 writes, resume, restart.
+"""The trainer under ``torchrun`` with two CPU workers (gloo): rank 0 writes, the ranks share the
+scoring, resume, restart.
 
 Each test launches ``torchrun --standalone --nproc_per_node=2`` on the tiny synthetic preset
 with a small model, one thread per worker.
@@ -16,7 +17,10 @@ import pytest
 
 from pipelines.core.params import GenerateConfig, PrepareConfig
 from pipelines.data.preparation import prepare
+from pipelines.data.prepared import load_prepared
 from pipelines.data.synthetic.generator import generate
+from pipelines.model.ranking import ranking_metrics
+from pipelines.model.saved import load_model
 from tests.conftest import PROJECT_ROOT
 from tests.model.conftest import RUN
 
@@ -173,6 +177,14 @@ def test_two_workers_train_and_only_rank_0_writes(workspace: Path, uninterrupted
     popular = metrics["baselines"]["most_popular"]["ndcg@10"]
     assert metrics["test"]["ndcg@10"] > 1.2 * popular, metrics
     assert (uninterrupted / "metrics.schema.json").is_file()
+    # the two ranks scored half of the test users each, rank 1 with the best weights rank 0
+    # sent it: the figures are those of the saved model scoring every user in one process
+    model = load_model(uninterrupted / "model.pt")
+    data = load_prepared(workspace / "prepared")
+    whole = ranking_metrics(model.score, data.test_history, data.test_target, batch_size=7)
+    assert metrics["test_users"]["users"] == len(data.test_target) > 100
+    for name, value in whole.items():
+        assert metrics["test"][name] == pytest.approx(value, abs=2e-6), name
     # no temporary file is left behind
     assert not [p for p in uninterrupted.rglob(".*")]
 

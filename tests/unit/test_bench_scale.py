@@ -138,3 +138,36 @@ def test_the_command_runs_the_first_stages_and_keeps_other_presets(tmp_path: Pat
     assert {run["preset"] for run in report["runs"]} == {"other", "tiny"}
     assert report["growth"]["memory_gb"] == 24
     assert out.with_suffix(".svg").read_text().startswith("<svg")
+
+
+def test_a_run_from_a_later_stage_keeps_the_earlier_entries_and_outputs(tmp_path: Path) -> None:
+    out, work = tmp_path / "scale.json", tmp_path / "work"
+    common = ["--presets", "tiny", "--work", str(work), "--out", str(out), "--memory-gb", "24"]
+    assert main([*common, "--stages", "2"]) == 0
+    first = json.loads(out.read_text())["runs"][0]["stages"]
+    source = (work / "tiny" / "source" / "events.parquet").read_bytes()
+    (work / "tiny" / "raw" / "stale").mkdir()
+    assert main([*common, "--stages", "3", "--from", "ingest"]) == 0
+    tiny = json.loads(out.read_text())["runs"][0]
+    assert list(tiny["stages"]) == ["generate", "ingest", "validate"]
+    assert tiny["stages"]["generate"] == first["generate"]  # not run again
+    assert tiny["stages_from_an_earlier_run"] == ["generate"]
+    assert (work / "tiny" / "source" / "events.parquet").read_bytes() == source
+    assert not (work / "tiny" / "raw" / "stale").exists()  # the stage run again starts afresh
+    assert tiny["stages"]["validate"]["events"] == tiny["batch_events"]
+
+
+def test_a_run_from_a_later_stage_needs_its_recorded_entries_and_folder(tmp_path: Path) -> None:
+    out, work = tmp_path / "scale.json", tmp_path / "work"
+    args = ["--presets", "tiny", "--out", str(out), "--from", "train"]
+    with pytest.raises(SystemExit):
+        main(args)  # no --work
+    with pytest.raises(SystemExit, match="no recorded generate, ingest, validate, prepare"):
+        main([*args, "--work", str(work)])
+    out.write_text(json.dumps({"runs": [_run("tiny", 5, dict.fromkeys(STAGES[:4], 1.0))]}))
+    entries = json.loads(out.read_text())
+    for stage in entries["runs"][0]["stages"].values():
+        stage["events"] = 5
+    out.write_text(json.dumps(entries))
+    with pytest.raises(SystemExit, match="lacks source, raw, validated, prepared"):
+        main([*args, "--work", str(work)])

@@ -12,6 +12,7 @@ from pipelines.data.sequences import step_tokens
 from pipelines.model.ranking import (
     batch_metric_sums,
     mask_scores,
+    masked_target_ranks,
     metric_names,
     metric_sums,
     per_user_metrics,
@@ -203,3 +204,42 @@ def test_target_ranks_count_ties_by_index_only_where_there_are_ties() -> None:
     ranks = target_ranks(scores, targets)
     assert torch.equal(ranks, expected)
     assert (ranks[150:] != (scores[150:] > target_scores[150:]).sum(1)).any()
+
+
+@pytest.mark.parametrize("float64_counts", [False, True])
+def test_masked_target_ranks_equal_the_ranks_of_a_masked_copy(
+    float64_counts: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # coarse scores (many ties), histories with repeated items and padding, targets inside
+    # their own history, -inf and NaN scores: the ranks match masking a copy, bit for bit
+    if float64_counts:
+        monkeypatch.setattr("pipelines.model.ranking._FLOAT32_EXACT", 10)
+    generator = torch.Generator().manual_seed(11)
+    users, items = 37, 90
+    scores = torch.randint(0, 25, (users, items), generator=generator).float()
+    scores[:12] += torch.rand(12, items, generator=generator)
+    scores[3, 5] = float("-inf")
+    scores[4, 7] = float("nan")
+    history = torch.randint(0, items, (users, 9), generator=generator)
+    history[:, :3] = 0
+    history[:, 4] = history[:, 5]
+    targets = torch.randint(1, items, (users,), generator=generator)
+    targets[::6] = history[::6, 7]
+    targets[3] = 5
+    before = scores.clone()
+    for mask in (history, None):
+        expected = target_ranks(mask_scores(scores, mask), targets)
+        ranks = masked_target_ranks(scores, targets, mask)
+        assert torch.equal(ranks, expected)
+        assert torch.isinf(ranks[::6]).all() == (mask is not None)
+    assert torch.equal(scores.nan_to_num(), before.nan_to_num())  # not modified
+
+
+def test_masked_target_ranks_read_step_tokens_as_their_items() -> None:
+    n_items = 6
+    scores = torch.tensor([[-INF, 0.1, 0.9, 0.5, 0.7, 0.3, 0.2]])
+    tokens = step_tokens(np.array([[0, 4, 2]]), np.array([[0, 1, 2]]), n_items)
+    tokens_t = torch.from_numpy(tokens)
+    # item 3 (0.5): items 2 and 4, the only ones above it, are masked
+    assert masked_target_ranks(scores, torch.tensor([3]), tokens_t).tolist() == [0.0]
+    assert masked_target_ranks(scores, torch.tensor([3])).tolist() == [2.0]

@@ -14,7 +14,7 @@ log = logging.getLogger("recflow.train")
 
 @dataclass
 class Dist:
-    """This worker's place in the group; rank 0 alone evaluates and writes files."""
+    """This worker's place in the group; rank 0 alone writes files."""
 
     rank: int = 0
     world: int = 1

@@ -20,10 +20,12 @@ costs a bounded share of it on a large catalog; the confidence interval in the t
 how far the sample's NDCG@10 may be from every user's. The final test and the baselines score
 every test user, and ``metrics.json`` names the users behind each figure.
 
-Under ``torchrun`` every rank trains on its shard of the windows (``DistributedSampler``), rank 0
-evaluates and broadcasts the early-stopping decision. Backend: NCCL when CUDA is available,
-else gloo. Randomness is derived from ``(seed, epoch, rank)`` at the start of every epoch, so a
-run is reproducible for a given seed, world size and thread count, resumed or not.
+Under ``torchrun`` every rank trains on its shard of the windows (``DistributedSampler``) and
+scores its share of the validation and test users; the metrics' sums are added up across ranks,
+and rank 0 scores the baselines, writes the files and broadcasts the early-stopping decision.
+Backend: NCCL when CUDA is available, else gloo. Randomness is derived from
+``(seed, epoch, rank)`` at the start of every epoch, so a run is reproducible for a given seed,
+world size and thread count, resumed or not.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from pipelines.core.io import write_text
 from pipelines.core.params import RunConfig, TrainConfig
 from pipelines.data.prepared import Prepared, load_prepared, prepared_fingerprint
 from pipelines.model.baselines import ItemTransition, MostPopular, item_counts
-from pipelines.model.ranking import metric_names, ranking_metrics, ranking_moments
+from pipelines.model.ranking import metric_names, ranking_metrics, ranking_sums
 from pipelines.model.sasrec import (
     ModelSpec,
     SASRec,
@@ -197,20 +199,43 @@ def evaluate_sample(
     cfg: TrainConfig,
     histories: list[np.ndarray],
     targets: np.ndarray,
+    ctx: Dist | None = None,
 ) -> tuple[dict[str, float], float]:
     """Metrics of ``model`` on the given users (a validation sample, or every test user) and the
-    95 % confidence half-width of the selection metric."""
+    95 % confidence half-width of the selection metric.
+
+    Under ``torchrun`` (``ctx`` of a group) every rank scores its contiguous share of the users
+    and the sums are added up across ranks: every rank returns the same figures, which are
+    those of scoring every user in one process up to the order of the float64 additions.
+    """
     model.eval()
-    means, errors = ranking_moments(
+    lo, hi = _share(len(histories), ctx)
+    device = next(model.parameters()).device
+    sums = ranking_sums(
         model.score,
-        histories,
-        targets,
+        histories[lo:hi],
+        targets[lo:hi],
         batch_size=cfg.eval_batch_size,
         mask_history=cfg.mask_history,
-        device=next(model.parameters()).device,
+        device=device,
         ties=cfg.ties,
     )
+    if ctx is not None and ctx.world > 1:
+        packed = torch.tensor(sums.pack(), dtype=torch.float64, device=device)
+        dist.all_reduce(packed)
+        sums = sums.unpack(packed.tolist())
+    means, errors = sums.moments()
     return _round(means), round(Z_95 * errors[SELECTION_METRIC], 6)
+
+
+def _share(users: int, ctx: Dist | None) -> tuple[int, int]:
+    """The rows ``[lo, hi)`` of ``users`` this rank scores: contiguous, sizes differing by at
+    most one."""
+    if ctx is None or ctx.world <= 1:
+        return 0, users
+    per, extra = divmod(users, ctx.world)
+    lo = ctx.rank * per + min(ctx.rank, extra)
+    return lo, lo + per + (ctx.rank < extra)
 
 
 def train(
@@ -380,28 +405,30 @@ def _train(
         row: dict[str, Any] = {"epoch": epoch, "loss": round(loss, 6)}
         decision = torch.zeros(1, dtype=torch.int64, device=device if cuda else "cpu")
         valid_s: float | None = None
-        if ctx.main:
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                valid_started = time.perf_counter()
-                # with a weight average, it is what is judged and kept
-                with average.applied(model) if average is not None else nullcontext():
-                    row["valid"], half_width = evaluate_sample(
-                        model, cfg, valid_inputs, valid_targets
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            valid_started = time.perf_counter()
+            # with a weight average, it is what is judged and kept; every rank scores its share
+            # of the users and gets the same figures, so every rank keeps the same books
+            with average.applied(model) if average is not None else nullcontext():
+                row["valid"], half_width = evaluate_sample(
+                    model, cfg, valid_inputs, valid_targets, ctx
+                )
+                row["valid_ci95"] = {SELECTION_METRIC: half_width}
+                row["valid_users"] = sample.users
+                if row["valid"][SELECTION_METRIC] > state["best_metric"]:
+                    state.update(
+                        best_metric=row["valid"][SELECTION_METRIC],
+                        best_epoch=epoch,
+                        bad_evals=0,
                     )
-                    row["valid_ci95"] = {SELECTION_METRIC: half_width}
-                    row["valid_users"] = sample.users
-                    if row["valid"][SELECTION_METRIC] > state["best_metric"]:
-                        state.update(
-                            best_metric=row["valid"][SELECTION_METRIC],
-                            best_epoch=epoch,
-                            bad_evals=0,
-                        )
+                    if ctx.main:
                         best = {"model": model.state_dict(), "epoch": epoch}
                         save(out / "checkpoints" / "best.pt", best)
-                    else:
-                        state["bad_evals"] += 1
-                valid_s = time.perf_counter() - valid_started
-                decision[0] = int(state["bad_evals"] >= cfg.patience)
+                else:
+                    state["bad_evals"] += 1
+            valid_s = time.perf_counter() - valid_started
+            decision[0] = int(state["bad_evals"] >= cfg.patience)
+        if ctx.main:
             interval = row.get("valid_ci95", {}).get(SELECTION_METRIC)
             log.info(
                 "epoch %d: loss %.4f, valid %s %s%s, %.2f s (%.0f windows/s)",
@@ -444,7 +471,23 @@ def _train(
             # no rank starts the next epoch (or may crash in it) before last.pt is complete
             dist.barrier()
 
-    result = _finish(cfg, model, data, out, state, resumed_from, sample) if ctx.main else None
+    best_path = out / "checkpoints" / "best.pt"
+    if ctx.main and best_path.is_file():
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
+    if ctx.world > 1:
+        # rank 0 alone reads the checkpoint folder: the others get the best weights from it
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+    started = time.perf_counter()
+    test, _ = evaluate_sample(
+        model, cfg, data.model_inputs("test", model.spec.event_types), data.test_target, ctx
+    )
+    model_s = time.perf_counter() - started
+    result = (
+        _finish(cfg, model, data, out, state, resumed_from, sample, test, model_s)
+        if ctx.main
+        else None
+    )
     if ctx.world > 1:
         # every rank returns rank 0's result
         box = [result]
@@ -462,18 +505,15 @@ def _finish(
     state: dict[str, Any],
     resumed_from: int,
     sample: ValidSample,
+    test: dict[str, float],
+    model_s: float,
 ) -> TrainResult:
-    best_path = out / "checkpoints" / "best.pt"
-    if best_path.is_file():
-        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model"])
+    """Rank 0: the baselines, ``model.pt`` and ``metrics.json`` beside the model's ``test``
+    metrics, which took ``model_s`` seconds to score."""
     best_valid: dict[str, float] = next(
         (row["valid"] for row in state["history"] if row["epoch"] == state["best_epoch"]), {}
     )
     started = time.perf_counter()
-    test, _ = evaluate_sample(
-        model, cfg, data.model_inputs("test", model.spec.event_types), data.test_target
-    )
-    model_s = time.perf_counter() - started
     baselines = {}
     for name, scorer in (
         ("most_popular", MostPopular(data.train, data.n_items)),
@@ -489,12 +529,13 @@ def _finish(
                 ties=cfg.ties,
             )
         )
+    baselines_s = time.perf_counter() - started
     log.info(
         "test: %s users scored in %.2f s (model %.2f s, baselines %.2f s)",
         f"{len(data.test_target):,}",
-        time.perf_counter() - started,
+        model_s + baselines_s,
         model_s,
-        time.perf_counter() - started - model_s,
+        baselines_s,
     )
     save(
         out / "model.pt",
