@@ -10,7 +10,14 @@ validation user through the same function, so both sides run in one run, on the 
 split, metric definition and masking; only the users differ. Recorded: the epoch's training
 seconds, each validation's seconds and share of the epoch, NDCG@10 with its 95 % confidence
 half-width for each, and the final test scoring (every test user, the model and two baselines)
-as it is today. Writes ``benchmarks/results/epoch_validation.json``.
+as it is today.
+
+The final scoring's ways are also compared in the same run, on the same trained weights and test
+users: the model's target ranks counted in place (``masked_target_ranks``) against the reference
+way (every item's scores masked in a copy, the items ahead counted as booleans), and the
+baselines' sparse ranks (``target_ranks`` of a ``SparseRanker``) against the same reference on
+their dense scores. Each pair must give the same sums to the last bit. Writes
+``benchmarks/results/epoch_validation.json``.
 """
 
 from __future__ import annotations
@@ -21,9 +28,11 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.machine import machine_info
@@ -31,12 +40,80 @@ from pipelines.core.params import GenerateConfig, PrepareConfig, RunConfig, load
 from pipelines.core.project import PROJECT_ROOT
 from pipelines.data.preparation import prepare
 from pipelines.data.prepared import load_prepared
+from pipelines.data.sequences import left_pad
 from pipelines.data.synthetic.generator import generate
+from pipelines.model.baselines import ItemTransition, MostPopular
+from pipelines.model.ranking import (
+    MetricSums,
+    mask_scores,
+    metric_names,
+    per_user_metrics,
+    ranking_sums,
+)
 from pipelines.model.saved import load_model
 from pipelines.model.training.loop import EpochTiming, evaluate_sample, train
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 RUN = RunConfig(logical_date=dt.date(2026, 11, 22), seed=42)
+
+
+def reference_sums(
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    histories: Sequence[np.ndarray],
+    targets: np.ndarray,
+    *,
+    batch_size: int,
+    mask_history: bool,
+) -> MetricSums:
+    """The metric sums of the reference way: every item scored, masked in a copy, and the items
+    ahead of each target counted as booleans (ties by item index)."""
+    totals = dict.fromkeys(metric_names(), 0.0)
+    squares = dict.fromkeys(metric_names(), 0.0)
+    for start in range(0, len(histories), batch_size):
+        chunk = histories[start : start + batch_size]
+        history = torch.from_numpy(left_pad(chunk, max(1, max(len(h) for h in chunk))))
+        batch = torch.from_numpy(targets[start : start + batch_size]).long()
+        scores = mask_scores(score_fn(history).float(), history if mask_history else None)
+        target_scores = scores.gather(1, batch.unsqueeze(1))
+        items = torch.arange(scores.shape[1]).unsqueeze(0)
+        ahead = (scores > target_scores) | (
+            (scores == target_scores) & (items < batch.unsqueeze(1))
+        )
+        ranks = ahead.sum(1).double().masked_fill(torch.isneginf(target_scores[:, 0]), np.inf)
+        for name, values in per_user_metrics(ranks).items():
+            totals[name] += float(values.sum())
+            squares[name] += float((values * values).sum())
+    return MetricSums(totals, squares, len(histories))
+
+
+def compare_scoring(model: Any, data: Any, cfg: Any) -> dict[str, Any]:
+    """The final scoring's ways, timed side by side on every test user (see the module doc)."""
+    histories = data.model_inputs("test", model.spec.event_types)
+    targets = data.test_target
+    kwargs = {"batch_size": cfg.eval_batch_size, "mask_history": cfg.mask_history}
+    scorers: dict[str, Any] = {
+        "sasrec": model.score,
+        "most_popular": MostPopular(data.train, data.n_items),
+        "item_transition": ItemTransition(data.train, data.n_items),
+    }
+    compared: dict[str, Any] = {}
+    for name, scorer in scorers.items():
+        started = time.perf_counter()
+        fast = ranking_sums(scorer, histories, targets, ties="index", **kwargs)
+        fast_s = time.perf_counter() - started
+        started = time.perf_counter()
+        # a lambda is no SparseRanker: the baselines score every item here
+        reference = reference_sums(lambda h, s=scorer: s(h), histories, targets, **kwargs)
+        reference_s = time.perf_counter() - started
+        compared[name] = {
+            "way": "in place" if name == "sasrec" else "sparse",
+            "seconds": round(fast_s, 2),
+            "reference_seconds": round(reference_s, 2),
+            "speedup": round(reference_s / max(fast_s, 1e-9), 2),
+            "same_sums": fast == reference,
+        }
+        print(f"test scoring, {name}: {compared[name]}", file=sys.stderr)
+    return compared
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         every_s = time.perf_counter() - started
         users = len(data.valid_target)
+        compared = compare_scoring(model, data, cfg)
 
     def side(seconds: float, scored: int, ndcg: float, half: float) -> dict[str, Any]:
         return {
@@ -123,6 +201,15 @@ def main(argv: list[str] | None = None) -> int:
             "what": "every test user: the model and the most-popular and transition baselines",
             "seconds": round(final_s, 2),
             "share_of_epoch": round(final_s / epoch.train_s, 3),
+        },
+        "final_test_scoring_ways": {
+            "what": (
+                "every test user, the same weights, one after the other in this run: the way "
+                "the train stage ranks (model: in place; baselines: sparse) against the "
+                "reference (every item's scores masked in a copy, items ahead counted as "
+                "booleans); same_sums: both give the same metric sums to the last bit"
+            ),
+            **compared,
         },
         "test_ndcg@10": result.test["ndcg@10"],
     }

@@ -59,13 +59,14 @@ class _SharedOrder:
         values = scores[1:]
         order = np.lexsort((items, -values))
         self.scores = scores
-        self._descending = values[order]
+        descending = values[order]
         # the run of equal scores each sorted position is in; (run, index) increases along it
-        run = np.r_[0, np.cumsum(self._descending[1:] != self._descending[:-1])]
+        run = np.r_[0, np.cumsum(descending[1:] != descending[:-1])]
         self._width = len(scores) + 1
         self._keys = run * self._width + items[order]
         self._run = run
-        self._negated = -self._descending
+        # ascending, for searchsorted
+        self._negated = -descending
 
     def before(self, values: np.ndarray, items: np.ndarray) -> np.ndarray:
         """How many items the shared order puts ahead of each ``(values[i], items[i])``."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypedDict, Unpack, runtime_checkable
 
 import numpy as np
 import torch
@@ -248,29 +248,24 @@ def metric_names(ks: Sequence[int] = KS) -> list[str]:
     return [f"{name}@{k}" for k in ks for name in METRIC_NAMES]
 
 
+class RankingOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`ranking_sums` that the functions built on it pass on."""
+
+    batch_size: int
+    mask_history: bool
+    ks: Sequence[int]
+    device: torch.device | str
+    ties: Ties
+
+
 def ranking_metrics(
     score_fn: ScoreFn,
     histories: Sequence[Sequence[int]] | Sequence[np.ndarray],
     targets: Sequence[int] | np.ndarray,
-    *,
-    batch_size: int = 512,
-    mask_history: bool = False,
-    ks: Sequence[int] = KS,
-    device: torch.device | str = "cpu",
-    ties: Ties = "index",
+    **options: Unpack[RankingOptions],
 ) -> dict[str, float]:
-    """Mean full-ranking metrics of ``score_fn`` over users, computed in batches.
-
-    Args:
-        score_fn: Maps a left-padded ``[B, L]`` history batch to ``[B, n_items + 1]`` scores.
-            A :class:`SparseRanker` ranks the targets itself under the ``"index"`` rule.
-        histories: Each user's history, oldest step first.
-        targets: Each user's target item.
-        batch_size: Users scored at once.
-        mask_history: Exclude the items of each history from its ranking.
-        ks: Cut-offs.
-        device: Where the history batches are put.
-        ties: How equal scores are ordered, ``"index"`` or ``"topk"`` (see the module doc).
+    """Mean full-ranking metrics of ``score_fn`` over users, computed in batches (arguments as
+    :func:`ranking_sums`).
 
     Returns:
         ``{"hr@10": ..., "ndcg@10": ..., ...}`` averaged over users (0.0 for no users).
@@ -278,29 +273,14 @@ def ranking_metrics(
     Raises:
         ValueError: Histories and targets differ in number, or ``ties`` is unknown.
     """
-    means, _ = ranking_moments(
-        score_fn,
-        histories,
-        targets,
-        batch_size=batch_size,
-        mask_history=mask_history,
-        ks=ks,
-        device=device,
-        ties=ties,
-    )
-    return means
+    return ranking_sums(score_fn, histories, targets, **options).moments()[0]
 
 
 def ranking_moments(
     score_fn: ScoreFn,
     histories: Sequence[Sequence[int]] | Sequence[np.ndarray],
     targets: Sequence[int] | np.ndarray,
-    *,
-    batch_size: int = 512,
-    mask_history: bool = False,
-    ks: Sequence[int] = KS,
-    device: torch.device | str = "cpu",
-    ties: Ties = "index",
+    **options: Unpack[RankingOptions],
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The means of :func:`ranking_metrics` and each one's standard error over the users.
 
@@ -310,16 +290,7 @@ def ranking_moments(
     Raises:
         ValueError: Histories and targets differ in number, or ``ties`` is unknown.
     """
-    return ranking_sums(
-        score_fn,
-        histories,
-        targets,
-        batch_size=batch_size,
-        mask_history=mask_history,
-        ks=ks,
-        device=device,
-        ties=ties,
-    ).moments()
+    return ranking_sums(score_fn, histories, targets, **options).moments()
 
 
 @dataclass(frozen=True)
@@ -368,7 +339,18 @@ def ranking_sums(
     device: torch.device | str = "cpu",
     ties: Ties = "index",
 ) -> MetricSums:
-    """The sums behind :func:`ranking_moments` (arguments as there).
+    """Sums over users of each metric and of its square, computed in batches.
+
+    Args:
+        score_fn: Maps a left-padded ``[B, L]`` history batch to ``[B, n_items + 1]`` scores.
+            A :class:`SparseRanker` ranks the targets itself under the ``"index"`` rule.
+        histories: Each user's history, oldest step first.
+        targets: Each user's target item.
+        batch_size: Users scored at once.
+        mask_history: Exclude the items of each history from its ranking.
+        ks: Cut-offs.
+        device: Where the history batches are put.
+        ties: How equal scores are ordered, ``"index"`` or ``"topk"`` (see the module doc).
 
     Raises:
         ValueError: Histories and targets differ in number, or ``ties`` is unknown.

@@ -1,4 +1,5 @@
-"""The epoch-validation benchmark on the tiny preset: both sides scored by the same weights."""
+"""The epoch-validation benchmark on the tiny preset: both sides scored by the same weights, and
+the final scoring's ways giving the same sums."""
 
 from __future__ import annotations
 
@@ -22,3 +23,9 @@ def test_the_benchmark_scores_the_sample_and_every_user_with_the_same_weights(
     assert report["epoch_train_seconds"] > 0 and report["final_test_scoring"]["seconds"] > 0
     assert report["train"]["loss"] == "sampled_softmax"
     assert {"cpu", "vector_extensions"} <= set(report["machine"])
+    # the final scoring's ways, side by side: the same sums to the last bit for each scorer
+    ways = report["final_test_scoring_ways"]
+    assert {"sasrec", "most_popular", "item_transition"} <= set(ways)
+    for name in ("sasrec", "most_popular", "item_transition"):
+        assert ways[name]["same_sums"] is True, name
+        assert {"seconds", "reference_seconds", "speedup"} <= set(ways[name])
